@@ -1,0 +1,117 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/parley-chat/parley/internal/stack"
+)
+
+func init() {
+	register(command{name: "stack", summary: "local PostgreSQL primary + replica, PgBouncer and Redis: up|down|status|env", run: runStack})
+}
+
+const stackHelp = `Manage the local topology Parley runs on one machine, built from the system's
+own binaries (Debian packages postgresql-15, pgbouncer, redis-server):
+
+  up      start (or repair) the stack: PostgreSQL primary, streaming replica made
+          with pg_basebackup, PgBouncer (transaction pooling) and Redis (no
+          persistence); idempotent, prints the bring-up time
+  down    stop every process of the stack; the data stays
+  status  each component's state (exit status 3 when one is not running)
+  env     shell lines PARLEY_PRIMARY_URL=... for the stack, for eval "$(parley stack env)"
+
+When run as root the daemons run as the unprivileged OS user "parley" (created
+if missing). Ports are picked free on 127.0.0.1 on first 'up' and remembered in
+<data dir>/stack.json.`
+
+func runStack(ctx context.Context, args []string) error {
+	fs := newFlagSet("stack", "up|down|status|env [flags]", stackHelp)
+	dataDir := fs.String("data-dir", envString("PARLEY_DATA_DIR", ".parley"), "stack data directory (env PARLEY_DATA_DIR)")
+	var cfg stack.Config
+	fs.IntVar(&cfg.PrimaryPort, "primary-port", envInt("PARLEY_PRIMARY_PORT", 0), "primary port (0: remembered or free; env PARLEY_PRIMARY_PORT)")
+	fs.IntVar(&cfg.ReplicaPort, "replica-port", envInt("PARLEY_REPLICA_PORT", 0), "replica port (env PARLEY_REPLICA_PORT)")
+	fs.IntVar(&cfg.PgBouncerPort, "pgbouncer-port", envInt("PARLEY_PGBOUNCER_PORT", 0), "PgBouncer port (env PARLEY_PGBOUNCER_PORT)")
+	fs.IntVar(&cfg.RedisPort, "redis-port", envInt("PARLEY_REDIS_PORT", 0), "Redis port (env PARLEY_REDIS_PORT)")
+	fs.IntVar(&cfg.PoolSize, "pool-size", envInt("PARLEY_PGBOUNCER_POOL_SIZE", 0), "PgBouncer default_pool_size (0: remembered or 20; env PARLEY_PGBOUNCER_POOL_SIZE)")
+	asJSON := fs.Bool("json", false, "status: print JSON")
+	if len(args) == 0 {
+		fs.Usage()
+		return fmt.Errorf("%w: stack needs a subcommand: up, down, status or env", errUsage)
+	}
+	sub := args[0]
+	if sub == "-h" || sub == "--help" {
+		fs.SetOutput(os.Stdout)
+		fs.Usage()
+		return nil
+	}
+	if err := parseFlags(fs, args[1:]); err != nil {
+		return err
+	}
+	cfg.DataDir = *dataDir
+	switch sub {
+	case "up":
+		cfg.Log = os.Stderr
+		s, err := stack.Up(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(os.Stderr, "run: eval \"$(parley stack env --data-dir %s)\"\n", s.Dir)
+		return nil
+	case "down":
+		s, err := stack.Open(*dataDir)
+		if err != nil {
+			if errors.Is(err, stack.ErrNoStack) {
+				fmt.Fprintln(os.Stderr, "nothing to stop:", err)
+				return nil
+			}
+			return err
+		}
+		return s.Down(ctx)
+	case "status":
+		s, err := stack.Open(*dataDir)
+		if err != nil {
+			return err
+		}
+		sts := s.Status(ctx)
+		if *asJSON {
+			enc := json.NewEncoder(os.Stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(sts)
+		} else {
+			tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "COMPONENT\tSTATE\tPID\tPORT\tDETAIL")
+			for _, c := range sts {
+				state := "running"
+				if !c.Running {
+					state = "STOPPED"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\n", c.Name, state, c.PID, c.Port, c.Detail)
+			}
+			tw.Flush()
+		}
+		if !stack.Healthy(sts) {
+			return &exitError{code: 3, err: errors.New("some components are not running: 'parley stack up' restarts them")}
+		}
+		return nil
+	case "env":
+		s, err := stack.Open(*dataDir)
+		if err != nil {
+			return err
+		}
+		for _, kv := range s.Env() {
+			fmt.Printf("%s=%s\n", kv[0], shellQuote(kv[1]))
+		}
+		return nil
+	}
+	return fmt.Errorf("%w: unknown stack subcommand %q (want up, down, status or env)", errUsage, sub)
+}
+
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}

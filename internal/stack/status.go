@@ -1,0 +1,97 @@
+package stack
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// ComponentStatus is the state of one component.
+type ComponentStatus struct {
+	Name    string `json:"name"`
+	Running bool   `json:"running"`
+	PID     int    `json:"pid,omitempty"`
+	Port    int    `json:"port"`
+	Detail  string `json:"detail"`
+}
+
+// Status inspects every component without changing anything.
+func (s *Stack) Status(ctx context.Context) []ComponentStatus {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	out := []ComponentStatus{
+		s.pgStatus(ctx, "primary", s.primaryDir(), s.State.PrimaryPort, `SELECT CASE WHEN pg_is_in_recovery() THEN 'in recovery (not a primary!)' ELSE 'accepting writes' END`),
+		s.pgStatus(ctx, "replica", s.replicaDir(), s.State.ReplicaPort, `SELECT CASE WHEN NOT pg_is_in_recovery() THEN 'not in recovery (promoted?)'
+			ELSE 'wal receiver: ' || coalesce((SELECT status FROM pg_stat_wal_receiver), 'none') ||
+			     ', replay ' || pg_get_wal_replay_pause_state() END`),
+	}
+	pb := ComponentStatus{Name: "pgbouncer", Port: s.State.PgBouncerPort, PID: readPID(s.pgbouncerPIDFile())}
+	pb.Running = alive(pb.PID, "pgbouncer")
+	if pb.Running {
+		if conn, err := connectAdmin(ctx, s.PgBouncerAdminURL()); err != nil {
+			pb.Detail = "admin console: " + err.Error()
+		} else {
+			pb.Detail = "admin console answers"
+			conn.Close(context.Background())
+		}
+	} else {
+		pb.Detail = "stopped"
+	}
+	rd := ComponentStatus{Name: "redis", Port: s.State.RedisPort, PID: readPID(s.redisPIDFile())}
+	rd.Running = alive(rd.PID, "redis-server")
+	if !rd.Running {
+		rd.Detail = "stopped"
+	} else if err := RedisPing(ctx, s.RedisAddr()); err != nil {
+		rd.Detail = "PING: " + err.Error()
+	} else {
+		rd.Detail = "PONG"
+	}
+	return append(out, pb, rd)
+}
+
+func (s *Stack) pgStatus(ctx context.Context, name, dir string, port int, q string) ComponentStatus {
+	st := ComponentStatus{Name: name, Port: port, PID: readPID(filepath.Join(dir, "postmaster.pid"))}
+	st.Running = alive(st.PID, "postgres")
+	if !st.Running {
+		st.PID = 0
+		st.Detail = "stopped"
+		return st
+	}
+	url := s.SuperuserURL("postgres")
+	if name == "replica" {
+		url = s.ReplicaSuperuserURL("postgres")
+	}
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		st.Detail = fmt.Sprintf("not answering: %v", err)
+		return st
+	}
+	defer conn.Close(context.Background())
+	if err := conn.QueryRow(ctx, q).Scan(&st.Detail); err != nil {
+		st.Detail = fmt.Sprintf("query failed: %v", err)
+	}
+	return st
+}
+
+// Healthy reports whether every component is running.
+func Healthy(sts []ComponentStatus) bool {
+	for _, c := range sts {
+		if !c.Running {
+			return false
+		}
+	}
+	return true
+}
+
+// connectAdmin connects to PgBouncer's admin console (simple protocol only).
+func connectAdmin(ctx context.Context, url string) (*pgx.Conn, error) {
+	cfg, err := pgx.ParseConfig(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+	return pgx.ConnectConfig(ctx, cfg)
+}
