@@ -1,0 +1,89 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/parley-chat/parley/internal/stack"
+)
+
+func init() {
+	register(command{name: "dev", summary: "the main job on one machine: local stack up, migrate, serve; Ctrl-C stops all", run: runDev})
+}
+
+const devHelp = `Bring up the local stack (PostgreSQL primary + streaming replica, PgBouncer,
+Redis) in the data dir, apply migrations and serve the API. The primary pool
+goes through PgBouncer, reads may go to the replica. The admin token is
+PARLEY_ADMIN_TOKEN, or a random one written to <data dir>/admin-token.
+Ctrl-C stops the server and the stack; the data stays for next time.`
+
+func runDev(ctx context.Context, args []string) error {
+	fs := newFlagSet("dev", "[flags]", devHelp)
+	var c serveConfig
+	bindServeFlags(fs, &c)
+	dataDir := fs.String("data-dir", envString("PARLEY_DATA_DIR", ".parley"), "stack data directory (env PARLEY_DATA_DIR)")
+	keep := fs.Bool("keep-stack", false, "leave the stack running on exit")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	s, err := stack.Up(ctx, stack.Config{DataDir: *dataDir, Log: os.Stderr})
+	if err != nil {
+		return fmt.Errorf("stack: %w", err)
+	}
+	if !*keep {
+		defer func() {
+			if err := s.Down(context.Background()); err != nil {
+				slog.Error("stack down", "err", err)
+			}
+		}()
+	}
+	if err := migrate(ctx, s.PrimaryURL()); err != nil {
+		return fmt.Errorf("migrate: %w", err)
+	}
+	token, err := adminToken(s.Dir)
+	if err != nil {
+		return err
+	}
+	c.PrimaryURL = s.PgBouncerURL()
+	c.ReplicaURLs = []string{s.ReplicaURL()}
+	c.RedisURL = s.RedisURL()
+	c.PgBouncerAdmin = s.PgBouncerAdminURL()
+	c.AdminToken = token
+	err = serve(ctx, c, func(addr string) {
+		fmt.Fprintf(os.Stderr, "\nParley is serving on http://%s  (admin token in %s)\n  curl http://%s/readyz\n\n",
+			addr, filepath.Join(s.Dir, "admin-token"), addr)
+	})
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// adminToken returns PARLEY_ADMIN_TOKEN, else the token saved in the data
+// dir, else a new random one saved there (0600).
+func adminToken(dir string) (string, error) {
+	if t := os.Getenv("PARLEY_ADMIN_TOKEN"); t != "" {
+		return t, nil
+	}
+	path := filepath.Join(dir, "admin-token")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		return strings.TrimSpace(string(b)), nil
+	}
+	b := make([]byte, 24)
+	if _, err := rand.Read(b); err != nil {
+		return "", err
+	}
+	t := "adm_" + hex.EncodeToString(b)
+	if err := os.WriteFile(path, []byte(t+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("save admin token: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "generated admin token (saved in %s): %s\n", path, t)
+	return t, nil
+}
