@@ -38,6 +38,9 @@ func FindBinaries() (Binaries, error) {
 	return b, nil
 }
 
+// debianPGBin is where Debian's postgresql-15 puts the server binaries (not on PATH).
+var debianPGBin = "/usr/lib/postgresql/15/bin"
+
 func (b Binaries) pg(name string) string { return filepath.Join(b.PGBin, name) }
 
 func findPGBin() string {
@@ -45,7 +48,7 @@ func findPGBin() string {
 	if dir := os.Getenv("PARLEY_PG_BINDIR"); dir != "" {
 		candidates = append(candidates, dir)
 	}
-	candidates = append(candidates, "/usr/lib/postgresql/15/bin")
+	candidates = append(candidates, debianPGBin)
 	if out, err := exec.Command("pg_config", "--bindir").Output(); err == nil {
 		candidates = append(candidates, strings.TrimSpace(string(out)))
 	}

@@ -1,0 +1,46 @@
+# Parley — the two commands: `make run` and `make test`.
+GO       ?= go
+BIN      := bin/parley
+DATA_DIR ?= .parley
+# The race detector and a stack per test package: keep CI under 30 min on 2 cores.
+TEST_FLAGS ?= -race -count=1 -timeout 25m
+
+.PHONY: run test deps test-deps build vet fuzz bench perf clean
+
+## run: install missing Debian packages, build, and run `parley dev` (stack + migrate + serve)
+run: deps build
+	./$(BIN) dev --data-dir $(DATA_DIR)
+
+## test: install missing packages, then vet and all tests with -race, then a short fuzz run
+test: test-deps
+	$(GO) vet ./...
+	$(GO) test $(TEST_FLAGS) ./...
+	$(MAKE) fuzz
+
+deps:
+	@scripts/install-deps.sh
+
+test-deps:
+	@scripts/install-deps.sh --test
+
+build:
+	$(GO) build -o $(BIN) ./cmd/parley
+
+vet:
+	$(GO) vet ./...
+
+## fuzz: run each fuzz target briefly (CI); FUZZTIME=5m for a longer run
+FUZZTIME ?= 10s
+fuzz:
+	@set -e; for target in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r dirname | sort -u); do \
+	  for f in $$(grep -h -o '^func Fuzz[A-Za-z0-9_]*' $$target/*_test.go | sed 's/func //'); do \
+	    echo "fuzz $$target $$f ($(FUZZTIME))"; \
+	    $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$target; \
+	  done; \
+	done
+
+bench:
+	$(GO) test -run='^$$' -bench=. -benchmem ./...
+
+clean:
+	rm -rf bin

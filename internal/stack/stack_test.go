@@ -1,0 +1,245 @@
+package stack
+
+import (
+	"context"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+)
+
+func TestMain(m *testing.M) { os.Exit(Main(m)) }
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func componentByName(t *testing.T, sts []ComponentStatus, name string) ComponentStatus {
+	t.Helper()
+	for _, c := range sts {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("no component %q in %+v", name, sts)
+	return ComponentStatus{}
+}
+
+func TestStackComponentsAnswer(t *testing.T) {
+	s := ForTest(t)
+	ctx := ctxT(t)
+	sts := s.Status(ctx)
+	if !Healthy(sts) {
+		t.Fatalf("stack not healthy: %+v", sts)
+	}
+	if d := componentByName(t, sts, "replica").Detail; !strings.Contains(d, "streaming") {
+		t.Errorf("replica detail = %q, want streaming", d)
+	}
+
+	// PgBouncer's admin console answers SHOW POOLS and lists the _ro entry.
+	admin, err := connectAdmin(ctx, s.PgBouncerAdminURL())
+	if err != nil {
+		t.Fatalf("admin console: %v", err)
+	}
+	defer admin.Close(ctx)
+	rows, err := admin.Query(ctx, "SHOW DATABASES")
+	if err != nil {
+		t.Fatalf("SHOW DATABASES: %v", err)
+	}
+	names := map[string]bool{}
+	for rows.Next() {
+		vals, err := rows.Values()
+		if err != nil {
+			t.Fatal(err)
+		}
+		names[vals[0].(string)] = true
+	}
+	if !names[AppDB] || !names[AppDB+"_ro"] {
+		t.Errorf("PgBouncer databases = %v, want %s and %s_ro", names, AppDB, AppDB)
+	}
+	if _, err := admin.Exec(ctx, "SHOW POOLS"); err != nil {
+		t.Errorf("SHOW POOLS: %v", err)
+	}
+
+	// Through PgBouncer (transaction pooling needs exec mode) to the primary,
+	// and through the _ro entry to the replica.
+	for _, tc := range []struct {
+		name, db     string
+		wantRecovery bool
+	}{{"primary via pgbouncer", AppDB, false}, {"replica via pgbouncer _ro", AppDB + "_ro", true}} {
+		cfg, err := pgx.ParseConfig(strings.Replace(s.PgBouncerURL(), "/"+AppDB+"?", "/"+tc.db+"?", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.DefaultQueryExecMode = pgx.QueryExecModeExec
+		c, err := pgx.ConnectConfig(ctx, cfg)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		var inRecovery bool
+		if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		c.Close(ctx)
+		if inRecovery != tc.wantRecovery {
+			t.Errorf("%s: pg_is_in_recovery = %v, want %v", tc.name, inRecovery, tc.wantRecovery)
+		}
+	}
+
+	if err := RedisPing(ctx, s.RedisAddr()); err != nil {
+		t.Errorf("redis PING: %v", err)
+	}
+}
+
+func TestReplicaStreamsWrites(t *testing.T) {
+	s := ForTest(t)
+	ctx := ctxT(t)
+	db := s.NewDatabase(t)
+	p, err := pgx.Connect(ctx, db.PrimaryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close(ctx)
+	if _, err := p.Exec(ctx, `CREATE TABLE probe (v text); INSERT INTO probe VALUES ('hello')`); err != nil {
+		t.Fatal(err)
+	}
+	if err := WaitReplicaCaughtUp(ctx, db.PrimaryURL, db.ReplicaURL); err != nil {
+		t.Fatal(err)
+	}
+	r, err := pgx.Connect(ctx, db.ReplicaURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(ctx)
+	var v string
+	var inRecovery bool
+	if err := r.QueryRow(ctx, `SELECT v, pg_is_in_recovery() FROM probe`).Scan(&v, &inRecovery); err != nil {
+		t.Fatalf("read on replica: %v", err)
+	}
+	if v != "hello" || !inRecovery {
+		t.Errorf("replica read v=%q in_recovery=%v", v, inRecovery)
+	}
+	// The app role may pause and resume replay (GRANT in the database).
+	if _, err := r.Exec(ctx, `SELECT pg_wal_replay_pause()`); err != nil {
+		t.Fatalf("pause replay as app role: %v", err)
+	}
+	if _, err := r.Exec(ctx, `SELECT pg_wal_replay_resume()`); err != nil {
+		t.Fatalf("resume replay as app role: %v", err)
+	}
+}
+
+// TestUpIsIdempotentAndRepairs kills Redis, sees it in Status, and checks that
+// Up (run twice) restarts it and reuses everything else.
+func TestUpIsIdempotentAndRepairs(t *testing.T) {
+	s := ForTest(t)
+	ctx := ctxT(t)
+	before := s.Status(ctx)
+	if err := s.StopComponent(ctx, "redis"); err != nil {
+		t.Fatal(err)
+	}
+	if r := componentByName(t, s.Status(ctx), "redis"); r.Running {
+		t.Fatalf("redis still running after stop: %+v", r)
+	}
+	for i := 0; i < 2; i++ {
+		s2, err := Up(ctx, Config{DataDir: s.Dir})
+		if err != nil {
+			t.Fatalf("up #%d: %v", i+1, err)
+		}
+		if s2.State != s.State {
+			t.Errorf("up #%d changed state: %+v -> %+v", i+1, s.State, s2.State)
+		}
+	}
+	after := s.Status(ctx)
+	if !Healthy(after) {
+		t.Fatalf("not healthy after up: %+v", after)
+	}
+	for _, name := range []string{"primary", "replica", "pgbouncer"} {
+		if b, a := componentByName(t, before, name).PID, componentByName(t, after, name).PID; b != a {
+			t.Errorf("%s restarted by idempotent up: pid %d -> %d", name, b, a)
+		}
+	}
+}
+
+func TestReplicaRestart(t *testing.T) {
+	s := ForTest(t)
+	ctx := ctxT(t)
+	if err := s.StopComponent(ctx, "replica"); err != nil {
+		t.Fatal(err)
+	}
+	if r := componentByName(t, s.Status(ctx), "replica"); r.Running {
+		t.Fatalf("replica running after stop")
+	}
+	if _, err := Up(ctx, Config{DataDir: s.Dir}); err != nil {
+		t.Fatal(err)
+	}
+	if d := componentByName(t, s.Status(ctx), "replica").Detail; !strings.Contains(d, "streaming") {
+		t.Errorf("replica after restart: %q", d)
+	}
+}
+
+// TestUpDownLeavesNothing brings a second stack up and down in its own dir
+// and checks that no process of it survives.
+func TestUpDownLeavesNothing(t *testing.T) {
+	ctx := ctxT(t)
+	dir, err := os.MkdirTemp("", "parley-updown-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s, err := Up(ctx, Config{DataDir: dir, Fast: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pids []ComponentStatus
+	for _, c := range s.Status(ctx) {
+		if !c.Running || c.PID == 0 {
+			t.Fatalf("component not running after up: %+v", c)
+		}
+		pids = append(pids, c)
+	}
+	if err := s.Down(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range pids {
+		want := c.Name
+		if want == "primary" || want == "replica" {
+			want = "postgres"
+		} else if want == "redis" {
+			want = "redis-server"
+		}
+		if alive(c.PID, want) {
+			t.Errorf("%s (pid %d) still running after down", c.Name, c.PID)
+		}
+	}
+	if Healthy(s.Status(ctx)) {
+		t.Error("status healthy after down")
+	}
+	// A second down is harmless.
+	if err := s.Down(ctx); err != nil {
+		t.Errorf("second down: %v", err)
+	}
+}
+
+func TestMissingBinaryMessage(t *testing.T) {
+	t.Setenv("PATH", "/nonexistent")
+	t.Setenv("PARLEY_PG_BINDIR", "/nonexistent")
+	old := debianPGBin
+	debianPGBin = "/nonexistent"
+	t.Cleanup(func() { debianPGBin = old })
+	_, err := FindBinaries()
+	if err == nil {
+		t.Fatal("FindBinaries found PostgreSQL with nothing on PATH")
+	}
+	msg := err.Error()
+	if !errors.Is(err, ErrMissingBinary) || !strings.Contains(msg, "apt-get install postgresql-15") || strings.Contains(msg, "\n") {
+		t.Errorf("want one line naming the Debian package, got %q", msg)
+	}
+}
