@@ -1,0 +1,238 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/parley-chat/parley/internal/loadgen"
+)
+
+func init() {
+	register(command{name: "load", summary: "load generator: built-in scenarios, SLO gates, JSON/HTML reports", run: runLoad})
+}
+
+const loadDescription = `
+Generates load against a Parley API and gates on SLOs.
+
+Two load models:
+  open (default)  requests arrive at --rate per second whatever the server does;
+                  latency counts from each request's INTENDED send time (wrk2's
+                  model), so a stall shows as it would to users; late and dropped
+                  sends are counted and reported.
+  closed          --closed: --connections keep-alive connections, each with up to
+                  --pipelining requests outstanding, sending the next as soon as a
+                  response arrives (autocannon/wrk); measures raw capacity. Every
+                  pipelined request is timed on its own.
+
+Scenarios (each creates its own users, conversations and Zipf-skewed history
+through the API first, then holds its connections and offers load):
+  history  history pages with real cursors; 5k connections; p95 <= 350ms
+  send     sends with unique Idempotency-Keys; 5k connections; p95 <= 250ms
+  mixed    70% reads / 30% sends; 8k connections; p95 <= 300ms
+  spike    mixed, 5k conns for 2m -> 10k over 1m -> hold 5m -> down over 1m;
+           no errors, p95 within SLO
+  all      the four in turn
+Defaults come from the seed's load plan; --duration, --connections, --rate and
+--scale shrink or grow them. --scenario-file runs custom mixes (YAML or JSON).
+--find-max searches the highest rate that still meets the SLOs (capacity_rps).
+
+  parley load --url URL [--closed --connections N --pipelining P --duration D | --rate R]
+hammers one URL with no scenario, as autocannon and wrk do.
+
+Thresholds: [scope:]metric<value, metric one of p50 p90 p95 p99 p99.9 max mean
+(latency, e.g. 350ms), error_rate (e.g. 1%), errors, requests, rps; operators
+< <= > >=; scope a scenario or an operation (history, history_deep, send,
+conversation_list, unread). Exit status: 0 pass, 99 a threshold failed, 1 any
+other failure, 2 bad flags.`
+
+// loadMultiFlag is a repeatable string flag.
+type loadMultiFlag []string
+
+func (m *loadMultiFlag) String() string     { return strings.Join(*m, " ") }
+func (m *loadMultiFlag) Set(v string) error { *m = append(*m, v); return nil }
+
+func loadEnvList(key string) loadMultiFlag {
+	v := envString(key, "")
+	if v == "" {
+		return nil
+	}
+	var out loadMultiFlag
+	for _, p := range strings.Split(v, ";") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func loadEnvInt(key string, def int) int {
+	if n, err := strconv.Atoi(envString(key, "")); err == nil {
+		return n
+	}
+	return def
+}
+
+func loadEnvFloat(key string, def float64) float64 {
+	if f, err := strconv.ParseFloat(envString(key, ""), 64); err == nil {
+		return f
+	}
+	return def
+}
+
+func loadEnvDuration(key string, def time.Duration) time.Duration {
+	if d, err := time.ParseDuration(envString(key, "")); err == nil {
+		return d
+	}
+	return def
+}
+
+func loadEnvBool(key string) bool {
+	b, _ := strconv.ParseBool(envString(key, ""))
+	return b
+}
+
+type loadFlags struct {
+	o                       loadgen.Options
+	headers, stages, thresh loadMultiFlag
+	body                    string
+	seed                    uint64
+	jsonPath, htmlPath      string
+	quiet                   bool
+	trivial                 string
+	list                    bool
+}
+
+func newLoadFlagSet(f *loadFlags) *flag.FlagSet {
+	fs := newFlagSet("load", "--target URL --admin-token TOKEN --scenario NAME [flags]", loadDescription)
+	o := &f.o
+	fs.StringVar(&o.Target, "target", envString("PARLEY_URL", ""), "base URL of the Parley API (env PARLEY_URL)")
+	fs.StringVar(&o.AdminToken, "admin-token", envString("PARLEY_ADMIN_TOKEN", ""), "admin token; the scenarios create their users with it (env PARLEY_ADMIN_TOKEN)")
+	fs.StringVar(&o.Scenario, "scenario", envString("PARLEY_LOAD_SCENARIO", ""), "scenario: history, send, mixed, spike, all, a name from --scenario-file, or a comma-separated list (env PARLEY_LOAD_SCENARIO)")
+	fs.StringVar(&o.ScenarioFile, "scenario-file", envString("PARLEY_LOAD_SCENARIO_FILE", ""), "YAML or JSON file of custom scenarios (mix weights of history, history_deep, send, conversation_list, unread; connections, rate, duration, stages, thresholds, data) (env PARLEY_LOAD_SCENARIO_FILE)")
+	fs.StringVar(&o.URL, "url", envString("PARLEY_LOAD_URL", ""), "hammer this one URL instead of a scenario (closed model unless --rate) (env PARLEY_LOAD_URL)")
+	fs.StringVar(&o.Method, "method", envString("PARLEY_LOAD_METHOD", "GET"), "--url mode: request method (env PARLEY_LOAD_METHOD)")
+	f.headers = loadEnvList("PARLEY_LOAD_HEADERS")
+	fs.Var(&f.headers, "header", "--url mode: extra request header 'Name: value', repeatable (env PARLEY_LOAD_HEADERS, ';'-separated)")
+	fs.StringVar(&f.body, "body", envString("PARLEY_LOAD_BODY", ""), "--url mode: request body (env PARLEY_LOAD_BODY)")
+	fs.BoolVar(&o.Closed, "closed", loadEnvBool("PARLEY_LOAD_CLOSED"), "closed model: connections x pipelining, as fast as the server answers (env PARLEY_LOAD_CLOSED)")
+	fs.IntVar(&o.Connections, "connections", loadEnvInt("PARLEY_LOAD_CONNECTIONS", 0), "connections to hold (default: the scenario's, times --scale; 10 with --url) (env PARLEY_LOAD_CONNECTIONS)")
+	fs.IntVar(&o.Pipelining, "pipelining", loadEnvInt("PARLEY_LOAD_PIPELINING", 0), "closed model: requests outstanding per connection (default: the scenario's with --closed, else 1) (env PARLEY_LOAD_PIPELINING)")
+	fs.DurationVar(&o.Duration, "duration", loadEnvDuration("PARLEY_LOAD_DURATION", 0), "timed part per scenario (default: the scenario's, 5m; staged scenarios are stretched to fit; 10s with --url) (env PARLEY_LOAD_DURATION)")
+	fs.Float64Var(&o.Rate, "rate", loadEnvFloat("PARLEY_LOAD_RATE", 0), "open model: requests per second (default: the scenario's, times --scale; stages scale along) (env PARLEY_LOAD_RATE)")
+	f.stages = loadEnvList("PARLEY_LOAD_STAGES")
+	fs.Var(&f.stages, "stage", "a stage 'DURATION[,conns=N][,rate=R]' (ramps linearly from the previous stage), repeatable; replaces the scenario's stages (env PARLEY_LOAD_STAGES, ';'-separated)")
+	fs.Float64Var(&o.Scale, "scale", loadEnvFloat("PARLEY_LOAD_SCALE", 1), "multiply the scenarios' connections, rate and data size (env PARLEY_LOAD_SCALE)")
+	fs.BoolVar(&o.FindMax, "find-max", loadEnvBool("PARLEY_LOAD_FIND_MAX"), "search the highest offered rate that meets the SLOs, report it as capacity_rps (env PARLEY_LOAD_FIND_MAX)")
+	fs.DurationVar(&o.StepDuration, "step-duration", loadEnvDuration("PARLEY_LOAD_STEP_DURATION", 10*time.Second), "--find-max: length of each step (env PARLEY_LOAD_STEP_DURATION)")
+	fs.IntVar(&o.MaxSteps, "max-steps", loadEnvInt("PARLEY_LOAD_MAX_STEPS", 12), "--find-max: most steps to run (env PARLEY_LOAD_MAX_STEPS)")
+	f.thresh = loadEnvList("PARLEY_LOAD_THRESHOLDS")
+	fs.Var(&f.thresh, "threshold", "an SLO gate such as 'history:p95<350ms', 'error_rate<1%' or 'rps>100', repeatable; a failed gate exits 99 (env PARLEY_LOAD_THRESHOLDS, ';'-separated)")
+	fs.BoolVar(&o.NoDefaultThresholds, "no-default-thresholds", loadEnvBool("PARLEY_LOAD_NO_DEFAULT_THRESHOLDS"), "drop the scenarios' own SLO gates, keep only --threshold (env PARLEY_LOAD_NO_DEFAULT_THRESHOLDS)")
+	fs.DurationVar(&o.Timeout, "timeout", loadEnvDuration("PARLEY_LOAD_TIMEOUT", 10*time.Second), "per-request timeout (env PARLEY_LOAD_TIMEOUT)")
+	fs.DurationVar(&o.DialTimeout, "dial-timeout", loadEnvDuration("PARLEY_LOAD_DIAL_TIMEOUT", 5*time.Second), "per-connection dial timeout (env PARLEY_LOAD_DIAL_TIMEOUT)")
+	fs.IntVar(&o.DialConcurrency, "dial-concurrency", loadEnvInt("PARLEY_LOAD_DIAL_CONCURRENCY", 256), "connections dialled at once (env PARLEY_LOAD_DIAL_CONCURRENCY)")
+	fs.Float64Var(&o.CPUBudget, "cpu-budget", loadEnvFloat("PARLEY_LOAD_CPU_BUDGET", 0), "cores the generator may use before it warns that it is the bottleneck (default GOMAXPROCS) (env PARLEY_LOAD_CPU_BUDGET)")
+	fs.Uint64Var(&f.seed, "seed", uint64(loadEnvInt("PARLEY_LOAD_SEED", 0)), "random seed, for repeatable mixes (0: random) (env PARLEY_LOAD_SEED)")
+	fs.StringVar(&f.jsonPath, "json", envString("PARLEY_LOAD_JSON", ""), "write the JSON report to this file (env PARLEY_LOAD_JSON)")
+	fs.StringVar(&f.htmlPath, "html", envString("PARLEY_LOAD_HTML", ""), "write a self-contained HTML report to this file (env PARLEY_LOAD_HTML)")
+	fs.BoolVar(&f.quiet, "quiet", loadEnvBool("PARLEY_LOAD_QUIET"), "no live progress lines on stderr (env PARLEY_LOAD_QUIET)")
+	fs.BoolVar(&f.list, "list", false, "list the built-in scenarios and exit")
+	fs.StringVar(&f.trivial, "trivial-server", "", "serve a trivial endpoint on ADDR until interrupted (the neutral target of scripts/bench-loadgen.sh); no load is generated")
+	return fs
+}
+
+func runLoad(ctx context.Context, args []string) error {
+	var f loadFlags
+	fs := newLoadFlagSet(&f)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	if f.trivial != "" {
+		return loadgen.ServeTrivial(ctx, f.trivial, func(a net.Addr) {
+			fmt.Fprintf(os.Stderr, "parley load: trivial server listening on %s\n", a)
+		})
+	}
+	if f.list {
+		listScenarios(os.Stdout)
+		return nil
+	}
+	o := &f.o
+	o.Seed = f.seed
+	o.Logger = slog.Default()
+	if !f.quiet {
+		o.Progress = os.Stderr
+	}
+	if f.body != "" {
+		o.Body = []byte(f.body)
+	}
+	for _, h := range f.headers {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok || strings.TrimSpace(name) == "" {
+			return fmt.Errorf("%w: --header %q: want 'Name: value'", errUsage, h)
+		}
+		o.Headers = append(o.Headers, loadgen.HeaderField{Name: strings.TrimSpace(name), Value: strings.TrimSpace(value)})
+	}
+	for _, s := range f.stages {
+		st, err := loadgen.ParseStage(s)
+		if err != nil {
+			return fmt.Errorf("%w: --stage: %v", errUsage, err)
+		}
+		o.Stages = append(o.Stages, st)
+	}
+	for _, t := range f.thresh {
+		if _, err := loadgen.ParseThreshold(t); err != nil {
+			return fmt.Errorf("%w: --threshold: %v", errUsage, err)
+		}
+	}
+	o.Thresholds = f.thresh
+	if o.URL == "" && o.Scenario == "" && o.ScenarioFile == "" {
+		return fmt.Errorf("%w: set --scenario (history, send, mixed, spike, all), --scenario-file or --url", errUsage)
+	}
+	if o.URL != "" && (o.Scenario != "" || o.ScenarioFile != "") {
+		return fmt.Errorf("%w: --url hammers one URL; it does not combine with --scenario or --scenario-file", errUsage)
+	}
+
+	rep, err := loadgen.Run(ctx, *o)
+	if err != nil {
+		return fmt.Errorf("load: %w", err)
+	}
+	rep.WriteText(os.Stdout)
+	if f.jsonPath != "" {
+		if err := rep.WriteJSONFile(f.jsonPath); err != nil {
+			return err
+		}
+	}
+	if f.htmlPath != "" {
+		if err := rep.WriteHTMLFile(f.htmlPath); err != nil {
+			return err
+		}
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("load: interrupted: %w", ctx.Err())
+	}
+	if !rep.Passed {
+		failed := rep.FailedThresholds()
+		return &exitError{code: 99, err: fmt.Errorf("%w: %s", loadgen.ErrThresholds, strings.Join(failed, "; "))}
+	}
+	return nil
+}
+
+func listScenarios(w io.Writer) {
+	b := loadgen.BuiltinScenarios()
+	for _, name := range []string{"history", "send", "mixed", "spike"} {
+		sc := b[name]
+		fmt.Fprintf(w, "%-8s %s\n         %d connections, %g req/s, %s; closed-model pipelining %d; gates %s\n",
+			name, sc.Description, sc.Connections, sc.Rate, sc.Duration, sc.Pipelining, strings.Join(sc.Thresholds, ", "))
+	}
+}

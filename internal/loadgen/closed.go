@@ -1,0 +1,270 @@
+package loadgen
+
+import (
+	"context"
+	"io"
+	"time"
+)
+
+// The closed model (autocannon's and wrk's): N keep-alive connections, each
+// keeping up to P requests outstanding (HTTP/1.1 pipelining) and sending the
+// next one as soon as a response comes back. It measures raw capacity. Each
+// request is timed individually: its send time is taken when the bytes are
+// flushed to the socket, and responses are matched to requests FIFO, so a
+// pipelined batch yields P latencies, not one.
+//
+// A closed model cannot see a stall as users would: while the server is
+// stuck, the generator is stuck too and sends nothing, so only the N·P
+// requests in flight are slow. Use the open model for latency SLOs.
+
+type closedEngine struct {
+	ctx      context.Context
+	cfg      *engineConfig
+	wl       Workload
+	d        *dialer
+	crew     crew
+	rec      *recorder
+	draining chan struct{}
+}
+
+func newClosedEngine(ctx context.Context, cfg *engineConfig, wl Workload) *closedEngine {
+	e := &closedEngine{
+		ctx:      ctx,
+		cfg:      cfg,
+		wl:       wl,
+		d:        newDialer(cfg.ep, cfg.dialConcurrency, cfg.dialTimeout),
+		draining: make(chan struct{}),
+	}
+	if e.cfg.pipelining < 1 {
+		e.cfg.pipelining = 1
+	}
+	e.crew.start = e.worker
+	return e
+}
+
+// run dials the first stage's connections, then keeps them busy for
+// prof.total, following the profile's connection counts.
+func (e *closedEngine) run(ctx context.Context, prof *profile, rec *recorder, w io.Writer, label string) runResult {
+	e.rec = rec
+	pre := predial(ctx, e.d, prof.connsAt(0), w, label)
+	start := time.Now()
+	rec.begin(start)
+	e.crew.resize(prof.connsAt(0), pre)
+
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	nextSecond := start.Add(time.Second)
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case now := <-tick.C:
+			t := now.Sub(start)
+			if t >= prof.total {
+				break loop
+			}
+			e.crew.resize(prof.connsAt(t), nil)
+			if !now.Before(nextSecond) {
+				iv := rec.tick(now, e.d.open.Load(), prof.stageAt(t), false)
+				nextSecond = nextSecond.Add(time.Second)
+				if e.cfg.progress != nil {
+					e.cfg.progress(progressInfo{elapsed: t, total: prof.total, iv: iv, requested: prof.connsAt(t)})
+				}
+			}
+		}
+	}
+	close(e.draining) // no new requests; in-flight ones complete
+	done := make(chan struct{})
+	go func() { e.crew.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(e.cfg.timeout + time.Second):
+	}
+	e.crew.stopAll()
+	rec.tick(time.Now(), e.d.open.Load(), len(prof.stages)-1, false)
+	return runResult{
+		rec:        rec,
+		secs:       prof.total.Seconds(),
+		requested:  prof.maxConns(),
+		peak:       e.d.peak.Load(),
+		dialFails:  e.d.failures.Load(),
+		reconnects: e.d.reconnect.Load(),
+		cpuSecs:    (processCPU() - rec.startCPU).Seconds(),
+		marks:      prof.marks(false),
+	}
+}
+
+// pending is a request written to the connection whose response has not
+// been read yet.
+type pending struct {
+	req     *Request
+	sent    time.Time
+	retried bool
+}
+
+type closedWorker struct {
+	id       int
+	e        *closedEngine
+	src      Source
+	c        *conn
+	sh       *shard
+	inflight []pending // FIFO: responses come back in request order
+	keep     []byte
+}
+
+func (e *closedEngine) worker(id int, stop <-chan struct{}, c *conn) {
+	w := &closedWorker{id: id, e: e, src: e.wl.NewSource(id), c: c, sh: e.rec.shard(id),
+		inflight: make([]pending, 0, e.cfg.pipelining)}
+	defer func() { w.c.close() }()
+	backoff := 10 * time.Millisecond
+	for {
+		stopping := false
+		select {
+		case <-stop:
+			stopping = true
+		case <-e.draining:
+			stopping = true
+		case <-e.ctx.Done():
+			w.failAll(classRead)
+			return
+		default:
+		}
+		if stopping && len(w.inflight) == 0 {
+			return
+		}
+		if w.c == nil {
+			nc, err := e.d.dial(e.ctx)
+			if err != nil {
+				if e.ctx.Err() != nil {
+					return
+				}
+				// Count the failed connection as one failed request.
+				req := w.src.Next()
+				w.sh.record(sample{op: req.Op, class: classConnect, latency: -1, service: -1, lag: -1})
+				w.src.Done(req, 0, nil)
+				w.failAll(classConnect)
+				if stopping {
+					return
+				}
+				time.Sleep(backoff)
+				backoff = min(2*backoff, time.Second)
+				continue
+			}
+			backoff = 10 * time.Millisecond
+			w.c = nc
+			// Re-send what a closed connection left unanswered.
+			if len(w.inflight) > 0 && !w.resend() {
+				continue
+			}
+		}
+		w.c.acquire()
+		if !stopping && !w.fill() {
+			continue
+		}
+		w.readOne()
+	}
+}
+
+// fill writes requests until P are outstanding, then flushes once; the
+// flush time is every new request's send time.
+func (w *closedWorker) fill() bool {
+	first := len(w.inflight)
+	for len(w.inflight) < cap(w.inflight) {
+		req := w.src.Next()
+		writeRequest(w.c.bw, w.e.cfg.ep.host, req)
+		w.inflight = append(w.inflight, pending{req: req})
+	}
+	if first == len(w.inflight) {
+		return true
+	}
+	now := time.Now()
+	for i := first; i < len(w.inflight); i++ {
+		w.inflight[i].sent = now
+	}
+	if err := w.c.bw.Flush(); err != nil {
+		w.fail(err, true)
+		return false
+	}
+	return true
+}
+
+// resend writes the outstanding requests again on a new connection,
+// keeping their original send times (the wait counts as latency).
+func (w *closedWorker) resend() bool {
+	w.c.acquire()
+	for _, p := range w.inflight {
+		writeRequest(w.c.bw, w.e.cfg.ep.host, p.req)
+	}
+	if err := w.c.bw.Flush(); err != nil {
+		w.fail(err, true)
+		return false
+	}
+	return true
+}
+
+// readOne reads the response to the oldest outstanding request.
+func (w *closedWorker) readOne() {
+	head := w.inflight[0]
+	_ = w.c.nc.SetReadDeadline(head.sent.Add(w.e.cfg.timeout))
+	var keep *[]byte
+	if head.req.WantBody {
+		keep = &w.keep
+	}
+	resp, err := readResponse(w.c.br, head.req.Method, keep)
+	if err != nil {
+		w.fail(err, false)
+		return
+	}
+	end := time.Now()
+	w.sh.record(sample{op: head.req.Op, class: statusClass(resp.status), status: resp.status,
+		latency: end.Sub(head.sent), service: -1, lag: -1})
+	w.src.Done(head.req, resp.status, resp.body)
+	copy(w.inflight, w.inflight[1:])
+	w.inflight = w.inflight[:len(w.inflight)-1]
+	w.c.served++
+	if cap(w.keep) > 64<<10 {
+		w.keep = nil // do not pin a large buffer to the connection
+	}
+	if resp.close {
+		w.c.close()
+		w.c = nil
+		w.markRetry()
+	}
+}
+
+// fail handles an I/O error on the connection. A keep-alive connection that
+// the server closed before answering anything new is retried once (the
+// outstanding requests are re-sent); everything else fails the outstanding
+// requests.
+func (w *closedWorker) fail(err error, writing bool) {
+	served := w.c.served
+	w.c.close()
+	w.c = nil
+	if staleConn(err) && served > 0 && w.markRetry() {
+		w.e.d.reconnect.Add(1)
+		return
+	}
+	w.failAll(classify(err, writing))
+}
+
+// markRetry flags the outstanding requests as retried; it reports false
+// (and fails them) when one of them was already retried once.
+func (w *closedWorker) markRetry() bool {
+	for i := range w.inflight {
+		if w.inflight[i].retried {
+			w.failAll(classRead)
+			return false
+		}
+		w.inflight[i].retried = true
+	}
+	return true
+}
+
+func (w *closedWorker) failAll(class errClass) {
+	for _, p := range w.inflight {
+		w.sh.record(sample{op: p.req.Op, class: class, latency: -1, service: -1, lag: -1})
+		w.src.Done(p.req, 0, nil)
+	}
+	w.inflight = w.inflight[:0]
+}

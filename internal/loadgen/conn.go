@@ -1,0 +1,241 @@
+package loadgen
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+)
+
+// Buffer sizes per connection: small, so that 10k connections stay cheap.
+// A response larger than the read buffer is streamed through it.
+const (
+	readBufSize  = 4 << 10
+	writeBufSize = 2 << 10
+)
+
+// endpoint is a parsed target: where to dial and what to send as Host.
+type endpoint struct {
+	addr     string // host:port
+	host     string // Host header
+	tls      bool
+	basePath string // path prefix of the target URL, without trailing slash
+}
+
+func parseEndpoint(raw string) (endpoint, *url.URL, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return endpoint{}, nil, fmt.Errorf("parse target %q: %w", raw, err)
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return endpoint{}, nil, fmt.Errorf("target %q: scheme must be http or https", raw)
+	}
+	if u.Host == "" {
+		return endpoint{}, nil, fmt.Errorf("target %q: no host", raw)
+	}
+	e := endpoint{host: u.Host, tls: u.Scheme == "https"}
+	port := u.Port()
+	if port == "" {
+		port = "80"
+		if e.tls {
+			port = "443"
+		}
+	}
+	e.addr = net.JoinHostPort(u.Hostname(), port)
+	p := u.EscapedPath()
+	for len(p) > 0 && p[len(p)-1] == '/' {
+		p = p[:len(p)-1]
+	}
+	e.basePath = p
+	return e, u, nil
+}
+
+// dialer opens connections with bounded concurrency and a timeout, and counts
+// them (requested vs established).
+type dialer struct {
+	ep      endpoint
+	sem     chan struct{}
+	timeout time.Duration
+	nd      net.Dialer
+
+	open      atomic.Int64 // currently established
+	peak      atomic.Int64 // most established at once
+	dials     atomic.Int64 // successful dials
+	failures  atomic.Int64 // failed dials
+	reconnect atomic.Int64 // connections found closed by the server and redialled
+}
+
+func newDialer(ep endpoint, concurrency int, timeout time.Duration) *dialer {
+	if concurrency <= 0 {
+		concurrency = 256
+	}
+	if timeout <= 0 {
+		timeout = 5 * time.Second
+	}
+	return &dialer{ep: ep, sem: make(chan struct{}, concurrency), timeout: timeout}
+}
+
+// conn is one keep-alive HTTP/1.1 connection.
+type conn struct {
+	nc       net.Conn
+	br       *bufio.Reader
+	bw       *bufio.Writer
+	d        *dialer
+	served   int // responses read on this connection
+	released bool
+}
+
+var (
+	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
+	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}
+)
+
+func (d *dialer) dial(ctx context.Context) (*conn, error) {
+	select {
+	case d.sem <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	defer func() { <-d.sem }()
+	dctx, cancel := context.WithTimeout(ctx, d.timeout)
+	defer cancel()
+	nc, err := d.nd.DialContext(dctx, "tcp", d.ep.addr)
+	if err != nil {
+		d.failures.Add(1)
+		return nil, fmt.Errorf("dial %s: %w", d.ep.addr, err)
+	}
+	if d.ep.tls {
+		host, _, _ := net.SplitHostPort(d.ep.host)
+		if host == "" {
+			host = d.ep.host
+		}
+		tc := tls.Client(nc, &tls.Config{ServerName: host, NextProtos: []string{"http/1.1"}})
+		if err := tc.HandshakeContext(dctx); err != nil {
+			nc.Close()
+			d.failures.Add(1)
+			return nil, fmt.Errorf("tls handshake %s: %w", d.ep.addr, err)
+		}
+		nc = tc
+	}
+	d.dials.Add(1)
+	n := d.open.Add(1)
+	for {
+		p := d.peak.Load()
+		if n <= p || d.peak.CompareAndSwap(p, n) {
+			break
+		}
+	}
+	return &conn{nc: nc, d: d, released: true}, nil
+}
+
+// acquire attaches pooled read/write buffers. Idle held connections give
+// them back (release), so a held connection costs little more than its
+// goroutine and socket.
+func (c *conn) acquire() {
+	if !c.released {
+		return
+	}
+	c.br = readerPool.Get().(*bufio.Reader)
+	c.br.Reset(c.nc)
+	c.bw = writerPool.Get().(*bufio.Writer)
+	c.bw.Reset(c.nc)
+	c.released = false
+}
+
+// release returns the buffers to the pools when nothing is buffered.
+func (c *conn) release() {
+	if c.released || c.br.Buffered() > 0 || c.bw.Buffered() > 0 {
+		return
+	}
+	c.br.Reset(nil)
+	readerPool.Put(c.br)
+	c.bw.Reset(nil)
+	writerPool.Put(c.bw)
+	c.br, c.bw = nil, nil
+	c.released = true
+}
+
+func (c *conn) close() {
+	if c == nil || c.nc == nil {
+		return
+	}
+	c.nc.Close()
+	c.nc = nil
+	c.d.open.Add(-1)
+	if !c.released {
+		c.br.Reset(nil)
+		readerPool.Put(c.br)
+		c.bw.Reset(nil)
+		writerPool.Put(c.bw)
+		c.br, c.bw = nil, nil
+		c.released = true
+	}
+}
+
+// errClass is the error class a failed request is counted under.
+type errClass uint8
+
+const (
+	classNone     errClass = iota
+	classConnect           // could not establish a connection
+	classTimeout           // no complete response within the request timeout
+	classWrite             // writing the request failed
+	classRead              // the connection failed while reading the response
+	classProtocol          // the response was not valid HTTP/1.1
+	classHTTP4xx           // a 4xx status
+	classHTTP5xx           // a 5xx status
+	classDropped           // the generator never sent it (see open model)
+	numClasses
+)
+
+var classNames = [numClasses]string{"", "connect", "timeout", "write", "read", "protocol", "http_4xx", "http_5xx", "dropped"}
+
+func (c errClass) String() string { return classNames[c] }
+
+// classify maps an I/O error to its class.
+func classify(err error, writing bool) errClass {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return classTimeout
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return classTimeout
+	case errors.Is(err, errProtocol):
+		return classProtocol
+	case writing:
+		return classWrite
+	default:
+		return classRead
+	}
+}
+
+// staleConn reports whether err looks like a keep-alive connection that the
+// server had already closed (safe to retry once on a new connection).
+func staleConn(err error) bool {
+	return errors.Is(err, errNoResponse) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, net.ErrClosed)
+}
+
+// RaiseOpenFilesLimit lifts the soft RLIMIT_NOFILE to the hard limit and
+// returns the new soft limit.
+func RaiseOpenFilesLimit() (uint64, error) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		return 0, fmt.Errorf("getrlimit: %w", err)
+	}
+	if rl.Cur < rl.Max {
+		rl.Cur = rl.Max
+		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+			return rl.Cur, fmt.Errorf("setrlimit: %w", err)
+		}
+	}
+	return rl.Cur, nil
+}

@@ -1,0 +1,177 @@
+package loadgen
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// engineConfig is what both load models share.
+type engineConfig struct {
+	ep              endpoint
+	timeout         time.Duration // per request
+	dialConcurrency int
+	dialTimeout     time.Duration
+	pipelining      int // closed model only
+	progress        func(p progressInfo)
+	log             *slog.Logger
+}
+
+// progressInfo is what the live progress line shows.
+type progressInfo struct {
+	elapsed, total time.Duration
+	iv             Interval
+	requested      int
+}
+
+// runResult is what one timed run of an engine produced.
+type runResult struct {
+	rec        *recorder
+	secs       float64 // the profile's duration (what rates are divided by)
+	open       bool
+	requested  int   // most connections the profile asked for
+	peak       int64 // most connections established at once
+	dialFails  int64
+	reconnects int64
+	schedLag   Latency // open model: scheduler lateness (a generator-health signal)
+	dropped    int64   // open model: intended sends never made
+	offered    int64   // open model: intended sends
+	cpuSecs    float64
+	marks      []StageMark
+}
+
+// crew runs one goroutine per connection and resizes the set on demand:
+// growing starts workers, shrinking closes the stop channels of the newest.
+type crew struct {
+	mu    sync.Mutex
+	stops []chan struct{}
+	wg    sync.WaitGroup
+	next  int
+	start func(id int, stop <-chan struct{}, c *conn)
+}
+
+// resize grows or shrinks the crew to n workers. Pre-dialled connections
+// from pre are handed to new workers first.
+func (c *crew) resize(n int, pre []*conn) []*conn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for len(c.stops) < n {
+		stop := make(chan struct{})
+		c.stops = append(c.stops, stop)
+		var cn *conn
+		if len(pre) > 0 {
+			cn, pre = pre[0], pre[1:]
+		}
+		id := c.next
+		c.next++
+		c.wg.Add(1)
+		go func() {
+			defer c.wg.Done()
+			c.start(id, stop, cn)
+		}()
+	}
+	for len(c.stops) > n {
+		last := len(c.stops) - 1
+		close(c.stops[last])
+		c.stops = c.stops[:last]
+	}
+	return pre
+}
+
+func (c *crew) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.stops)
+}
+
+// stopAll stops every worker and waits for them.
+func (c *crew) stopAll() {
+	c.resize(0, nil)
+	c.wg.Wait()
+}
+
+// predial opens n connections before the clock starts, with bounded
+// concurrency, reporting progress to w. Failed dials are counted by the
+// dialer; the returned slice holds the connections that succeeded.
+func predial(ctx context.Context, d *dialer, n int, w io.Writer, label string) []*conn {
+	if n <= 0 {
+		return nil
+	}
+	conns := make([]*conn, n)
+	var wg sync.WaitGroup
+	jobs := make(chan int)
+	workers := min(n, cap(d.sem))
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				c, err := d.dial(ctx)
+				if err == nil {
+					conns[i] = c
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	if w != nil && n >= 500 {
+		go func() {
+			t := time.NewTicker(time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-done:
+					return
+				case <-t.C:
+					fmt.Fprintf(w, "[%s] connecting: %d/%d established, %d failed\n", label, d.open.Load(), n, d.failures.Load())
+				}
+			}
+		}()
+	}
+feed:
+	for i := range n {
+		select {
+		case jobs <- i:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	close(done)
+	out := conns[:0]
+	for _, c := range conns {
+		if c != nil {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// waitUntil sleeps until t or ctx ends; it reports whether t was reached.
+func waitUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
+	d := time.Until(t)
+	if d <= 0 {
+		return true
+	}
+	timer.Reset(d)
+	select {
+	case <-timer.C:
+		return true
+	case <-ctx.Done():
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		return false
+	}
+}
+
+// bodyPool holds response-body buffers for requests that want the body, so
+// idle connections do not each keep one.
+var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}

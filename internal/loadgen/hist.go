@@ -1,0 +1,341 @@
+package loadgen
+
+import (
+	"math"
+	"runtime"
+	"sort"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Latencies are recorded in microseconds from 1 µs to 100 s with three
+// significant digits (HdrHistogram's usual setting); longer ones clamp.
+const histMaxMicros = int64(100 * time.Second / time.Microsecond)
+
+func newHist() *hdrhistogram.Histogram { return hdrhistogram.New(1, histMaxMicros, 3) }
+
+func recordDur(h *hdrhistogram.Histogram, d time.Duration) {
+	us := d.Microseconds()
+	if us < 1 {
+		us = 1
+	}
+	if us > histMaxMicros {
+		us = histMaxMicros
+	}
+	_ = h.RecordValue(us) // in range by construction
+}
+
+// recorder collects the samples of one timed run. Connections record into
+// shards (one HdrHistogram set per shard, each shared by a group of
+// connections behind its own mutex, so a 10k-connection run does not hold 10k
+// histograms); once a second the collector merges the shards into the
+// interval and cumulative histograms.
+type recorder struct {
+	ops    []string
+	shards []*shard
+	start  time.Time
+
+	offered atomic.Int64 // intended sends so far (open model)
+	runCounters
+
+	// collector state, only touched by tick/finish (one goroutine)
+	cum        []opTotals
+	service    *hdrhistogram.Histogram // open model: write to response end
+	lag        *hdrhistogram.Histogram // open model: intended to write
+	statuses   map[int]int64
+	late       int64
+	timeline   []Interval
+	lastTick   time.Time
+	lastCPU    time.Duration
+	lastOffer  int64
+	startCPU   time.Duration
+	interval   *hdrhistogram.Histogram
+	intervalSL *hdrhistogram.Histogram
+}
+
+type opTotals struct {
+	hist     *hdrhistogram.Histogram
+	requests int64
+	errors   int64
+	classes  [numClasses]int64
+}
+
+type shard struct {
+	mu       sync.Mutex
+	ops      []opTotals
+	service  *hdrhistogram.Histogram
+	lag      *hdrhistogram.Histogram
+	statuses map[int]int64
+	late     int64
+}
+
+// lateThreshold is how far behind its intended time a send may start before
+// it is counted as late.
+const lateThreshold = 10 * time.Millisecond
+
+func newRecorder(ops []string) *recorder {
+	n := 4 * runtime.GOMAXPROCS(0)
+	if n > 16 {
+		n = 16
+	}
+	r := &recorder{
+		ops:        ops,
+		shards:     make([]*shard, n),
+		cum:        make([]opTotals, len(ops)),
+		service:    newHist(),
+		lag:        newHist(),
+		statuses:   map[int]int64{},
+		interval:   newHist(),
+		intervalSL: newHist(),
+	}
+	for i := range r.cum {
+		r.cum[i].hist = newHist()
+	}
+	for i := range r.shards {
+		s := &shard{ops: make([]opTotals, len(ops)), statuses: map[int]int64{}}
+		for j := range s.ops {
+			s.ops[j].hist = newHist()
+		}
+		s.service = newHist()
+		s.lag = newHist()
+		r.shards[i] = s
+	}
+	return r
+}
+
+// begin marks the start of the timed part.
+func (r *recorder) begin(now time.Time) {
+	r.start = now
+	r.lastTick = now
+	r.startCPU = processCPU()
+	r.lastCPU = r.startCPU
+}
+
+func (r *recorder) shard(worker int) *shard { return r.shards[worker%len(r.shards)] }
+
+// sample is one finished (or failed) request.
+type sample struct {
+	op      int
+	class   errClass
+	status  int
+	latency time.Duration // < 0: none (no response)
+	service time.Duration // < 0: not measured (closed model: equals latency)
+	lag     time.Duration // < 0: not measured (closed model)
+}
+
+func (s *shard) record(x sample) {
+	s.mu.Lock()
+	o := &s.ops[x.op]
+	o.requests++
+	if x.class != classNone {
+		o.errors++
+		o.classes[x.class]++
+	}
+	if x.latency >= 0 {
+		recordDur(o.hist, x.latency)
+	}
+	if x.service >= 0 {
+		recordDur(s.service, x.service)
+	}
+	if x.lag >= 0 {
+		recordDur(s.lag, x.lag)
+		if x.lag > lateThreshold {
+			s.late++
+		}
+	}
+	if x.status > 0 {
+		s.statuses[x.status]++
+	}
+	s.mu.Unlock()
+}
+
+// Interval is one second of the timeline.
+type Interval struct {
+	T           float64 `json:"t"`        // seconds since the timed part began (end of interval)
+	Requests    int64   `json:"requests"` // finished requests, errors included
+	Errors      int64   `json:"errors"`
+	RPS         float64 `json:"rps"` // successful responses per second
+	OfferedRPS  float64 `json:"offered_rps,omitempty"`
+	P50         float64 `json:"p50_ms"`
+	P90         float64 `json:"p90_ms"`
+	P99         float64 `json:"p99_ms"`
+	Max         float64 `json:"max_ms"`
+	Connections int64   `json:"connections"`
+	CPUPercent  float64 `json:"cpu_percent"` // generator CPU, percent of one core
+	SendLagP99  float64 `json:"send_lag_p99_ms,omitempty"`
+	Stage       int     `json:"stage"`
+}
+
+// tick folds the shards into the cumulative state and appends one Interval.
+func (r *recorder) tick(now time.Time, conns int64, stage int, open bool) Interval {
+	r.interval.Reset()
+	r.intervalSL.Reset()
+	var reqs, errs int64
+	for _, s := range r.shards {
+		s.mu.Lock()
+		for i := range s.ops {
+			o := &s.ops[i]
+			c := &r.cum[i]
+			if o.requests == 0 {
+				continue
+			}
+			r.interval.Merge(o.hist)
+			c.hist.Merge(o.hist)
+			o.hist.Reset()
+			c.requests += o.requests
+			c.errors += o.errors
+			reqs += o.requests
+			errs += o.errors
+			for k := range o.classes {
+				c.classes[k] += o.classes[k]
+			}
+			o.requests, o.errors, o.classes = 0, 0, [numClasses]int64{}
+		}
+		if s.service.TotalCount() > 0 {
+			r.service.Merge(s.service)
+			s.service.Reset()
+		}
+		if s.lag.TotalCount() > 0 {
+			r.intervalSL.Merge(s.lag)
+			r.lag.Merge(s.lag)
+			s.lag.Reset()
+		}
+		for k, v := range s.statuses {
+			r.statuses[k] += v
+			delete(s.statuses, k)
+		}
+		r.late += s.late
+		s.late = 0
+		s.mu.Unlock()
+	}
+	secs := now.Sub(r.lastTick).Seconds()
+	if secs <= 0 {
+		secs = 1e-9
+	}
+	cpu := processCPU()
+	iv := Interval{
+		T:           round3(now.Sub(r.start).Seconds()),
+		Requests:    reqs,
+		Errors:      errs,
+		RPS:         round1(float64(reqs-errs) / secs),
+		P50:         ms(r.interval.ValueAtQuantile(50)),
+		P90:         ms(r.interval.ValueAtQuantile(90)),
+		P99:         ms(r.interval.ValueAtQuantile(99)),
+		Max:         ms(r.interval.Max()),
+		Connections: conns,
+		CPUPercent:  round1(100 * (cpu - r.lastCPU).Seconds() / secs),
+		Stage:       stage,
+	}
+	if open {
+		off := r.offered.Load()
+		iv.OfferedRPS = round1(float64(off-r.lastOffer) / secs)
+		r.lastOffer = off
+		iv.SendLagP99 = ms(r.intervalSL.ValueAtQuantile(99))
+	}
+	r.lastTick, r.lastCPU = now, cpu
+	r.timeline = append(r.timeline, iv)
+	return iv
+}
+
+// Totals is the cumulative result of one run (or one operation of it).
+type Totals struct {
+	Requests  int64
+	Errors    int64
+	ErrorRate float64 // 0..1
+	RPS       float64 // successful responses per second
+	Latency   Latency
+	Classes   map[string]int64
+}
+
+// Latency holds latency percentiles in milliseconds.
+type Latency struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P95  float64 `json:"p95"`
+	P99  float64 `json:"p99"`
+	P999 float64 `json:"p99_9"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+func latencyOf(h *hdrhistogram.Histogram) Latency {
+	return Latency{
+		P50:  ms(h.ValueAtQuantile(50)),
+		P90:  ms(h.ValueAtQuantile(90)),
+		P95:  ms(h.ValueAtQuantile(95)),
+		P99:  ms(h.ValueAtQuantile(99)),
+		P999: ms(h.ValueAtQuantile(99.9)),
+		Max:  ms(h.Max()),
+		Mean: round3(h.Mean() / 1000),
+	}
+}
+
+func totalsOf(requests, errors int64, classes [numClasses]int64, h *hdrhistogram.Histogram, secs float64) Totals {
+	t := Totals{Requests: requests, Errors: errors, Latency: latencyOf(h), Classes: map[string]int64{}}
+	if requests > 0 {
+		t.ErrorRate = float64(errors) / float64(requests)
+	}
+	if secs > 0 {
+		t.RPS = round1(float64(requests-errors) / secs)
+	}
+	for k, v := range classes {
+		if v > 0 {
+			t.Classes[errClass(k).String()] = v
+		}
+	}
+	return t
+}
+
+// droppedTotal counts the open model's intended sends that never went out.
+func (r *recorder) droppedTotal() int64 {
+	n := r.unsent
+	for _, c := range r.cum {
+		n += c.classes[classDropped]
+	}
+	return n
+}
+
+// overall merges the per-operation totals. Sends left unsent at the end
+// belong to no operation; they count here as dropped errors.
+func (r *recorder) overall(secs float64) (Totals, *hdrhistogram.Histogram) {
+	h := newHist()
+	reqs, errs := r.unsent, r.unsent
+	var classes [numClasses]int64
+	classes[classDropped] = r.unsent
+	for _, c := range r.cum {
+		h.Merge(c.hist)
+		reqs += c.requests
+		errs += c.errors
+		for k := range c.classes {
+			classes[k] += c.classes[k]
+		}
+	}
+	return totalsOf(reqs, errs, classes, h, secs), h
+}
+
+func (r *recorder) opTotals(i int, secs float64) Totals {
+	c := r.cum[i]
+	return totalsOf(c.requests, c.errors, c.classes, c.hist, secs)
+}
+
+func (r *recorder) statusCounts() map[string]int64 {
+	out := make(map[string]int64, len(r.statuses))
+	keys := make([]int, 0, len(r.statuses))
+	for k := range r.statuses {
+		keys = append(keys, k)
+	}
+	sort.Ints(keys)
+	for _, k := range keys {
+		out[strconv.Itoa(k)] = r.statuses[k]
+	}
+	return out
+}
+
+func ms(us int64) float64 { return round3(float64(us) / 1000) }
+
+func round1(f float64) float64 { return math.Round(f*10) / 10 }
+func round3(f float64) float64 { return math.Round(f*1000) / 1000 }

@@ -1,0 +1,130 @@
+package loadgen
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// The open model sends exactly rate × duration requests on schedule.
+func TestOpenExactCount(t *testing.T) {
+	t.Parallel()
+	srv := newRawServer(t, time.Millisecond)
+	sr := runURLTest(t, Options{URL: srv.url(), Rate: 200, Duration: 2 * time.Second, Connections: 20})
+	if sr.Requests != 400 || srv.requests.Load() != 400 || sr.Errors != 0 {
+		t.Errorf("requests: generator %d, server %d, errors %d; want 400, 400, 0", sr.Requests, srv.requests.Load(), sr.Errors)
+	}
+	if sr.OfferedRPS == nil || *sr.OfferedRPS != 200 {
+		t.Errorf("offered_rps = %v, want 200", sr.OfferedRPS)
+	}
+	if sr.SendLag == nil || sr.SendLag.Offered != 400 || sr.SendLag.Dropped != 0 {
+		t.Errorf("send lag = %+v", sr.SendLag)
+	}
+	if sr.Connections.Established != 20 || srv.conns.Load() != 20 {
+		t.Errorf("connections: report %+v, server %d; want 20 held", sr.Connections, srv.conns.Load())
+	}
+}
+
+// A rate ramp offers the area under the ramp.
+func TestOpenRateRamp(t *testing.T) {
+	t.Parallel()
+	srv := newRawServer(t, 0)
+	sr := runURLTest(t, Options{URL: srv.url(), Connections: 10, Stages: []Stage{
+		{Duration: 0, Connections: -1, Rate: 0},
+		{Duration: 2 * time.Second, Connections: -1, Rate: 200}, // 0 → 200/s: 200 requests
+		{Duration: time.Second, Connections: -1, Rate: 200},     // 200 more
+	}})
+	if math.Abs(float64(sr.Requests)-400) > 3 || sr.Errors != 0 {
+		t.Errorf("requests = %d (errors %d), want ≈ 400", sr.Requests, sr.Errors)
+	}
+	// The first second of the ramp offers ≈ 50, the last ≈ 200.
+	tl := sr.Timeline
+	if len(tl) < 3 || tl[0].OfferedRPS > 80 || tl[2].OfferedRPS < 170 {
+		t.Errorf("offered per second = %v, want a ramp from ≈ 50 to 200", offered(tl))
+	}
+}
+
+func offered(tl []Interval) []float64 {
+	var out []float64
+	for _, iv := range tl {
+		out = append(out, iv.OfferedRPS)
+	}
+	return out
+}
+
+// With too few connections for the offered rate, sends go out late and,
+// past the timeout, are dropped; both are counted, and latency keeps
+// counting from the intended send time.
+func TestOpenLateAndDroppedAreReported(t *testing.T) {
+	t.Parallel()
+	srv := newStallServer(t, 50*time.Millisecond, 0, 0)
+	sr := runURLTest(t, Options{URL: srv.URL + "/", Rate: 100, Duration: time.Second, Connections: 1, Timeout: 300 * time.Millisecond})
+	if sr.SendLag == nil || sr.SendLag.Late == 0 || sr.SendLag.Dropped == 0 {
+		t.Fatalf("send lag = %+v, want late and dropped sends", sr.SendLag)
+	}
+	if sr.ErrorsByClass["dropped"] != sr.SendLag.Dropped || sr.Requests != 100 {
+		t.Errorf("dropped %d, errors %v, requests %d: dropped sends must count as errors of the 100 offered",
+			sr.SendLag.Dropped, sr.ErrorsByClass, sr.Requests)
+	}
+	if sr.LatencyMs.Max < 200 {
+		t.Errorf("max latency %.1fms: queueing behind the busy connection must show", sr.LatencyMs.Max)
+	}
+	joined := strings.Join(sr.Warnings, "\n")
+	if !strings.Contains(joined, "late") || !strings.Contains(joined, "dropped") {
+		t.Errorf("warnings do not mention late and dropped sends: %q", joined)
+	}
+}
+
+// The stall test. The server stops answering for S = 1 s during a T = 5 s
+// constant-rate run. Open model: the requests intended during the stall —
+// a fraction S/T of all — wait for its end, so their latencies spread
+// uniformly over 0..S, and P(latency > x) = (S − x)/T for x in [0, S]:
+// p99 = S − 0.01·T = 950 ms, p95 = S − 0.05·T = 750 ms, p90 = 500 ms.
+// Closed model, same stall: only the few requests in flight wait, the
+// generator sends nothing meanwhile, and p99 stays at the service time.
+func TestStallOpenSeesItClosedMissesIt(t *testing.T) {
+	t.Parallel()
+	const (
+		T = 5 * time.Second
+		S = time.Second
+	)
+	t.Run("open", func(t *testing.T) {
+		t.Parallel()
+		srv := newStallServer(t, 0, 2*time.Second, S)
+		sr := runURLTest(t, Options{URL: srv.URL + "/", Rate: 200, Duration: T, Connections: 250})
+		if sr.Errors != 0 {
+			t.Fatalf("errors: %v", sr.ErrorsByClass)
+		}
+		want := map[string]float64{
+			"p99": (S - T/100).Seconds() * 1000,
+			"p95": (S - T/20).Seconds() * 1000,
+			"p90": (S - T/10).Seconds() * 1000,
+		}
+		got := map[string]float64{"p99": sr.LatencyMs.P99, "p95": sr.LatencyMs.P95, "p90": sr.LatencyMs.P90}
+		for k, w := range want {
+			if math.Abs(got[k]-w) > 0.15*w {
+				t.Errorf("open %s = %.1fms, theory %.1fms (±15%%)", k, got[k], w)
+			}
+		}
+		if sr.LatencyMs.P50 > 50 {
+			t.Errorf("open p50 = %.1fms: the 80%% of requests outside the stall should be fast", sr.LatencyMs.P50)
+		}
+		t.Logf("open: %+v", sr.LatencyMs)
+	})
+	t.Run("closed", func(t *testing.T) {
+		t.Parallel()
+		srv := newStallServer(t, 2*time.Millisecond, 2*time.Second, S)
+		sr := runURLTest(t, Options{URL: srv.URL + "/", Closed: true, Connections: 10, Duration: T})
+		if sr.Errors != 0 {
+			t.Fatalf("errors: %v", sr.ErrorsByClass)
+		}
+		if sr.LatencyMs.P99 > 100 {
+			t.Errorf("closed p99 = %.1fms; the closed model should miss the stall (that is the point)", sr.LatencyMs.P99)
+		}
+		if sr.LatencyMs.Max < 500 {
+			t.Errorf("closed max = %.1fms; the stalled requests in flight should still show in max", sr.LatencyMs.Max)
+		}
+		t.Logf("closed: %+v over %d requests", sr.LatencyMs, sr.Requests)
+	})
+}
