@@ -1,0 +1,112 @@
+package dbrouter
+
+import (
+	"context"
+	"testing"
+)
+
+// benchRouter is a Router with n closed replicas and no database: enough for
+// the routing decision, which reads only the replicas' views.
+func benchRouter(n int) *Router {
+	r := &Router{metrics: newMetrics()}
+	for i := range n {
+		rep := &replica{node: &node{name: "replica" + string(rune('1'+i))}, br: newBreaker(2, 3)}
+		rep.view.Store(&replicaView{breaker: BreakerClosed, replay: 1000, state: StateHealthy})
+		r.replicas = append(r.replicas, rep)
+	}
+	return r
+}
+
+// BenchmarkRouteDecision is the router's per-read overhead without the
+// database: the context lookup, the choice among 2 replicas with a
+// read-your-writes token, and the parley_db_reads_total increment.
+func BenchmarkRouteDecision(b *testing.B) {
+	r := benchRouter(2)
+	ctx := WithConsistency(WithReplicaAllowed(context.Background(), true), ReadYourWrites(900))
+	b.ReportAllocs()
+	for b.Loop() {
+		rep, reason := r.pick(optionsFrom(ctx))
+		target := TargetPrimary
+		if rep != nil {
+			target = TargetReplica
+		}
+		r.metrics.read("message_history", target, reason)
+	}
+}
+
+func BenchmarkRouteDecisionParallel(b *testing.B) {
+	r := benchRouter(2)
+	ctx := WithConsistency(WithReplicaAllowed(context.Background(), true), ReadYourWrites(900))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rep, reason := r.pick(optionsFrom(ctx))
+			target := TargetPrimary
+			if rep != nil {
+				target = TargetReplica
+			}
+			r.metrics.read("message_history", target, reason)
+		}
+	})
+}
+
+func TestPickDecision(t *testing.T) {
+	r := benchRouter(2)
+	allowed := WithReplicaAllowed(context.Background(), true)
+	tests := []struct {
+		name       string
+		ctx        context.Context
+		setup      func()
+		wantNil    bool
+		wantReason string
+	}{
+		{"any replica", allowed, nil, false, ReasonOK},
+		{"token replayed", WithConsistency(allowed, ReadYourWrites(1000)), nil, false, ReasonOK},
+		{"token ahead", WithConsistency(allowed, ReadYourWrites(1001)), nil, true, ReasonTokenAhead},
+		{"strong", WithConsistency(allowed, Strong), nil, true, ReasonStrong},
+		{"not allowed", context.Background(), nil, true, ReasonDisabled},
+		{"one replica open, other serves", allowed, func() {
+			r.replicas[0].view.Store(&replicaView{breaker: BreakerOpen})
+		}, false, ReasonOK},
+		{"all open", allowed, func() {
+			r.replicas[1].view.Store(&replicaView{breaker: BreakerHalfOpen})
+		}, true, ReasonNoHealthyReplica},
+	}
+	for _, tt := range tests {
+		if tt.setup != nil {
+			tt.setup()
+		}
+		rep, reason := r.pick(optionsFrom(tt.ctx))
+		if (rep == nil) != tt.wantNil || reason != tt.wantReason {
+			t.Errorf("%s: pick = %v, %s; want nil %v, %s", tt.name, rep, reason, tt.wantNil, tt.wantReason)
+		}
+	}
+	if rep, reason := (&Router{}).pick(optionsFrom(allowed)); rep != nil || reason != ReasonDisabled {
+		t.Errorf("no replicas configured: %v %s", rep, reason)
+	}
+}
+
+func TestPickBalancesByInFlight(t *testing.T) {
+	r := benchRouter(3)
+	ctx := WithReplicaAllowed(context.Background(), true)
+	r.replicas[0].inFlight.Store(5)
+	r.replicas[1].inFlight.Store(1)
+	r.replicas[2].inFlight.Store(3)
+	for range 10 {
+		if rep, _ := r.pick(optionsFrom(ctx)); rep != r.replicas[1] {
+			t.Fatalf("picked %s, want the least loaded replica2", rep.name)
+		}
+	}
+	// Equal load: round-robin spreads the reads.
+	for _, rep := range r.replicas {
+		rep.inFlight.Store(0)
+	}
+	seen := map[string]int{}
+	for range 30 {
+		rep, _ := r.pick(optionsFrom(ctx))
+		seen[rep.name]++
+	}
+	if len(seen) != 3 {
+		t.Errorf("equal load went to %v, want all 3 replicas", seen)
+	}
+}

@@ -1,0 +1,85 @@
+package dbrouter
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"syscall"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// ErrUnavailable wraps errors that mean the primary cannot serve now: it is
+// unreachable, the connection broke, or no pooled connection was free within
+// the acquire wait bound (Config.AcquireTimeout). The HTTP edge maps it to
+// 503 with Retry-After; errors.Unwrap gives the cause (for the log only).
+var ErrUnavailable = errors.New("database unavailable")
+
+// IsConnectionError reports whether err means the node or the connection to
+// it failed, as opposed to the statement: SQLSTATE class 08 (connection
+// exception), 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
+// cannot_connect_now, failed connection attempts, and network errors
+// (refused, reset, EOF, closed connection). Context cancellations and
+// deadlines (the caller's) and statement timeouts (57014) are not connection
+// errors. These are the errors that open a replica's breaker and that a
+// replica read is retried on the primary after.
+func IsConnectionError(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return true
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return connectionSQLState(pgErr.Code)
+	}
+	switch {
+	case errors.Is(err, pgconn.ErrConnClosed),
+		errors.Is(err, io.EOF),
+		errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, net.ErrClosed),
+		errors.Is(err, syscall.ECONNREFUSED),
+		errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.ECONNABORTED),
+		errors.Is(err, syscall.EPIPE),
+		errors.Is(err, syscall.EHOSTUNREACH),
+		errors.Is(err, syscall.ENETUNREACH):
+		return true
+	}
+	var netErr net.Error
+	return errors.As(err, &netErr)
+}
+
+func connectionSQLState(code string) bool {
+	if len(code) == 5 && code[:2] == "08" {
+		return true
+	}
+	switch code {
+	case "57P01", "57P02", "57P03":
+		return true
+	}
+	return false
+}
+
+// Classify wraps err in ErrUnavailable when it means the primary could not
+// serve the call made with ctx: a connection error, or a deadline that is not
+// the caller's (the acquire wait bound) while ctx is still live. Other errors
+// (SQL errors, the caller's own cancellation) are returned unchanged. Use it on
+// errors from Primary() used directly; Read, InTx, CommitLSN and Ping apply it
+// already.
+func Classify(ctx context.Context, err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
+		return err
+	}
+	if IsConnectionError(err) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}

@@ -1,0 +1,211 @@
+package dbrouter
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/parley-chat/parley/internal/stack"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+// TestMain runs the package against a real primary, replica and PgBouncer.
+// With PARLEY_UPDATE_DOCS=1 it also writes the figures the tests measured
+// (and the routing benchmark) into docs/routing.md.
+func TestMain(m *testing.M) {
+	code := stack.Main(m)
+	if code == 0 && os.Getenv("PARLEY_UPDATE_DOCS") != "" {
+		if err := updateDocs("../../docs/routing.md"); err != nil {
+			fmt.Fprintf(os.Stderr, "update docs: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// measured holds figures the tests measured, for docs/routing.md.
+var measured = struct {
+	sync.Mutex
+	m map[string]string
+}{m: map[string]string{}}
+
+func record(t *testing.T, key, format string, args ...any) {
+	t.Helper()
+	v := fmt.Sprintf(format, args...)
+	t.Logf("measured: %s = %s", key, v)
+	measured.Lock()
+	measured.m[key] = v
+	measured.Unlock()
+}
+
+const (
+	docsBegin = "<!-- measured:begin (written by PARLEY_UPDATE_DOCS=1 go test ./internal/dbrouter/) -->"
+	docsEnd   = "<!-- measured:end -->"
+)
+
+func updateDocs(path string) error {
+	res := testing.Benchmark(BenchmarkRouteDecision)
+	par := testing.Benchmark(BenchmarkRouteDecisionParallel)
+	measured.Lock()
+	measured.m["routing decision + reads_total increment, 2 replicas, 1 goroutine"] = fmt.Sprintf("%d ns/op, %d allocs/op", res.NsPerOp(), res.AllocsPerOp())
+	measured.m["routing decision + reads_total increment, 2 replicas, parallel"] = fmt.Sprintf("%d ns/op", par.NsPerOp())
+	keys := make([]string, 0, len(measured.m))
+	for k := range measured.m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s\nMeasured %s on this machine (go test -race off for the benchmark):\n\n| what | measured |\n|---|---|\n", docsBegin, time.Now().UTC().Format("2006-01-02"))
+	for _, k := range keys {
+		fmt.Fprintf(&b, "| %s | %s |\n", k, measured.m[k])
+	}
+	b.WriteString(docsEnd)
+	measured.Unlock()
+	doc, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	i, j := bytes.Index(doc, []byte(docsBegin)), bytes.Index(doc, []byte(docsEnd))
+	if i < 0 || j < i {
+		return fmt.Errorf("%s: no %q … %q block", path, docsBegin, docsEnd)
+	}
+	out := append(append(append([]byte{}, doc[:i]...), b.String()...), doc[j+len(docsEnd):]...)
+	return os.WriteFile(path, out, 0o644)
+}
+
+// ---- helpers for the integration tests ----
+
+// newRouter starts a Router for the test with its own registry.
+func newRouter(t *testing.T, cfg Config) (*Router, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	cfg.Registerer = reg
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(testLogWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	r, err := New(ctx, cfg)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	t.Cleanup(r.Close)
+	return r, reg
+}
+
+type testLogWriter struct{ t *testing.T }
+
+func (w testLogWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+var _ io.Writer = testLogWriter{}
+
+// exec runs sql on url with a fresh connection.
+func exec(t *testing.T, url, sql string, args ...any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Fatalf("connect: %v", err)
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql, args...); err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+// pauseReplay pauses WAL replay on the replica and resumes it in Cleanup
+// (tests share the stack).
+func pauseReplay(t *testing.T, replicaURL string) {
+	t.Helper()
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if conn, err := pgx.Connect(ctx, replicaURL); err == nil {
+			_, _ = conn.Exec(ctx, `SELECT pg_wal_replay_resume()`)
+			conn.Close(ctx)
+		}
+	})
+	exec(t, replicaURL, `SELECT pg_wal_replay_pause()`)
+}
+
+func resumeReplay(t *testing.T, replicaURL string) {
+	t.Helper()
+	exec(t, replicaURL, `SELECT pg_wal_replay_resume()`)
+}
+
+// waitFor polls cond every 10 ms until it holds or timeout passes.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+func breakerOf(r *Router, i int) string { return r.Status()[i].Breaker }
+
+// isReplica reads pg_is_in_recovery() through q: which node really served.
+func isReplica(ctx context.Context, q Querier) (bool, error) {
+	var rec bool
+	err := q.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&rec)
+	return rec, err
+}
+
+// metricValue returns the value of the sample of name whose labels include
+// want, from reg (counter, gauge or histogram count); ok false if absent.
+func metricValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) (float64, bool) {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue next
+				}
+			}
+			return sampleValue(m), true
+		}
+	}
+	return 0, false
+}
+
+func sampleValue(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	case m.Histogram != nil:
+		return float64(m.Histogram.GetSampleCount())
+	}
+	return 0
+}

@@ -1,0 +1,359 @@
+package dbrouter
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Reasons, the values of the reason label of parley_db_reads_total: why a
+// read went where it went. The set is closed (bounded label values).
+const (
+	ReasonOK               = "ok"                 // served by a replica
+	ReasonDisabled         = "disabled"           // replica not allowed for this request, or none configured
+	ReasonStrong           = "strong"             // the caller asked for the primary
+	ReasonTokenAhead       = "token_ahead"        // healthy replicas exist but none has replayed the caller's token
+	ReasonNoHealthyReplica = "no_healthy_replica" // every replica's breaker is open or half-open: spill-over
+	ReasonFallbackError    = "fallback_error"     // the replica failed (connection error, no connection free); retried on the primary
+)
+
+// Querier is what a read runs its statements on: a connection of the pool
+// the router chose. *pgxpool.Pool, *pgxpool.Conn, *pgx.Conn and pgx.Tx all
+// satisfy it, so store code can take a Querier and run inside or outside the
+// router.
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
+}
+
+var (
+	_ Querier = (*pgxpool.Pool)(nil)
+	_ Querier = (*pgxpool.Conn)(nil)
+	_ Querier = (*pgx.Conn)(nil)
+	_ Querier = (pgx.Tx)(nil)
+)
+
+// Router owns the primary pool, one pool per replica and their probers, and
+// decides per read which node serves it. It is safe for concurrent use.
+type Router struct {
+	cfg     Config
+	log     *slog.Logger
+	primary *node
+	// primaryProber and primaryDown belong to the primary's prober goroutine.
+	primaryProber *prober
+	primaryDown   bool
+	replicas      []*replica
+	history       *walHistory
+	geometry      atomic.Pointer[walGeometry]
+	metrics       *metrics
+
+	rr            atomic.Uint64 // round-robin start among replicas
+	spill         chan struct{} // spill-over slots (nil: unbounded)
+	spillInFlight atomic.Int64
+
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// replica is one replica: its pool, prober, breaker and the routing view.
+type replica struct {
+	*node
+	prober   *prober
+	inFlight atomic.Int64
+	// view is the latest probe's outcome, read lock-free by routing.
+	view atomic.Pointer[replicaView]
+	mu   sync.Mutex // guards br and the publication of view
+	br   *breaker
+}
+
+// replicaView is an immutable snapshot of a replica, replaced on every probe.
+type replicaView struct {
+	breaker    BreakerState
+	state      string
+	replay     LSN
+	receive    LSN
+	lagBytes   int64
+	lagSeconds float64
+	stalled    bool
+	probedAt   time.Time
+	err        error
+}
+
+// New opens the pools (lazily: an unreachable node is not an error here),
+// probes every node once, and starts the probers. Close releases it all.
+func New(ctx context.Context, cfg Config) (*Router, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	r := &Router{cfg: cfg, log: cfg.Logger, history: newWALHistory(1024), metrics: newMetrics()}
+	ok := false
+	defer func() {
+		if !ok {
+			r.closePools()
+		}
+	}()
+	if r.primary, err = openNode(ctx, "primary", TargetPrimary, cfg.PrimaryURL, cfg.PrimaryExecMode, "exec", cfg.PoolMaxConns, &cfg, r.metrics.acquire); err != nil {
+		return nil, err
+	}
+	r.primaryProber = &prober{cfg: r.primary.probeCfg, timeout: cfg.ProbeTimeout}
+	for i, u := range cfg.ReplicaURLs {
+		maxConns := cfg.ReplicaPoolMaxConns
+		if maxConns == 0 {
+			maxConns = cfg.PoolMaxConns
+		}
+		n, err := openNode(ctx, "replica"+strconv.Itoa(i+1), TargetReplica, u, cfg.ReplicaExecMode, "cache_statement", maxConns, &cfg, r.metrics.acquire)
+		if err != nil {
+			return nil, err
+		}
+		r.replicas = append(r.replicas, &replica{node: n, prober: &prober{cfg: n.probeCfg, timeout: cfg.ProbeTimeout},
+			br: newBreaker(cfg.OpenAfter, cfg.CloseAfter)})
+	}
+	switch limit := cfg.MaxSpillover; {
+	case limit == 0:
+		limit = int(r.primary.pool.Config().MaxConns) * 3 / 4
+		r.spill = make(chan struct{}, max(limit, 1))
+	case limit > 0:
+		r.spill = make(chan struct{}, limit)
+	}
+	if cfg.Registerer != nil {
+		if err := r.metrics.register(cfg.Registerer, r); err != nil {
+			return nil, err
+		}
+	}
+	for _, rep := range r.replicas {
+		for _, s := range []BreakerState{BreakerClosed, BreakerHalfOpen, BreakerOpen} {
+			r.metrics.transitions.WithLabelValues(rep.name, s.String())
+		}
+	}
+
+	// First round, so that routing has a snapshot when New returns: the
+	// primary first (the replicas' lag is measured against it).
+	pctx, cancel := context.WithCancel(context.Background())
+	r.cancel = cancel
+	r.probePrimary(pctx)
+	var wg sync.WaitGroup
+	for _, rep := range r.replicas {
+		wg.Go(func() { r.probeReplica(pctx, rep) })
+	}
+	wg.Wait()
+	r.wg.Go(func() { probeLoop(pctx, cfg.ProbeInterval, r.probePrimary) })
+	for _, rep := range r.replicas {
+		r.wg.Go(func() {
+			probeLoop(pctx, cfg.ProbeInterval, func(ctx context.Context) { r.probeReplica(ctx, rep) })
+		})
+	}
+	ok = true
+	return r, nil
+}
+
+// Close stops the probers and closes every pool. Metrics stay registered
+// (use a fresh Registerer for a new Router).
+func (r *Router) Close() {
+	r.closeOnce.Do(func() {
+		if r.cancel != nil {
+			r.cancel()
+		}
+		r.wg.Wait()
+		r.closePools()
+	})
+}
+
+func (r *Router) closePools() {
+	if r.primaryProber != nil {
+		r.primaryProber.close()
+	}
+	if r.primary != nil {
+		r.primary.pool.Close()
+	}
+	for _, rep := range r.replicas {
+		rep.prober.close()
+		rep.pool.Close()
+	}
+}
+
+// Primary is the primary pool, for writes. Its Acquire waits are bounded by
+// AcquireTimeout; pass its errors through Classify so that the HTTP edge can
+// tell "unavailable" (503) from other failures, or use InTx, which does.
+func (r *Router) Primary() *pgxpool.Pool { return r.primary.pool }
+
+// pick is the routing decision: the replica to use, or nil and why not. It
+// reads only the replicas' latest views (atomics) and never blocks.
+func (r *Router) pick(o readOptions) (*replica, string) {
+	if !o.replicaAllowed || len(r.replicas) == 0 {
+		return nil, ReasonDisabled
+	}
+	if o.consistency.mode == modeStrong {
+		return nil, ReasonStrong
+	}
+	n := len(r.replicas)
+	start := 0
+	if n > 1 {
+		start = int(r.rr.Add(1) % uint64(n))
+	}
+	var best *replica
+	var bestLoad int64
+	closed := false
+	for i := range n {
+		rep := r.replicas[(start+i)%n]
+		v := rep.view.Load()
+		if v == nil || v.breaker != BreakerClosed {
+			continue
+		}
+		closed = true
+		if o.consistency.mode == modeToken && v.replay < o.consistency.token {
+			continue
+		}
+		if load := rep.inFlight.Load(); best == nil || load < bestLoad {
+			best, bestLoad = rep, load
+		}
+	}
+	switch {
+	case best != nil:
+		return best, ReasonOK
+	case closed:
+		return nil, ReasonTokenAhead
+	}
+	return nil, ReasonNoHealthyReplica
+}
+
+// Read runs fn on the node that ctx's consistency allows: a replica (the one
+// with the fewest reads in flight among those whose breaker is closed and,
+// for ReadYourWrites, that have replayed the token) when ctx allows replicas
+// (WithReplicaAllowed), else the primary. If the replica fails with a
+// connection error, or no replica connection is free within AcquireTimeout,
+// fn is run again on the primary in the same call, so fn must not keep state
+// from a failed attempt (reset what it fills at its start).
+//
+// It returns the target that served ("primary" or "replica") and fn's error;
+// primary unavailability is wrapped in ErrUnavailable. Each call counts once
+// in parley_db_reads_total{endpoint,target,reason}; endpoint must come from
+// a small fixed set (it is a label).
+func (r *Router) Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q Querier) error) (string, error) {
+	rep, reason := r.pick(optionsFrom(ctx))
+	if rep != nil {
+		err, retry := r.readReplica(ctx, rep, fn)
+		if !retry {
+			r.metrics.read(endpoint, TargetReplica, ReasonOK)
+			return TargetReplica, err
+		}
+		r.log.Warn("dbrouter: replica read failed, retrying on the primary", "replica", rep.name, "endpoint", endpoint, "err", err)
+		reason = ReasonFallbackError
+	} else if reason == ReasonNoHealthyReplica {
+		release, err := r.acquireSpill(ctx)
+		if err != nil {
+			r.metrics.spillRejected.WithLabelValues(endpoint).Inc()
+			return TargetPrimary, err
+		}
+		defer release()
+	}
+	err := r.onPrimary(ctx, fn)
+	r.metrics.read(endpoint, TargetPrimary, reason)
+	return TargetPrimary, err
+}
+
+// readReplica runs fn on rep; retry says the primary should take the read.
+func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.Context, Querier) error) (err error, retry bool) {
+	rep.inFlight.Add(1)
+	defer rep.inFlight.Add(-1)
+	conn, err := rep.pool.Acquire(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return err, false
+		}
+		if IsConnectionError(err) {
+			r.replicaConnError(rep, err)
+		}
+		return fmt.Errorf("acquire %s connection: %w", rep.name, err), true
+	}
+	err = fn(ctx, conn)
+	conn.Release()
+	if err != nil && ctx.Err() == nil && IsConnectionError(err) {
+		r.replicaConnError(rep, err)
+		return err, true
+	}
+	return err, false
+}
+
+// onPrimary runs fn on a primary connection.
+func (r *Router) onPrimary(ctx context.Context, fn func(context.Context, Querier) error) error {
+	conn, err := r.primary.pool.Acquire(ctx)
+	if err != nil {
+		return Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
+	}
+	defer conn.Release()
+	return Classify(ctx, fn(ctx, conn))
+}
+
+// acquireSpill takes a spill-over slot, waiting up to AcquireTimeout.
+func (r *Router) acquireSpill(ctx context.Context) (release func(), err error) {
+	release = func() { r.spillInFlight.Add(-1) }
+	if r.spill != nil {
+		select {
+		case r.spill <- struct{}{}:
+		default:
+			t := time.NewTimer(r.cfg.AcquireTimeout)
+			defer t.Stop()
+			select {
+			case r.spill <- struct{}{}:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			case <-t.C:
+				return nil, fmt.Errorf("%w: %d spill-over reads already on the primary (MaxSpillover)", ErrUnavailable, cap(r.spill))
+			}
+		}
+		release = func() { r.spillInFlight.Add(-1); <-r.spill }
+	}
+	r.spillInFlight.Add(1)
+	return release, nil
+}
+
+// InTx runs fn in a transaction on the primary (BEGIN … COMMIT, or ROLLBACK
+// if fn fails) and classifies the error (ErrUnavailable). It never retries:
+// after a connection error the commit's outcome is unknown.
+func (r *Router) InTx(ctx context.Context, opts pgx.TxOptions, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	conn, err := r.primary.pool.Acquire(ctx)
+	if err != nil {
+		return Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
+	}
+	defer conn.Release()
+	return Classify(ctx, pgx.BeginTxFunc(ctx, conn, opts, func(tx pgx.Tx) error { return fn(ctx, tx) }))
+}
+
+// CommitLSN returns the primary's WAL insert position. Called after a commit
+// it is a read-your-writes token: a replica that has replayed up to it has
+// that commit. (Called inside the transaction it would be too early.)
+func (r *Router) CommitLSN(ctx context.Context) (LSN, error) {
+	var s string
+	if err := r.primary.pool.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&s); err != nil {
+		return 0, Classify(ctx, fmt.Errorf("commit LSN: %w", err))
+	}
+	l, err := ParseLSN(s)
+	if err != nil {
+		return 0, err
+	}
+	return normalizeInsertLSN(l, r.walGeometry()), nil
+}
+
+// Ping checks that the primary answers (for /readyz).
+func (r *Router) Ping(ctx context.Context) error {
+	return Classify(ctx, r.primary.pool.Ping(ctx))
+}
+
+// RecordRead counts one read in parley_db_reads_total, for reads the router
+// did not route itself: the cache layer records its hits with target
+// TargetCache. The router's own reads are counted by Read.
+func (r *Router) RecordRead(endpoint, target, reason string) {
+	r.metrics.read(endpoint, target, reason)
+}
