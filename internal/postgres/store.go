@@ -1,0 +1,121 @@
+package postgres
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// Querier is what a read needs from a database connection: a
+// *pgxpool.Pool, a *pgxpool.Conn, a *pgx.Conn or a pgx.Tx. Read methods take
+// one, so the caller chooses where they run (the primary, a replica picked
+// by the router, a transaction in a test).
+type Querier interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// ReadFunc is a read to run on a Querier someone else chose.
+type ReadFunc func(ctx context.Context, q Querier) error
+
+// DefaultAcquireTimeout bounds the wait for a pooled primary connection.
+const DefaultAcquireTimeout = 2 * time.Second
+
+// Options configures a Store.
+type Options struct {
+	// AcquireTimeout bounds the wait for a connection of the primary pool
+	// (default 2s); past it the call fails with ErrUnavailable.
+	AcquireTimeout time.Duration
+}
+
+// Store runs Parley's SQL. Writes (CreateUser, CreateConversation,
+// SendMessage, MarkRead) run on the primary pool, each in one transaction or
+// one statement, and return what a cache must invalidate. Reads (UserByToken,
+// Conversation, Conversations, Messages, Unread) take a Querier and never
+// open a transaction, so a router can run them on a replica; Read runs one on
+// the primary.
+type Store struct {
+	pool           *pgxpool.Pool
+	acquireTimeout time.Duration
+}
+
+// New returns a store whose writes go to pool (the primary: direct, or
+// through PgBouncer with QueryExecModeExec).
+func New(pool *pgxpool.Pool, opts Options) *Store {
+	if opts.AcquireTimeout <= 0 {
+		opts.AcquireTimeout = DefaultAcquireTimeout
+	}
+	return &Store{pool: pool, acquireTimeout: opts.AcquireTimeout}
+}
+
+// Pool is the primary pool.
+func (s *Store) Pool() *pgxpool.Pool { return s.pool }
+
+// acquire takes a primary connection, waiting at most the acquire bound.
+func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
+	actx, cancel := context.WithTimeout(ctx, s.acquireTimeout)
+	defer cancel()
+	c, err := s.pool.Acquire(actx)
+	if err != nil {
+		return nil, Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
+	}
+	return c, nil
+}
+
+// Read runs fn on a primary connection. It is the reader of the API until a
+// router chooses between the primary and replicas; endpoint names the read
+// (chat.Endpoint*) for such a router and is unused here.
+func (s *Store) Read(ctx context.Context, endpoint string, fn ReadFunc) error {
+	c, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	return Classify(ctx, fn(ctx, c))
+}
+
+// inTx runs fn in a transaction on a primary connection and commits.
+func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	c, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return Classify(ctx, fmt.Errorf("begin: %w", err))
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if err := fn(tx); err != nil {
+		return Classify(ctx, err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Classify(ctx, fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+// exec runs one statement outside an explicit transaction on the primary.
+func (s *Store) write(ctx context.Context, fn func(q Querier) error) error {
+	c, err := s.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	return Classify(ctx, fn(c))
+}
+
+// pgCode is the SQLSTATE of a PostgreSQL error in err's chain, or "".
+func pgCode(err error) (string, string) {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code, pe.ConstraintName
+	}
+	return "", ""
+}

@@ -1,0 +1,247 @@
+package postgres
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/parley-chat/parley/internal/chat"
+)
+
+func TestUsers(t *testing.T) {
+	db := migratedDB(t)
+	eachMode(t, db, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		handle := "alice_" + t.Name()[len(t.Name())-6:]
+		u, token, err := s.CreateUser(ctx, handle, "Alice")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if u.ID <= 0 || u.DisplayName != "Alice" || !strings.HasPrefix(token, "plt_") {
+			t.Fatalf("user %+v token %q", u, token)
+		}
+		got, err := s.UserByToken(ctx, s.Pool(), token)
+		if err != nil || got.ID != u.ID || got.Handle != handle {
+			t.Fatalf("UserByToken = %+v, %v", got, err)
+		}
+		_, err = s.UserByToken(ctx, s.Pool(), token+"x")
+		wantCode(t, err, chat.EUNAUTHENTICATED)
+		_, _, err = s.CreateUser(ctx, handle, "Other")
+		wantCode(t, err, chat.ECONFLICT)
+		_, _, err = s.CreateUser(ctx, "Bad Handle", "")
+		wantCode(t, err, chat.EINVALID)
+
+		// The token is not stored, only its SHA-256.
+		var stored []byte
+		if err := s.Pool().QueryRow(ctx, `SELECT token_hash FROM users WHERE id = $1`, u.ID).Scan(&stored); err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(stored, []byte(token)) || !bytes.Equal(stored, chat.HashToken(token)) {
+			t.Fatalf("stored %x", stored)
+		}
+	})
+}
+
+func TestConversationsAndMessages(t *testing.T) {
+	db := migratedDB(t)
+	eachMode(t, db, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		f := fixture{t, ctx, s}
+		alice, bob, carol, mallory := f.user(), f.user(), f.user(), f.user()
+
+		// Unknown member: EINVALID, nothing written.
+		var before int
+		_ = s.Pool().QueryRow(ctx, `SELECT count(*) FROM conversations`).Scan(&before)
+		_, err := s.CreateConversation(ctx, alice.ID, "x", []int64{bob.ID, 1 << 40})
+		wantCode(t, err, chat.EINVALID)
+		var after int
+		_ = s.Pool().QueryRow(ctx, `SELECT count(*) FROM conversations`).Scan(&after)
+		if after != before {
+			t.Fatalf("a failed create left %d conversations", after-before)
+		}
+
+		conv, err := s.CreateConversation(ctx, alice.ID, "team", []int64{bob.ID, carol.ID, bob.ID})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(conv.MemberIDs) != 3 || conv.Title != "team" {
+			t.Fatalf("conversation %+v", conv)
+		}
+		got, err := s.Conversation(ctx, s.Pool(), bob.ID, conv.ID)
+		if err != nil || got.LastMessage != nil || got.UnreadCount != 0 || len(got.MemberIDs) != 3 || !got.CreatedAt.Equal(conv.CreatedAt) {
+			t.Fatalf("Conversation = %+v, %v", got, err)
+		}
+		_, err = s.Conversation(ctx, s.Pool(), mallory.ID, conv.ID)
+		wantCode(t, err, chat.ENOTFOUND)
+		_, err = s.Conversation(ctx, s.Pool(), alice.ID, 1<<40)
+		wantCode(t, err, chat.ENOTFOUND)
+
+		// Sends: bob's unread grows with alice's messages, not his own.
+		m1 := f.send(conv, alice, "hello")
+		m2 := f.send(conv, alice, "are you there?")
+		m3 := f.send(conv, carol, "yes")
+		if !(m1.CreatedAt.Before(m2.CreatedAt) && m2.CreatedAt.Before(m3.CreatedAt)) || m1.ID >= m2.ID {
+			t.Fatalf("order: %+v %+v %+v", m1, m2, m3)
+		}
+		if m1.CreatedAt.Location() != time.UTC || m1.CreatedAt.Nanosecond()%1000 != 0 {
+			t.Fatalf("created_at %v is not UTC microseconds", m1.CreatedAt)
+		}
+		res, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: bob.ID, Body: "hi all"})
+		if err != nil || !res.Created || len(res.MemberIDs) != 3 {
+			t.Fatalf("send = %+v, %v", res, err)
+		}
+		got, _ = s.Conversation(ctx, s.Pool(), alice.ID, conv.ID)
+		if got.LastMessage == nil || got.LastMessage.ID != res.Message.ID || got.LastMessage.Body != "hi all" || got.UnreadCount != 2 {
+			t.Fatalf("alice sees %+v (last %+v)", got, got.LastMessage)
+		}
+		got, _ = s.Conversation(ctx, s.Pool(), bob.ID, conv.ID)
+		if got.UnreadCount != 0 {
+			t.Fatalf("bob's unread after his own send = %d, want 0", got.UnreadCount)
+		}
+		_, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: mallory.ID, Body: "let me in"})
+		wantCode(t, err, chat.ENOTFOUND)
+		_, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: alice.ID, Body: "  "})
+		wantCode(t, err, chat.EINVALID)
+
+		// Read markers move forward only; a foreign message is EINVALID.
+		n, err := s.MarkRead(ctx, carol.ID, conv.ID, m1.ID)
+		if err != nil || n != 1 { // m3 is carol's own and advanced her marker already
+			t.Fatalf("MarkRead(m1) = %d, %v; want 1", n, err)
+		}
+		n, err = s.MarkRead(ctx, alice.ID, conv.ID, res.Message.ID)
+		if err != nil || n != 0 {
+			t.Fatalf("MarkRead(last) = %d, %v", n, err)
+		}
+		n, err = s.MarkRead(ctx, alice.ID, conv.ID, m1.ID)
+		if err != nil || n != 0 {
+			t.Fatalf("MarkRead backwards = %d, %v; want 0 (marker stays)", n, err)
+		}
+		other := f.conversation(mallory, alice)
+		foreign := f.send(other, mallory, "elsewhere")
+		_, err = s.MarkRead(ctx, alice.ID, conv.ID, foreign.ID)
+		wantCode(t, err, chat.EINVALID)
+		_, err = s.MarkRead(ctx, mallory.ID, conv.ID, m1.ID)
+		wantCode(t, err, chat.ENOTFOUND)
+
+		un, err := s.Unread(ctx, s.Pool(), alice.ID)
+		if err != nil || len(un) != 1 || un[0].ConversationID != other.ID || un[0].Count != 1 {
+			t.Fatalf("alice's unread = %+v, %v", un, err)
+		}
+		un, _ = s.Unread(ctx, s.Pool(), bob.ID)
+		if len(un) != 0 {
+			t.Fatalf("bob's unread = %+v, want none", un)
+		}
+	})
+}
+
+func TestConversationList(t *testing.T) {
+	db := migratedDB(t)
+	eachMode(t, db, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		f := fixture{t, ctx, s}
+		me, peer := f.user(), f.user()
+		var convs []chat.Conversation
+		for range 7 {
+			convs = append(convs, f.conversation(me, peer))
+		}
+		// Activity: conversation 2 then 5 get messages; the rest order by creation.
+		f.send(convs[2], peer, "a")
+		f.send(convs[5], peer, "b")
+		want := []int64{convs[5].ID, convs[2].ID, convs[6].ID, convs[4].ID, convs[3].ID, convs[1].ID, convs[0].ID}
+		var got []int64
+		page := chat.PageRequest{Direction: chat.Newest, Limit: 3}
+		for pages := 0; ; pages++ {
+			p, err := s.Conversations(ctx, s.Pool(), me.ID, page)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range p.Conversations {
+				got = append(got, c.ID)
+				if c.ID == convs[5].ID && (c.LastMessage == nil || c.LastMessage.Body != "b" || c.UnreadCount != 1 || len(c.MemberIDs) != 2) {
+					t.Fatalf("enrichment: %+v", c)
+				}
+			}
+			if !p.HasMore {
+				break
+			}
+			page = chat.PageRequest{Direction: chat.Before, Cursor: p.Conversations[len(p.Conversations)-1].ListCursor(), Limit: 3}
+		}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Fatalf("list order %v, want %v", got, want)
+		}
+	})
+}
+
+func TestCursorKey(t *testing.T) {
+	db := migratedDB(t)
+	ctx := testCtx(t)
+	pool := connect(t, db.PgBouncerURL, pgx.QueryExecModeExec, 2)
+	k1, err := CursorKey(ctx, pool, "")
+	if err != nil || len(k1) != 32 {
+		t.Fatalf("CursorKey = %x, %v", k1, err)
+	}
+	k2, _ := CursorKey(ctx, pool, "")
+	if !bytes.Equal(k1, k2) {
+		t.Fatal("the stored key changed between reads")
+	}
+	if k, err := CursorKey(ctx, pool, "000102030405060708090a0b0c0d0e0f"); err != nil || len(k) != 16 {
+		t.Fatalf("hex override: %x, %v", k, err)
+	}
+	if _, err := CursorKey(ctx, pool, "short"); err == nil {
+		t.Fatal("a 5-character override was accepted")
+	}
+	// Another database has another key.
+	other := migratedDB(t)
+	k3, err := CursorKey(ctx, connect(t, other.PrimaryURL, pgx.QueryExecModeExec, 1), "")
+	if err != nil || bytes.Equal(k1, k3) {
+		t.Fatalf("second database key %x (%v) equals the first", k3, err)
+	}
+}
+
+func TestUnavailable(t *testing.T) {
+	ctx := testCtx(t)
+	// Nothing listens on port 1: connection refused.
+	s := New(connect(t, "postgres://parley:x@127.0.0.1:1/parley?sslmode=disable&connect_timeout=2", pgx.QueryExecModeExec, 2), Options{})
+	_, _, err := s.CreateUser(ctx, "nobody", "")
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("CreateUser on a refused connection: %v, want ErrUnavailable", err)
+	}
+	err = s.Read(ctx, chat.EndpointAuth, func(ctx context.Context, q Querier) error {
+		_, err := s.UserByToken(ctx, q, "plt_x")
+		return err
+	})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Read on a refused connection: %v, want ErrUnavailable", err)
+	}
+
+	// A pool whose only connection is busy: the acquire bound gives ErrUnavailable.
+	db := migratedDB(t)
+	pool := connect(t, db.PrimaryURL, pgx.QueryExecModeExec, 1)
+	busy := New(pool, Options{AcquireTimeout: 100 * time.Millisecond})
+	held, err := pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, _, err = busy.CreateUser(ctx, "waiting", "")
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("CreateUser with the pool exhausted: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("waited %v for the 100ms bound", d)
+	}
+	held.Release()
+	// The caller's own cancellation is not "unavailable".
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, _, err = busy.CreateUser(cctx, "cancelled", "")
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("cancelled call: %v", err)
+	}
+}
