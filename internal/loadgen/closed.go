@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"io"
+	"math"
 	"time"
 )
 
@@ -82,10 +83,12 @@ loop:
 	case <-time.After(e.cfg.timeout + time.Second):
 	}
 	e.crew.stopAll()
-	rec.tick(time.Now(), e.d.open.Load(), len(prof.stages)-1, false)
+	end := time.Now()
+	rec.tick(end, e.d.open.Load(), len(prof.stages)-1, false)
 	return runResult{
 		rec:        rec,
 		secs:       prof.total.Seconds(),
+		elapsed:    math.Max(prof.total.Seconds(), end.Sub(start).Seconds()),
 		requested:  prof.maxConns(),
 		peak:       e.d.peak.Load(),
 		dialFails:  e.d.failures.Load(),

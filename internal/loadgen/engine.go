@@ -30,7 +30,8 @@ type progressInfo struct {
 // runResult is what one timed run of an engine produced.
 type runResult struct {
 	rec        *recorder
-	secs       float64 // the profile's duration (what rates are divided by)
+	secs       float64 // the profile's duration (offered rates are divided by it)
+	elapsed    float64 // start to the last response (served rates are divided by it)
 	open       bool
 	requested  int   // most connections the profile asked for
 	peak       int64 // most connections established at once

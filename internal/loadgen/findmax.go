@@ -69,7 +69,7 @@ func findMax(ctx context.Context, o *Options, p *plan, eng *openEngine, wl Workl
 			timeline = append(timeline, iv)
 		}
 		marks = append(marks, StageMark{Index: i, Start: offset, End: offset + step.Seconds(), Connections: conns, Rate: rate})
-		offset += step.Seconds() + 1
+		offset += step.Seconds() + min(time.Second, step/2).Seconds()
 		last = sr
 		if o.Progress != nil {
 			verdict := "meets the SLOs"
@@ -106,7 +106,7 @@ func findMax(ctx context.Context, o *Options, p *plan, eng *openEngine, wl Workl
 		}
 		// Let the server drain its queues before the next step.
 		select {
-		case <-time.After(time.Second):
+		case <-time.After(min(time.Second, step/2)):
 		case <-ctx.Done():
 		}
 	}

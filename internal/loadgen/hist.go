@@ -48,6 +48,7 @@ type recorder struct {
 	lag        *hdrhistogram.Histogram // open model: intended to write
 	statuses   map[int]int64
 	late       int64
+	lateBusy   int64
 	timeline   []Interval
 	lastTick   time.Time
 	lastCPU    time.Duration
@@ -71,6 +72,7 @@ type shard struct {
 	lag      *hdrhistogram.Histogram
 	statuses map[int]int64
 	late     int64
+	lateBusy int64 // late sends that had waited for a free connection
 }
 
 // lateThreshold is how far behind its intended time a send may start before
@@ -125,6 +127,7 @@ type sample struct {
 	latency time.Duration // < 0: none (no response)
 	service time.Duration // < 0: not measured (closed model: equals latency)
 	lag     time.Duration // < 0: not measured (closed model)
+	busy    bool          // open model: no connection was free when it fell due
 }
 
 func (s *shard) record(x sample) {
@@ -145,6 +148,9 @@ func (s *shard) record(x sample) {
 		recordDur(s.lag, x.lag)
 		if x.lag > lateThreshold {
 			s.late++
+			if x.busy {
+				s.lateBusy++
+			}
 		}
 	}
 	if x.status > 0 {
@@ -209,7 +215,8 @@ func (r *recorder) tick(now time.Time, conns int64, stage int, open bool) Interv
 			delete(s.statuses, k)
 		}
 		r.late += s.late
-		s.late = 0
+		r.lateBusy += s.lateBusy
+		s.late, s.lateBusy = 0, 0
 		s.mu.Unlock()
 	}
 	secs := now.Sub(r.lastTick).Seconds()

@@ -3,6 +3,7 @@ package loadgen
 import (
 	"context"
 	"io"
+	"math"
 	"runtime"
 	"sync/atomic"
 	"syscall"
@@ -27,6 +28,7 @@ import (
 type token struct {
 	intended time.Time
 	rec      *recorder
+	busy     bool // no worker was waiting when it fell due
 }
 
 // tokenQueue bounds the backlog of due sends. A full queue blocks the
@@ -41,6 +43,7 @@ type openEngine struct {
 	d      *dialer
 	crew   crew
 	tokens chan token
+	idle   atomic.Int64 // workers waiting for a token
 }
 
 func newOpenEngine(ctx context.Context, cfg *engineConfig, wl Workload) *openEngine {
@@ -122,11 +125,12 @@ loop:
 		break
 	}
 	rec.unsent += unsent
-	now := time.Now()
-	rec.tick(now, e.d.open.Load(), len(prof.stages)-1, true)
+	end := time.Now()
+	rec.tick(end, e.d.open.Load(), len(prof.stages)-1, true)
 	return runResult{
 		rec:        rec,
 		secs:       prof.total.Seconds(),
+		elapsed:    math.Max(prof.total.Seconds(), end.Sub(start).Seconds()),
 		open:       true,
 		requested:  prof.maxConns(),
 		peak:       e.d.peak.Load(),
@@ -163,7 +167,7 @@ func (e *openEngine) schedule(ctx context.Context, prof *profile, start time.Tim
 		}
 		rec.offered.Add(1)
 		select {
-		case e.tokens <- token{intended: intended, rec: rec}:
+		case e.tokens <- token{intended: intended, rec: rec, busy: e.idle.Load() <= int64(len(e.tokens))}:
 		case <-ctx.Done():
 			rec.offered.Add(-1)
 			return latencyOf(h)
@@ -189,12 +193,16 @@ func (e *openEngine) worker(id int, stop <-chan struct{}, c *conn) {
 		}
 	}
 	for {
+		e.idle.Add(1)
 		select {
 		case <-stop:
+			e.idle.Add(-1)
 			return
 		case <-e.ctx.Done():
+			e.idle.Add(-1)
 			return
 		case tk := <-e.tokens:
+			e.idle.Add(-1)
 			w.do(tk)
 			tk.rec.finished.Add(1)
 		}
@@ -259,6 +267,7 @@ func (w *openWorker) do(tk token) {
 			latency: end.Sub(tk.intended),
 			service: end.Sub(sent),
 			lag:     max(0, sent.Sub(tk.intended)),
+			busy:    tk.busy,
 		})
 		w.src.Done(req, resp.status, resp.body)
 		if resp.close {

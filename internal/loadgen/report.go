@@ -62,9 +62,10 @@ type SendLag struct {
 	P50        float64 `json:"p50_ms"`
 	P99        float64 `json:"p99_ms"`
 	Max        float64 `json:"max_ms"`
-	Late       int64   `json:"late"`    // sends that started more than 10 ms after their intended time
-	Dropped    int64   `json:"dropped"` // intended sends never made (counted as errors)
-	Offered    int64   `json:"offered"` // intended sends
+	Late       int64   `json:"late"`                    // sends that started more than 10 ms after their intended time
+	LateBusy   int64   `json:"late_no_free_connection"` // of those, the ones that waited for a free connection
+	Dropped    int64   `json:"dropped"`                 // intended sends never made (counted as errors)
+	Offered    int64   `json:"offered"`                 // intended sends
 	SchedP99   float64 `json:"scheduler_p99_ms"`
 	SchedMaxMs float64 `json:"scheduler_max_ms"`
 }
@@ -103,7 +104,7 @@ type GeneratorLoad struct {
 // the gates.
 func buildScenarioReport(name string, p *plan, res runResult, gates []Threshold, o *Options) *ScenarioReport {
 	rec := res.rec
-	overall, _ := rec.overall(res.secs)
+	overall, _ := rec.overall(res.elapsed)
 	sr := &ScenarioReport{
 		Name:          name,
 		Model:         "closed",
@@ -125,7 +126,7 @@ func buildScenarioReport(name string, p *plan, res runResult, gates []Threshold,
 	}
 	opTotals := map[string]Totals{}
 	for i, op := range rec.ops {
-		t := rec.opTotals(i, res.secs)
+		t := rec.opTotals(i, res.elapsed)
 		opTotals[op] = t
 		sr.Operations = append(sr.Operations, OpReport{Name: op, Requests: t.Requests, Errors: t.Errors,
 			ErrorRate: t.ErrorRate, RPS: t.RPS, LatencyMs: t.Latency, ErrorsByClass: t.Classes})
@@ -137,14 +138,14 @@ func buildScenarioReport(name string, p *plan, res runResult, gates []Threshold,
 		svc := latencyOf(rec.service)
 		sr.ServiceTimeMs = &svc
 		lag := latencyOf(rec.lag)
-		sr.SendLag = &SendLag{P50: lag.P50, P99: lag.P99, Max: lag.Max, Late: rec.late, Dropped: res.dropped,
+		sr.SendLag = &SendLag{P50: lag.P50, P99: lag.P99, Max: lag.Max, Late: rec.late, LateBusy: rec.lateBusy, Dropped: res.dropped,
 			Offered: res.offered, SchedP99: res.schedLag.P99, SchedMaxMs: res.schedLag.Max}
 	}
 	// Generator CPU.
 	budget := o.CPUBudget
 	gl := GeneratorLoad{CPUSeconds: round3(res.cpuSecs), BudgetCores: budget}
-	if res.secs > 0 {
-		gl.CPUPercent = round1(100 * res.cpuSecs / res.secs)
+	if res.elapsed > 0 {
+		gl.CPUPercent = round1(100 * res.cpuSecs / res.elapsed)
 	}
 	hot := 0
 	for _, iv := range rec.timeline {
@@ -167,9 +168,16 @@ func buildScenarioReport(name string, p *plan, res runResult, gates []Threshold,
 	}
 	sr.GeneratorLoad = gl
 	if res.open && sr.SendLag.Late > 0 {
-		sr.Warnings = append(sr.Warnings, fmt.Sprintf(
-			"%d of %d sends (%.2f%%) went out more than 10 ms late because every held connection was busy (send lag p99 %.1f ms); their latency still counts from the intended send time. If the server is not the bottleneck, add connections",
-			sr.SendLag.Late, res.offered, 100*float64(sr.SendLag.Late)/float64(max(1, res.offered)), sr.SendLag.P99))
+		sl := sr.SendLag
+		msg := fmt.Sprintf("%d of %d sends (%.2f%%) went out more than 10 ms after their intended time (send lag p99 %s, max %s); their latency still counts from the intended time.",
+			sl.Late, res.offered, 100*float64(sl.Late)/float64(max(1, res.offered)), fmtMs(sl.P99), fmtMs(sl.Max))
+		if sl.LateBusy > 0 {
+			msg += fmt.Sprintf(" %d of them waited for a free connection (every held connection busy: add connections if the server is not the bottleneck).", sl.LateBusy)
+		}
+		if rest := sl.Late - sl.LateBusy; rest > 0 {
+			msg += fmt.Sprintf(" %d were delayed inside the generator (CPU, scheduling or GC).", rest)
+		}
+		sr.Warnings = append(sr.Warnings, msg)
 	}
 	if res.open && res.dropped > 0 {
 		sr.Warnings = append(sr.Warnings, fmt.Sprintf(
@@ -273,8 +281,8 @@ func (s *ScenarioReport) writeText(w io.Writer) {
 		fmt.Fprintf(w, "service time %s (from the actual send)\n", fmtLatency(*s.ServiceTimeMs))
 	}
 	if s.SendLag != nil {
-		fmt.Fprintf(w, "send lag     p50 %s p99 %s max %s; late %d, dropped %d of %d offered; scheduler p99 %s\n",
-			fmtMs(s.SendLag.P50), fmtMs(s.SendLag.P99), fmtMs(s.SendLag.Max), s.SendLag.Late, s.SendLag.Dropped,
+		fmt.Fprintf(w, "send lag     p50 %s p99 %s max %s; late %d (%d waiting for a connection), dropped %d of %d offered; scheduler p99 %s\n",
+			fmtMs(s.SendLag.P50), fmtMs(s.SendLag.P99), fmtMs(s.SendLag.Max), s.SendLag.Late, s.SendLag.LateBusy, s.SendLag.Dropped,
 			s.SendLag.Offered, fmtMs(s.SendLag.SchedP99))
 	}
 	fmt.Fprintf(w, "connections  requested %d, established %d (failed dials %d, reconnects %d)\n",

@@ -1,0 +1,202 @@
+package loadgen
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func runScenarioTest(t *testing.T, o Options) *Report {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	o.Seed = 7
+	var progress bytes.Buffer
+	o.Progress = &syncWriter{w: &progress}
+	rep, err := RunScenario(ctx, o)
+	if err != nil {
+		t.Fatalf("RunScenario: %v\nprogress:\n%s", err, progress.String())
+	}
+	return rep
+}
+
+func TestMixedScenarioAgainstFakeAPI(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(t)
+	rep := runScenarioTest(t, Options{Target: api.URL, AdminToken: fakeAdmin, Scenario: "mixed",
+		Scale: 0.02, Rate: 150, Duration: 2 * time.Second, Connections: 20})
+	if len(rep.Scenarios) != 1 {
+		t.Fatalf("%d scenario reports", len(rep.Scenarios))
+	}
+	sr := rep.Scenarios[0]
+	if !rep.Passed || !sr.Passed {
+		var b bytes.Buffer
+		rep.WriteText(&b)
+		t.Errorf("mixed did not pass:\n%s\nfake API: %s", b.String(), api)
+	}
+	// Setup at --scale 0.02: 10 users, 4 conversations, 100 messages.
+	if sr.Setup == nil || sr.Setup.Users != 10 || sr.Setup.Conversations != 4 || sr.Setup.Messages != 100 {
+		t.Errorf("setup = %+v", sr.Setup)
+	}
+	if sr.Requests != 300 || sr.Errors != 0 {
+		t.Errorf("requests %d errors %d (%v), want 300 and 0", sr.Requests, sr.Errors, sr.ErrorsByClass)
+	}
+	got := map[string]int64{}
+	for _, op := range sr.Operations {
+		got[op.Name] = op.Requests
+	}
+	for _, op := range KnownOps {
+		if got[op] == 0 {
+			t.Errorf("operation %s never ran: %v", op, got)
+		}
+	}
+	// Roughly 30% sends.
+	if f := float64(got[OpSend]) / float64(sr.Requests); f < 0.2 || f > 0.4 {
+		t.Errorf("send share %.2f, want ≈ 0.3", f)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.replays != 0 {
+		t.Errorf("%d sends reused an Idempotency-Key: every send needs its own", api.replays)
+	}
+	if api.cursored == 0 || api.badCurs != 0 {
+		t.Errorf("history with cursors: %d, bad cursors %d; want real cursors only", api.cursored, api.badCurs)
+	}
+	if api.reqs["create_user"] != 10 || api.reqs["create_conversation"] != 4 {
+		t.Errorf("setup requests: %v", api.reqs)
+	}
+	// Zipf: the most visited conversation is well above the average.
+	var hits []int
+	total := 0
+	for _, h := range api.convHits {
+		hits = append(hits, h)
+		total += h
+	}
+	sort.Sort(sort.Reverse(sort.IntSlice(hits)))
+	if len(hits) != 4 || float64(hits[0]) < 1.5*float64(total)/4 {
+		t.Errorf("conversation hits %v: want Zipf-skewed popularity", hits)
+	}
+}
+
+// "all" runs the four built-ins in turn, each with its own data; the spike
+// keeps its shape when shrunk.
+func TestAllScenariosShrunk(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(t)
+	rep := runScenarioTest(t, Options{Target: api.URL, AdminToken: fakeAdmin, Scenario: "all",
+		Scale: 0.004, Rate: 60, Duration: 1500 * time.Millisecond, Connections: 6})
+	var names []string
+	for _, s := range rep.Scenarios {
+		names = append(names, s.Name)
+		if s.Errors != 0 {
+			t.Errorf("%s: errors %v", s.Name, s.ErrorsByClass)
+		}
+	}
+	if strings.Join(names, ",") != "history,send,mixed,spike" {
+		t.Fatalf("ran %v", names)
+	}
+	spike := rep.Scenarios[3]
+	if len(spike.Stages) != 4 || spike.Connections.Requested != 12 {
+		t.Errorf("spike stages %+v, connections %+v: want 4 stages, 6 → 12 connections", spike.Stages, spike.Connections)
+	}
+	if s := spike.Stages; len(s) == 4 && (s[1].Rate != 120 || s[0].Rate != 60) {
+		t.Errorf("spike rates %+v, want 60 → 120", s)
+	}
+	if api.reqs["create_user"] != 4*4 {
+		t.Errorf("users created: %d, want 4 per scenario", api.reqs["create_user"])
+	}
+}
+
+func TestScenarioFile(t *testing.T) {
+	yamlText := `
+scenarios:
+  - name: readers
+    mix: {history: 3, unread: 1}
+    connections: 4
+    rate: 80
+    duration: 1s
+    thresholds: ["p95<500ms", "unread:p99<1s"]
+    data: {users: 6, conversations: 3, messages: 30}
+  - name: ramp
+    mix: {send: 1}
+    stages:
+      - {duration: 500ms, connections: 2, rate: 20}
+      - {duration: 1s, rate: 60}
+`
+	jsonText := `{"name":"j","mix":{"conversation_list":1},"rate":10,"duration":"2s","stages":[]}`
+	list, err := ParseScenarios([]byte(yamlText))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || list[0].Name != "readers" || list[0].Duration != time.Second || list[0].Data.Users != 6 {
+		t.Fatalf("parsed %+v", list)
+	}
+	if r := list[1]; len(r.Stages) != 2 || r.Stages[1].Connections != -1 || r.Stages[1].Rate != 60 || r.Connections != 2 {
+		t.Errorf("ramp = %+v", r)
+	}
+	js, err := ParseScenarios([]byte(jsonText))
+	if err != nil || len(js) != 1 || js[0].Duration != 2*time.Second {
+		t.Errorf("JSON: %+v, %v", js, err)
+	}
+	for _, bad := range []string{
+		`{"name":"x","mix":{"browse":1}}`,
+		"name: history\nmix: {send: 1}\n",
+		"name: x\nmix: {send: 1}\nthresholds: [\"p95<soon\"]\n",
+		"name: x\nmix: {send: 1}\nconections: 3\n",
+		"scenarios: []\n",
+	} {
+		if _, err := ParseScenarios([]byte(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
+	}
+
+	// And run the file against the fake API.
+	t.Run("run", func(t *testing.T) {
+		t.Parallel()
+		api := newFakeAPI(t)
+		path := filepath.Join(t.TempDir(), "s.yaml")
+		if err := os.WriteFile(path, []byte(yamlText), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		rep := runScenarioTest(t, Options{Target: api.URL, AdminToken: fakeAdmin, ScenarioFile: path, Scenario: "readers"})
+		sr := rep.Scenarios[0]
+		if sr.Name != "readers" || sr.Requests != 80 || sr.Errors != 0 || !sr.Passed {
+			t.Errorf("readers: %d requests, %d errors, passed %v", sr.Requests, sr.Errors, sr.Passed)
+		}
+		var scoped bool
+		for _, th := range sr.Thresholds {
+			scoped = scoped || th.Expr == "unread:p99<1s" && th.Source == "operation unread"
+		}
+		if !scoped {
+			t.Errorf("thresholds %+v: want the unread-scoped gate applied to the unread operation", sr.Thresholds)
+		}
+	})
+}
+
+// Setup failures (a wrong admin token) are run errors, not threshold failures.
+func TestScenarioSetupError(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(t)
+	_, err := RunScenario(context.Background(), Options{Target: api.URL, AdminToken: "wrong", Scenario: "send",
+		Scale: 0.01, Duration: time.Second})
+	if err == nil || !strings.Contains(err.Error(), "401") {
+		t.Errorf("err = %v, want a setup error carrying the 401", err)
+	}
+}
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
