@@ -1,0 +1,346 @@
+package cache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Cache is a Redis cache-aside with generation invalidation, fill leases and
+// a breaker. It is safe for concurrent use. Run must be running for the
+// breaker to close again after Redis failed.
+type Cache struct {
+	client redis.UniversalClient // nil: no Redis, everything bypasses
+	cfg    Config
+	ks     keyspace
+	log    *slog.Logger
+	m      *metrics
+	br     breaker
+
+	flights flights
+	pending pendingSet
+	tokens  localTokens
+
+	// Precomputed script arguments.
+	leaseMs, genTTLMs, ttl string
+}
+
+// Fill tells a fill function what its value is for.
+type Fill struct {
+	// Store: the value will be cached if the fill returns cacheable = true.
+	// When false (bypass, Redis error) the cacheable result is ignored and
+	// the fill may route as it likes.
+	Store bool
+	// MinLSN, with Store: the value is cacheable only if it was read from the
+	// primary or from a replica whose replay position is at least MinLSN (a
+	// position as in SetUserToken). Empty: only a read from the primary is
+	// cacheable. Route the fill accordingly (e.g. a read-your-writes
+	// consistency at max(MinLSN, the user's token); the primary when empty).
+	MinLSN string
+	// Generation the value will be stored under (for logs and tests).
+	Generation int64
+}
+
+// FillFunc reads a value from the database. It returns cacheable = true
+// only if the read obeyed Fill.MinLSN (and the value is fit for every user
+// who may read the key). The cache never modifies the returned bytes; values
+// served from the cache or shared between requests must not be modified by
+// callers either.
+type FillFunc func(ctx context.Context, f Fill) (value []byte, cacheable bool, err error)
+
+// New returns a cache on client (build it with NewClient or ClientOptions so
+// that deadlines are honoured on the socket). A nil client makes a cache
+// that always bypasses and keeps tokens per instance only.
+func New(client redis.UniversalClient, cfg Config) *Cache {
+	cfg = cfg.withDefaults()
+	c := &Cache{
+		client:   client,
+		cfg:      cfg,
+		ks:       keyspace{prefix: cfg.Prefix},
+		log:      cfg.Logger.With("component", "cache"),
+		m:        newMetrics(cfg.Registerer),
+		leaseMs:  strconv.FormatInt(max(cfg.LeaseTTL.Milliseconds(), 1), 10),
+		genTTLMs: strconv.FormatInt(max(cfg.GenerationTTL.Milliseconds(), 1), 10),
+		ttl:      strconv.FormatInt(max(cfg.TTL.Milliseconds(), 1), 10),
+	}
+	c.tokens.init()
+	c.br.threshold = int32(cfg.BreakerFailures)
+	c.br.onChange = c.breakerChanged
+	if client == nil {
+		c.br.open.Store(true)
+	} else {
+		c.m.up.Set(1)
+		c.warnOnSlowClient()
+	}
+	return c
+}
+
+// Up reports whether Redis is in use (breaker closed): cache.state "up" in
+// /admin/status. A down cache degrades readiness but does not fail it.
+func (c *Cache) Up() bool { return c.client != nil && c.br.allow() }
+
+// Ping checks Redis directly (for /readyz), bypassing the breaker.
+func (c *Cache) Ping(ctx context.Context) error {
+	if c.client == nil {
+		return fmt.Errorf("%w: no Redis configured", ErrUnavailable)
+	}
+	return c.client.Ping(ctx).Err()
+}
+
+// ErrUnavailable: Redis cannot be used right now (breaker open, error or
+// timeout). Only the token functions return it; GetOrFill fails open.
+var ErrUnavailable = errors.New("cache: redis unavailable")
+
+// GetOrFill returns the value of key: from Redis on a hit, else from fill,
+// storing the fill's value under the generation read before the fill when
+// the fill says it is cacheable. Redis problems never surface as errors:
+// the fill serves the request (result ResultError or ResultBypass). The
+// error returned is the fill's (or ctx's while waiting for another
+// request's fill). fill is called at most once, and not at all on ResultHit.
+func (c *Cache) GetOrFill(ctx context.Context, endpoint string, key Key, fill FillFunc) ([]byte, Result, error) {
+	ctr := c.m.counters(endpoint)
+	genKey := c.ks.gen(key.scope, key.id)
+	if !c.br.allow() || c.pending.blocks(genKey) {
+		ctr[ResultBypass].Inc()
+		v, _, err := fill(ctx, Fill{})
+		return v, ResultBypass, err
+	}
+	head, tail := c.ks.dataParts(key)
+	lk, err := c.lookup(ctx, genKey, head, tail)
+	if err != nil {
+		ctr[ResultError].Inc()
+		v, _, err := fill(ctx, Fill{})
+		return v, ResultError, err
+	}
+	if lk.value != nil {
+		ctr[ResultHit].Inc()
+		return lk.value, ResultHit, nil
+	}
+	v, res, err := c.miss(ctx, lk, fill)
+	ctr[res].Inc()
+	return v, res, err
+}
+
+// lookup is the result of lookupScript.
+type lookup struct {
+	dataKey string
+	fill    Fill
+	value   []byte
+	leased  bool
+}
+
+func (c *Cache) lookup(ctx context.Context, genKey, head, tail string) (lookup, error) {
+	octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
+	defer cancel()
+	r, err := lookupScript.Run(octx, c.client, []string{genKey}, head, tail, c.leaseMs, c.genTTLMs).Slice()
+	c.observe(ctx, "lookup", err)
+	if err != nil {
+		return lookup{}, err
+	}
+	if len(r) != 4 {
+		return lookup{}, fmt.Errorf("cache lookup: unexpected reply %v", r)
+	}
+	gen, _ := r[0].(string)
+	g, err := strconv.ParseInt(gen, 10, 64)
+	if err != nil {
+		return lookup{}, fmt.Errorf("cache lookup: generation %q: %w", gen, err)
+	}
+	lk := lookup{dataKey: head + gen + tail, fill: Fill{Store: true, Generation: g}}
+	if l, ok := r[1].(string); ok && l != unknownPosition {
+		lk.fill.MinLSN = l
+	}
+	if v, ok := r[2].(string); ok {
+		lk.value = []byte(v)
+	}
+	leased, _ := r[3].(int64)
+	lk.leased = leased == 1
+	return lk, nil
+}
+
+// miss serves a lookup that found no value. Requests of this process for the
+// same key (and generation) share one fill; the leader either holds the
+// Redis lease and fills, or polls for another instance's fill first.
+func (c *Cache) miss(ctx context.Context, lk lookup, fill FillFunc) ([]byte, Result, error) {
+	fl, leader := c.flights.join(lk.dataKey)
+	if !leader {
+		select {
+		case <-fl.done:
+			if fl.shared {
+				return fl.val, ResultHit, nil
+			}
+			return c.fillAndStore(ctx, lk, fill)
+		case <-ctx.Done():
+			return nil, ResultMiss, ctx.Err()
+		}
+	}
+	var (
+		val    []byte
+		shared bool
+	)
+	defer func() { c.flights.land(lk.dataKey, fl, val, shared) }()
+	if !lk.leased {
+		if v, ok := c.await(ctx, lk.dataKey); ok {
+			val, shared = v, true
+			return v, ResultHit, nil
+		}
+	}
+	v, cacheable, err := fill(ctx, lk.fill)
+	if err == nil && cacheable && len(v) <= c.cfg.MaxValueBytes {
+		c.store(ctx, lk.dataKey, v, lk.leased)
+		val, shared = v, true
+	} else if lk.leased {
+		c.release(ctx, lk.dataKey)
+	}
+	return v, ResultMiss, err
+}
+
+// fillAndStore fills without coalescing (after a shared fill that could not
+// be shared) and stores a cacheable value.
+func (c *Cache) fillAndStore(ctx context.Context, lk lookup, fill FillFunc) ([]byte, Result, error) {
+	v, cacheable, err := fill(ctx, lk.fill)
+	if err == nil && cacheable && len(v) <= c.cfg.MaxValueBytes && c.br.allow() {
+		c.store(ctx, lk.dataKey, v, false)
+	}
+	return v, ResultMiss, err
+}
+
+// pollEvery is how often a request without the lease looks for the value.
+const pollEvery = 5 * time.Millisecond
+
+// await polls dataKey for another instance's fill for up to LeaseWait.
+func (c *Cache) await(ctx context.Context, dataKey string) ([]byte, bool) {
+	deadline := time.Now().Add(c.cfg.LeaseWait)
+	t := time.NewTimer(pollEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, false
+		case <-t.C:
+		}
+		octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
+		v, err := c.client.Get(octx, dataKey).Bytes()
+		cancel()
+		c.observe(ctx, "poll", err)
+		if err == nil {
+			return v, true
+		}
+		if !errors.Is(err, redis.Nil) {
+			return nil, false
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return nil, false
+		}
+		t.Reset(min(pollEvery, left))
+	}
+}
+
+func (c *Cache) store(ctx context.Context, dataKey string, v []byte, leased bool) {
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.OpTimeout)
+	defer cancel()
+	_, err := c.client.Pipelined(octx, func(p redis.Pipeliner) error {
+		p.Set(octx, dataKey, v, c.cfg.TTL)
+		if leased {
+			p.Del(octx, leaseKey(dataKey))
+		}
+		return nil
+	})
+	c.observe(ctx, "store", err)
+}
+
+// release drops a lease whose fill is not cached, so that the next request
+// need not wait for it to expire.
+func (c *Cache) release(ctx context.Context, dataKey string) {
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.OpTimeout)
+	defer cancel()
+	c.observe(ctx, "store", c.client.Del(octx, leaseKey(dataKey)).Err())
+}
+
+// observe feeds the breaker: a failed or timed-out operation counts unless
+// the caller gave up (its context ended), which says nothing about Redis.
+func (c *Cache) observe(parent context.Context, op string, err error) {
+	if err == nil || errors.Is(err, redis.Nil) {
+		c.br.success()
+		return
+	}
+	if parent.Err() != nil {
+		return
+	}
+	c.m.errors.WithLabelValues(op).Inc()
+	c.br.failure()
+}
+
+func (c *Cache) breakerChanged(open bool, downFor time.Duration) {
+	if open {
+		c.m.up.Set(0)
+		c.log.Warn("redis unavailable: cache bypassed until it answers again",
+			"failures", c.cfg.BreakerFailures)
+		return
+	}
+	c.m.up.Set(1)
+	c.log.Info("redis available again: cache in use", "down_for", downFor.Round(time.Millisecond))
+}
+
+// warnOnSlowClient logs when the client would make a dead Redis expensive.
+func (c *Cache) warnOnSlowClient() {
+	var ctxTimeouts bool
+	var read time.Duration
+	switch cl := c.client.(type) {
+	case *redis.Client:
+		ctxTimeouts, read = cl.Options().ContextTimeoutEnabled, cl.Options().ReadTimeout
+	case *redis.ClusterClient:
+		ctxTimeouts, read = cl.Options().ContextTimeoutEnabled, cl.Options().ReadTimeout
+	default:
+		return
+	}
+	if !ctxTimeouts && (read <= 0 || read > 4*c.cfg.OpTimeout) {
+		c.log.Warn("redis client ignores context deadlines and has a long read timeout; a hung Redis will cost requests up to the read timeout (use cache.ClientOptions)",
+			"read_timeout", read)
+	}
+}
+
+// Run probes Redis in the background until ctx ends: while the breaker is
+// open it PINGs every ProbeInterval and closes the breaker once Redis answers
+// and the invalidations queued meanwhile are replayed; while closed it PINGs
+// every 4 intervals and replays any queued invalidation. It also expires the
+// per-instance token records.
+func (c *Cache) Run(ctx context.Context) {
+	if c.client == nil {
+		<-ctx.Done()
+		return
+	}
+	t := time.NewTicker(c.cfg.ProbeInterval)
+	defer t.Stop()
+	for tick := 1; ; tick++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		c.tokens.prune(time.Now())
+		if !c.br.allow() {
+			if c.ping(ctx) == nil && c.replay(ctx) {
+				c.br.close()
+			}
+			continue
+		}
+		if c.pending.size() > 0 {
+			c.replay(ctx)
+		}
+		if tick%4 == 0 {
+			c.observe(ctx, "ping", c.ping(ctx))
+		}
+	}
+}
+
+func (c *Cache) ping(ctx context.Context) error {
+	octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
+	defer cancel()
+	return c.client.Ping(octx).Err()
+}

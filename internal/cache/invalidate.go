@@ -1,0 +1,239 @@
+package cache
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// InvalidateConversation moves the conversation and each member's
+// conversation list to a new generation, raising their write position to
+// lsn (the position captured after the commit, see SetUserToken for the
+// form; "" if unknown, which restricts fills of these owners to the primary).
+// Call it after every committed write that changes what the conversation's
+// cached values or its members' lists show (a send, a new conversation, a
+// membership change), before acknowledging the write, whether or not the
+// rollout currently enables the cache. One pipelined round trip. If Redis
+// cannot be reached the bumps are queued for Run to replay, and this
+// instance bypasses the cache for these owners until then.
+func (c *Cache) InvalidateConversation(ctx context.Context, convID int64, memberIDs []int64, lsn string) {
+	keys := make([]string, 0, 1+len(memberIDs))
+	keys = append(keys, c.ks.gen(scopeConversation, convID))
+	for _, id := range memberIDs {
+		keys = append(keys, c.ks.gen(scopeUser, id))
+	}
+	c.m.invalidations.WithLabelValues("conversation").Inc()
+	c.m.invalidations.WithLabelValues("user").Add(float64(len(memberIDs)))
+	c.invalidate(ctx, keys, c.writePosition(lsn))
+}
+
+// InvalidateUser moves one user's values (conversation list, unread counts)
+// to a new generation: call it after a write that changes only that user's
+// view, e.g. advancing their read marker.
+func (c *Cache) InvalidateUser(ctx context.Context, userID int64, lsn string) {
+	c.m.invalidations.WithLabelValues("user").Inc()
+	c.invalidate(ctx, []string{c.ks.gen(scopeUser, userID)}, c.writePosition(lsn))
+}
+
+func (c *Cache) writePosition(lsn string) string {
+	if lsn == "" {
+		return unknownPosition
+	}
+	if _, err := parsePosition(lsn); err != nil {
+		c.log.Warn("invalidation with a malformed write position; fills of these owners go to the primary", "err", err)
+		return unknownPosition
+	}
+	return lsn
+}
+
+func (c *Cache) invalidate(ctx context.Context, keys []string, pos string) {
+	if c.client == nil {
+		return
+	}
+	if !c.br.allow() {
+		c.queue(keys, pos)
+		return
+	}
+	// The write is committed: finish the invalidation even if the client
+	// went away.
+	ctx = context.WithoutCancel(ctx)
+	positions := make([]string, len(keys))
+	for i := range positions {
+		positions[i] = pos
+	}
+	failed := c.bump(ctx, keys, positions)
+	if len(failed) > 0 {
+		fk := make([]string, len(failed))
+		for i, j := range failed {
+			fk[i] = keys[j]
+		}
+		c.queue(fk, pos)
+	}
+}
+
+// bump runs bumpScript for each key in one pipeline and returns the indexes
+// of the keys it could not bump.
+func (c *Cache) bump(ctx context.Context, keys, positions []string) []int {
+	// Budget: a round trip plus the server time of large fan-outs.
+	octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout+time.Duration(len(keys))*20*time.Microsecond)
+	defer cancel()
+	idx := make([]int, len(keys))
+	for i := range idx {
+		idx[i] = i
+	}
+	failed, noScript, err := c.bumpOnce(octx, keys, positions, idx)
+	if noScript { // a new or flushed Redis: load the scripts, retry once
+		if err = loadScripts(octx, c.client); err == nil {
+			failed, _, err = c.bumpOnce(octx, keys, positions, failed)
+		}
+	}
+	c.observe(ctx, "invalidate", err)
+	return failed
+}
+
+// bumpOnce pipelines the bumps of keys[idx...] and returns the failed
+// indexes, whether any failed with NOSCRIPT, and the first error.
+func (c *Cache) bumpOnce(ctx context.Context, keys, positions []string, idx []int) (failed []int, noScript bool, err error) {
+	cmds := make([]*redis.Cmd, len(idx))
+	_, err = c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, j := range idx {
+			cmds[i] = bumpScript.EvalSha(ctx, p, []string{keys[j]}, positions[j], c.genTTLMs)
+		}
+		return nil
+	})
+	for i, cmd := range cmds {
+		if e := cmd.Err(); e != nil {
+			failed = append(failed, idx[i])
+			noScript = noScript || isNoScript(e)
+		}
+	}
+	return failed, noScript, err
+}
+
+func (c *Cache) queue(keys []string, pos string) {
+	if c.pending.add(keys, pos, c.cfg.MaxPending, c.cfg.TTL) {
+		c.log.Error("too many invalidations waiting for Redis: this instance bypasses the cache until every entry cached before now has expired",
+			"max_pending", c.cfg.MaxPending, "ttl", c.cfg.TTL)
+	}
+	c.m.pending.Set(float64(c.pending.size()))
+}
+
+// replay bumps the queued owners; it reports whether none is left.
+func (c *Cache) replay(ctx context.Context) bool {
+	keys, positions := c.pending.list()
+	const chunk = 1000
+	for start := 0; start < len(keys); start += chunk {
+		end := min(start+chunk, len(keys))
+		failed := c.bump(ctx, keys[start:end], positions[start:end])
+		bad := make(map[int]bool, len(failed))
+		for _, j := range failed {
+			bad[j] = true
+		}
+		for j := start; j < end; j++ {
+			if !bad[j-start] {
+				c.pending.done(keys[j], positions[j])
+			}
+		}
+		if len(failed) > 0 {
+			break
+		}
+	}
+	c.m.pending.Set(float64(c.pending.size()))
+	if len(keys) > 0 && c.pending.size() == 0 {
+		c.log.Info("queued cache invalidations replayed", "owners", len(keys))
+	}
+	return c.pending.size() == 0
+}
+
+// pendingSet holds generation bumps that did not reach Redis, and while a
+// bump was lost (queue full) the time until which everything is bypassed.
+type pendingSet struct {
+	active    atomic.Int64 // len(bumps), plus 1 while lostUntil is set: a lock-free "empty" check
+	mu        sync.Mutex
+	bumps     map[string]string // generation key → position to raise it to
+	lostUntil time.Time
+}
+
+func (p *pendingSet) refresh() {
+	n := int64(len(p.bumps))
+	if !p.lostUntil.IsZero() {
+		n++
+	}
+	p.active.Store(n)
+}
+
+// blocks reports whether requests for the owner must bypass the cache.
+func (p *pendingSet) blocks(genKey string) bool {
+	if p.active.Load() == 0 {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.lostUntil.IsZero() {
+		if time.Now().Before(p.lostUntil) {
+			return true
+		}
+		p.lostUntil = time.Time{}
+		p.refresh()
+	}
+	_, ok := p.bumps[genKey]
+	return ok
+}
+
+// add queues bumps; it reports whether the queue overflowed, in which case
+// everything is bypassed for ttl.
+func (p *pendingSet) add(keys []string, pos string, limit int, ttl time.Duration) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bumps == nil {
+		p.bumps = make(map[string]string)
+	}
+	overflow := false
+	for _, k := range keys {
+		if cur, ok := p.bumps[k]; ok {
+			if supersedes(pos, cur) {
+				p.bumps[k] = pos
+			}
+			continue
+		}
+		if len(p.bumps) >= limit {
+			overflow = true
+			continue
+		}
+		p.bumps[k] = pos
+	}
+	if overflow {
+		p.lostUntil = time.Now().Add(ttl)
+	}
+	p.refresh()
+	return overflow
+}
+
+func (p *pendingSet) list() (keys, positions []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for k, v := range p.bumps {
+		keys = append(keys, k)
+		positions = append(positions, v)
+	}
+	return keys, positions
+}
+
+// done removes a replayed bump unless a newer one was queued meanwhile.
+func (p *pendingSet) done(key, pos string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bumps[key] == pos {
+		delete(p.bumps, key)
+		p.refresh()
+	}
+}
+
+func (p *pendingSet) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.bumps)
+}

@@ -1,0 +1,110 @@
+package cache
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Result says how GetOrFill served a request.
+type Result uint8
+
+const (
+	// ResultBypass: the cache was skipped (breaker open, or this instance has
+	// an invalidation of the owner waiting for Redis); the fill served it.
+	ResultBypass Result = iota
+	// ResultHit: served from the cache (or from another request's fill of
+	// the same generation); the fill function was not called.
+	ResultHit
+	// ResultMiss: not cached; the fill served it and its value was stored if
+	// cacheable.
+	ResultMiss
+	// ResultError: Redis failed or timed out; the fill served it.
+	ResultError
+	numResults
+)
+
+// String is the metric label value: bypass, hit, miss or error.
+func (r Result) String() string {
+	switch r {
+	case ResultHit:
+		return "hit"
+	case ResultMiss:
+		return "miss"
+	case ResultError:
+		return "error"
+	}
+	return "bypass"
+}
+
+type metrics struct {
+	requests      *prometheus.CounterVec
+	invalidations *prometheus.CounterVec
+	errors        *prometheus.CounterVec
+	up            prometheus.Gauge
+	pending       prometheus.Gauge
+
+	byEndpoint sync.Map // endpoint → *[numResults]prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_cache_requests_total",
+			Help: "Cache lookups by endpoint and result (hit, miss, error, bypass).",
+		}, []string{"endpoint", "result"}),
+		invalidations: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_cache_invalidations_total",
+			Help: "Generation bumps requested after writes, by kind (conversation, user).",
+		}, []string{"kind"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_cache_errors_total",
+			Help: "Redis operations of the cache that failed or timed out, by operation.",
+		}, []string{"op"}),
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_cache_up",
+			Help: "1 while the cache's Redis breaker is closed (Redis in use), 0 while it is open.",
+		}),
+		pending: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_cache_pending_invalidations",
+			Help: "Generation bumps waiting for Redis on this instance.",
+		}),
+	}
+	if reg != nil {
+		m.requests = register(reg, m.requests)
+		m.invalidations = register(reg, m.invalidations)
+		m.errors = register(reg, m.errors)
+		m.up = register(reg, m.up)
+		m.pending = register(reg, m.pending)
+	}
+	return m
+}
+
+// register registers c, or returns the collector already registered under
+// the same name (several caches in one process share them).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		panic(err)
+	}
+	return c
+}
+
+// counters returns the endpoint's request counters, resolved once.
+func (m *metrics) counters(endpoint string) *[numResults]prometheus.Counter {
+	if v, ok := m.byEndpoint.Load(endpoint); ok {
+		return v.(*[numResults]prometheus.Counter)
+	}
+	var cs [numResults]prometheus.Counter
+	for r := range numResults {
+		cs[r] = m.requests.WithLabelValues(endpoint, r.String())
+	}
+	v, _ := m.byEndpoint.LoadOrStore(endpoint, &cs)
+	return v.(*[numResults]prometheus.Counter)
+}
