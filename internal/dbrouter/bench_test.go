@@ -3,6 +3,8 @@ package dbrouter
 import (
 	"context"
 	"testing"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // benchRouter is a Router with n closed replicas and no database: enough for
@@ -108,5 +110,18 @@ func TestPickBalancesByInFlight(t *testing.T) {
 	}
 	if len(seen) != 3 {
 		t.Errorf("equal load went to %v, want all 3 replicas", seen)
+	}
+}
+
+// BenchmarkAcquireTracer is what every pool Acquire pays on top of pgxpool:
+// the wait bound (a context with a deadline) and the histogram observation.
+func BenchmarkAcquireTracer(b *testing.B) {
+	m := newMetrics()
+	tr := &acquireTracer{bound: DefaultAcquireTimeout, hist: m.acquire.WithLabelValues("primary")}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		c := tr.TraceAcquireStart(ctx, nil, pgxpool.TraceAcquireStartData{})
+		tr.TraceAcquireEnd(c, nil, pgxpool.TraceAcquireEndData{})
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -54,18 +55,23 @@ const (
 )
 
 func updateDocs(path string) error {
+	if raceEnabled {
+		return fmt.Errorf("run without -race: the benchmarks would measure the race detector")
+	}
 	res := testing.Benchmark(BenchmarkRouteDecision)
 	par := testing.Benchmark(BenchmarkRouteDecisionParallel)
+	acq := testing.Benchmark(BenchmarkAcquireTracer)
 	measured.Lock()
 	measured.m["routing decision + reads_total increment, 2 replicas, 1 goroutine"] = fmt.Sprintf("%d ns/op, %d allocs/op", res.NsPerOp(), res.AllocsPerOp())
 	measured.m["routing decision + reads_total increment, 2 replicas, parallel"] = fmt.Sprintf("%d ns/op", par.NsPerOp())
+	measured.m["acquire tracer (wait bound + histogram), per pool Acquire"] = fmt.Sprintf("%d ns/op, %d allocs/op", acq.NsPerOp(), acq.AllocsPerOp())
 	keys := make([]string, 0, len(measured.m))
 	for k := range measured.m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s\nMeasured %s on this machine (go test -race off for the benchmark):\n\n| what | measured |\n|---|---|\n", docsBegin, time.Now().UTC().Format("2006-01-02"))
+	fmt.Fprintf(&b, "%s\nMeasured on %s by the last PARLEY_UPDATE_DOCS run (%d cores):\n\n| what | measured |\n|---|---|\n", docsBegin, time.Now().UTC().Format("2006-01-02"), runtime.NumCPU())
 	for _, k := range keys {
 		fmt.Fprintf(&b, "| %s | %s |\n", k, measured.m[k])
 	}

@@ -35,7 +35,9 @@ func (p *prober) query(ctx context.Context, sql string) ([]string, error) {
 		}
 		p.conn = c
 	}
-	ms := p.timeout.Milliseconds()
+	// The server gives up a little before the client does, so that a slow
+	// probe fails with 57014 and the connection survives.
+	ms := p.timeout.Milliseconds() * 3 / 4
 	if ms < 1 {
 		ms = 1
 	}

@@ -1,0 +1,5 @@
+//go:build race
+
+package dbrouter
+
+const raceEnabled = true
