@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -23,7 +24,8 @@ type Config struct {
 	// default_query_exec_mode parameter in the URL is honoured.
 	PrimaryExecMode string
 	// ReplicaURLs are the replicas, direct; one pool and one prober each.
-	// They are named "replica1", "replica2", … in that order (metric labels).
+	// They are named "replica1", "replica2", … in that order (metric labels);
+	// blank entries are ignored.
 	ReplicaURLs []string
 	// ReplicaExecMode is the replicas' exec mode (default "cache_statement").
 	ReplicaExecMode string
@@ -102,6 +104,15 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	// Blank entries (a trailing comma in PARLEY_REPLICA_URLS) would parse as
+	// "localhost with defaults": drop them.
+	urls := make([]string, 0, len(c.ReplicaURLs))
+	for _, u := range c.ReplicaURLs {
+		if strings.TrimSpace(u) != "" {
+			urls = append(urls, u)
+		}
+	}
+	c.ReplicaURLs = urls
 	for _, m := range []string{c.PrimaryExecMode, c.ReplicaExecMode} {
 		if m == "" {
 			continue

@@ -643,4 +643,12 @@ func TestConfigErrors(t *testing.T) {
 	if _, err := New(ctx, Config{PrimaryURL: "postgres://x@127.0.0.1/x", ReplicaURLs: []string{"::not a url"}}); err == nil {
 		t.Error("bad replica URL accepted")
 	}
+	r, err := New(ctx, Config{PrimaryURL: closedPortURL(t), ReplicaURLs: []string{"", " "}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if len(r.Status()) != 0 {
+		t.Errorf("blank replica URLs made replicas: %+v", r.Status())
+	}
 }
