@@ -94,7 +94,7 @@ const primaryProbeSQL = `SELECT pg_current_wal_insert_lsn()::text`
 // probePrimary records the primary's WAL insert position in the history ring.
 func (r *Router) probePrimary(ctx context.Context) {
 	p := r.primaryProber
-	if p.conn == nil || r.geometry.Load() == nil {
+	if r.geometry.Load() == nil {
 		if g, err := r.readGeometry(ctx); err == nil {
 			r.geometry.Store(&g)
 		}

@@ -451,6 +451,9 @@ func TestPrimaryThroughPgBouncer(t *testing.T) {
 	if _, ok := r.history.latest(); !ok {
 		t.Fatalf("the primary prober recorded nothing through PgBouncer")
 	}
+	if g := r.geometry.Load(); g == nil || g.block != 8192 || g.segment != 16<<20 {
+		t.Fatalf("WAL geometry read through PgBouncer = %+v", g)
+	}
 	ctx := context.Background()
 	for i := range 20 {
 		err := r.InTx(ctx, pgx.TxOptions{}, func(ctx context.Context, tx pgx.Tx) error {
