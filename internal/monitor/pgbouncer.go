@@ -61,8 +61,19 @@ type PgBouncerDatabase struct {
 // PgBouncerSummary is the PgBouncer monitor's part of /admin/status.
 type PgBouncerSummary struct {
 	health
-	Up        bool                `json:"up"`
-	Databases []PgBouncerDatabase `json:"databases,omitempty"`
+	Up        bool                   `json:"up"`
+	Databases []PgBouncerPoolSummary `json:"databases,omitempty"`
+}
+
+// PgBouncerPoolSummary is one database in PgBouncerSummary.
+type PgBouncerPoolSummary struct {
+	Database         string   `json:"database"`
+	PoolSize         int      `json:"pool_size"`
+	Saturation       *float64 `json:"saturation,omitempty"` // absent when the pool size is unknown
+	ClientsActive    float64  `json:"clients_active"`
+	ClientsWaiting   float64  `json:"clients_waiting"`
+	QueueWaitSeconds float64  `json:"queue_wait_seconds"`
+	TPS              float64  `json:"transactions_per_second"`
 }
 
 // PgBouncer polls PgBouncer's admin console (SHOW POOLS, SHOW STATS, SHOW
@@ -243,7 +254,29 @@ func (p *PgBouncer) read(ctx context.Context) ([]PgBouncerDatabase, error) {
 		d := get(name)
 		d.PoolSize = int(r.num("pool_size"))
 		poolSize[name] = d.PoolSize
+		if d.PoolSize > 0 {
+			d.Saturation = 0
+		}
 		d.PoolMode = r.str("pool_mode")
+	}
+	// An auto-created database ("*" entry) is sometimes missing from SHOW
+	// DATABASES while its pool is in SHOW POOLS; its pool size is then
+	// default_pool_size.
+	for _, r := range pools {
+		if name := r.str("database"); name != "" && name != "pgbouncer" && poolSize[name] == 0 {
+			size, err := p.defaultPoolSize(ctx)
+			if err != nil {
+				return nil, err
+			}
+			for _, r := range pools {
+				if name := r.str("database"); poolSize[name] == 0 && size > 0 {
+					poolSize[name] = size
+					d := get(name)
+					d.PoolSize, d.Saturation = size, 0
+				}
+			}
+			break
+		}
 	}
 	for _, r := range pools {
 		name := r.str("database")
@@ -309,6 +342,20 @@ func (p *PgBouncer) read(ctx context.Context) ([]PgBouncerDatabase, error) {
 	return dbs, nil
 }
 
+// defaultPoolSize reads default_pool_size from SHOW CONFIG.
+func (p *PgBouncer) defaultPoolSize(ctx context.Context) (int, error) {
+	rows, err := showRows(ctx, p.conn, "SHOW CONFIG")
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range rows {
+		if r.str("key") == "default_pool_size" {
+			return int(r.num("value")), nil
+		}
+	}
+	return 0, nil
+}
+
 // showRow is one row of a SHOW command, by column name (text format).
 type showRow map[string]string
 
@@ -368,7 +415,17 @@ func (p *PgBouncer) Databases() []PgBouncerDatabase {
 func (p *PgBouncer) Summary() PgBouncerSummary {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
-	return PgBouncerSummary{health: p.loop.health(), Up: p.up, Databases: slices.Clone(p.dbs)}
+	s := PgBouncerSummary{health: p.loop.health(), Up: p.up}
+	for _, d := range p.dbs {
+		ps := PgBouncerPoolSummary{Database: d.Database, PoolSize: d.PoolSize, ClientsActive: d.ClientsActive,
+			ClientsWaiting: d.ClientsWaiting, QueueWaitSeconds: d.QueueWaitSeconds, TPS: d.TransactionsPerSecond}
+		if d.Saturation >= 0 {
+			sat := d.Saturation
+			ps.Saturation = &sat
+		}
+		s.Databases = append(s.Databases, ps)
+	}
+	return s
 }
 
 type pgbouncerCollector PgBouncer

@@ -278,10 +278,10 @@ func (v *VacuumHealth) Summary() VacuumHealthSummary {
 		s.Tables++
 		if !t.BloatReliable {
 			s.BloatUnknown = append(s.BloatUnknown, t.Table)
-		} else if t.BloatRatio > s.MaxBloatRatio || s.MostBloated == "" {
+		} else if t.BloatRatio > s.MaxBloatRatio {
 			s.MostBloated, s.MaxBloatRatio = t.Table, t.BloatRatio
 		}
-		if t.DeadTuples > s.MaxDeadTuples || s.MostDead == "" {
+		if t.DeadTuples > s.MaxDeadTuples {
 			s.MostDead, s.MaxDeadTuples = t.Table, t.DeadTuples
 		}
 		if t.LastVacuum != nil {
