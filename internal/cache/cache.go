@@ -162,18 +162,30 @@ func (c *Cache) lookup(ctx context.Context, genKey, head, tail string) (lookup, 
 	return lk, nil
 }
 
-// miss serves a lookup that found no value. Requests of this process for the
-// same key (and generation) share one fill; the leader either holds the
-// Redis lease and fills, or polls for another instance's fill first.
+// miss serves a lookup that found no value. The request that took the
+// Redis lease fills. The other requests of this process for the same key
+// (and generation) share one flight: its leader waits for the lease holder's
+// value — the local one's through the flight, another instance's by polling
+// Redis for up to LeaseWait — and else fills itself; the followers take the
+// leader's value.
 func (c *Cache) miss(ctx context.Context, lk lookup, fill FillFunc) ([]byte, Result, error) {
 	fl, leader := c.flights.join(lk.dataKey)
-	if !leader {
+	switch {
+	case lk.leased && !leader:
+		// A request that looked the key up just before us leads the flight
+		// and is waiting: fill and complete the flight for it.
+		fl.localFiller.Store(true)
+		v, ok, err := c.fillAndStore(ctx, lk, fill, true)
+		fl.complete(v, ok)
+		return v, ResultMiss, err
+	case !leader:
 		select {
 		case <-fl.done:
 			if fl.shared {
 				return fl.val, ResultHit, nil
 			}
-			return c.fillAndStore(ctx, lk, fill)
+			v, _, err := c.fillAndStore(ctx, lk, fill, false)
+			return v, ResultMiss, err
 		case <-ctx.Done():
 			return nil, ResultMiss, ctx.Err()
 		}
@@ -184,36 +196,36 @@ func (c *Cache) miss(ctx context.Context, lk lookup, fill FillFunc) ([]byte, Res
 	)
 	defer func() { c.flights.land(lk.dataKey, fl, val, shared) }()
 	if !lk.leased {
-		if v, ok := c.await(ctx, lk.dataKey); ok {
+		if v, ok := c.await(ctx, lk.dataKey, fl); ok {
 			val, shared = v, true
 			return v, ResultHit, nil
 		}
 	}
-	v, cacheable, err := fill(ctx, lk.fill)
-	if err == nil && cacheable && len(v) <= c.cfg.MaxValueBytes {
-		c.store(ctx, lk.dataKey, v, lk.leased)
-		val, shared = v, true
-	} else if lk.leased {
-		c.release(ctx, lk.dataKey)
-	}
+	v, ok, err := c.fillAndStore(ctx, lk, fill, lk.leased)
+	val, shared = v, ok
 	return v, ResultMiss, err
 }
 
-// fillAndStore fills without coalescing (after a shared fill that could not
-// be shared) and stores a cacheable value.
-func (c *Cache) fillAndStore(ctx context.Context, lk lookup, fill FillFunc) ([]byte, Result, error) {
+// fillAndStore fills and stores a cacheable value (releasing the lease of
+// one that is not); ok reports a value that was stored.
+func (c *Cache) fillAndStore(ctx context.Context, lk lookup, fill FillFunc, leased bool) (v []byte, ok bool, err error) {
 	v, cacheable, err := fill(ctx, lk.fill)
-	if err == nil && cacheable && len(v) <= c.cfg.MaxValueBytes && c.br.allow() {
-		c.store(ctx, lk.dataKey, v, false)
+	if err == nil && cacheable && len(v) <= c.cfg.MaxValueBytes {
+		c.store(ctx, lk.dataKey, v, leased)
+		return v, true, nil
 	}
-	return v, ResultMiss, err
+	if leased {
+		c.release(ctx, lk.dataKey)
+	}
+	return v, false, err
 }
 
 // pollEvery is how often a request without the lease looks for the value.
 const pollEvery = 5 * time.Millisecond
 
-// await polls dataKey for another instance's fill for up to LeaseWait.
-func (c *Cache) await(ctx context.Context, dataKey string) ([]byte, bool) {
+// await waits for the lease holder's value: through the flight when the
+// holder is in this process, else by polling Redis for up to LeaseWait.
+func (c *Cache) await(ctx context.Context, dataKey string, fl *flight) ([]byte, bool) {
 	deadline := time.Now().Add(c.cfg.LeaseWait)
 	t := time.NewTimer(pollEvery)
 	defer t.Stop()
@@ -221,7 +233,12 @@ func (c *Cache) await(ctx context.Context, dataKey string) ([]byte, bool) {
 		select {
 		case <-ctx.Done():
 			return nil, false
+		case <-fl.done:
+			return fl.val, fl.shared
 		case <-t.C:
+		}
+		if fl.localFiller.Load() {
+			continue // no new timer: wait for the local lease holder to complete the flight
 		}
 		octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
 		v, err := c.client.Get(octx, dataKey).Bytes()

@@ -19,7 +19,10 @@ import (
 	"github.com/parley-chat/parley/internal/stack"
 )
 
-func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+func TestMain(m *testing.M) {
+	redis.SetLogger(RedisLogger(quiet)) // no "failed to dial" lines while Redis is stopped
+	os.Exit(stack.Main(m))
+}
 
 var (
 	quiet     = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -55,6 +58,11 @@ func newCache(t testing.TB, cfg Config) *Cache {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = quiet
+	}
+	if cfg.OpTimeout == 0 {
+		// Functional tests must not trip on -race on a busy 2-core machine;
+		// the fail-open tests set production-like timeouts themselves.
+		cfg.OpTimeout = time.Second
 	}
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
@@ -280,7 +288,7 @@ func TestStaleFillNeverServedAfterInvalidation(t *testing.T) {
 		v, _, _ := c.GetOrFill(ctx, "test", key, slow)
 		done <- string(v)
 	}()
-	<-inFill                                          // the slow fill read generation g and the "old" row
+	<-inFill                                       // the slow fill read generation g and the "old" row
 	c.InvalidateConversation(ctx, 30, nil, "0/10") // a write commits: g+1
 	fresh := newFill("new", true)
 	if v, _ := get(t, c, key, fresh.fn); v != "new" {

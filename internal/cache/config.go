@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -114,4 +115,22 @@ func NewClient(url string) (redis.UniversalClient, error) {
 	u := ClientOptions([]string{o.Addr}, "")
 	u.DB, u.Username, u.Password, u.TLSConfig = o.DB, o.Username, o.Password, o.TLSConfig
 	return redis.NewClient(u.Simple()), nil
+}
+
+// RedisLogger adapts log for go-redis's process-wide internal logger, which
+// otherwise prints every failed dial to stderr:
+//
+//	redis.SetLogger(cache.RedisLogger(log))
+//
+// Its lines go out at debug level: the breaker already logs the outage once.
+func RedisLogger(log *slog.Logger) interface {
+	Printf(ctx context.Context, format string, v ...any)
+} {
+	return redisLogger{log}
+}
+
+type redisLogger struct{ log *slog.Logger }
+
+func (l redisLogger) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
 }

@@ -1,0 +1,106 @@
+package cache
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// 50 concurrent requests for a cold key, spread over two instances, fill it
+// once: the instances coordinate by the Redis lease, requests of one
+// instance by the single flight.
+func TestStampedeFillsOnce(t *testing.T) {
+	prefix := testPrefix()
+	a := newCache(t, Config{Prefix: prefix})
+	b := newCache(t, Config{Prefix: prefix})
+	tests := []struct {
+		name      string
+		fillTime  time.Duration
+		maxFills  int64
+		wantHits  int
+		instances []*Cache
+	}{
+		{"one instance", 20 * time.Millisecond, 1, 49, []*Cache{a}},
+		{"two instances", 20 * time.Millisecond, 1, 49, []*Cache{a, b}},
+		// Slower than LeaseWait: the other instance's requests give up
+		// waiting and fill themselves, once per instance.
+		{"fill slower than the lease wait", 120 * time.Millisecond, 2, 0, []*Cache{a, b}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := testCtx(t)
+			key := ConversationKey(int64(100+i), KindHistory, "")
+			var fills atomic.Int64
+			fill := func(context.Context, Fill) ([]byte, bool, error) {
+				fills.Add(1)
+				time.Sleep(tt.fillTime)
+				return []byte("page"), true, nil
+			}
+			var wg sync.WaitGroup
+			var hits, misses atomic.Int64
+			start := make(chan struct{})
+			for g := range 50 {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					<-start
+					v, r, err := tt.instances[g%len(tt.instances)].GetOrFill(ctx, "test", key, fill)
+					if err != nil || string(v) != "page" {
+						t.Errorf("GetOrFill = %q, %v", v, err)
+					}
+					switch r {
+					case ResultHit:
+						hits.Add(1)
+					case ResultMiss:
+						misses.Add(1)
+					default:
+						t.Errorf("result %v", r)
+					}
+				}()
+			}
+			close(start)
+			wg.Wait()
+			t.Logf("fills %d, hits %d, misses %d", fills.Load(), hits.Load(), misses.Load())
+			if n := fills.Load(); n < 1 || n > tt.maxFills {
+				t.Errorf("fill ran %d times, want 1..%d", n, tt.maxFills)
+			}
+			if int(hits.Load()) < tt.wantHits {
+				t.Errorf("%d hits, want ≥ %d", hits.Load(), tt.wantHits)
+			}
+			if _, r := get(t, a, key, fill); r != ResultHit {
+				t.Errorf("after the stampede: %v, want hit", r)
+			}
+		})
+	}
+}
+
+// A request whose fill is not cacheable does not make the requests waiting
+// on it fail or serve its value: they fill themselves.
+func TestSharedFillNotCacheable(t *testing.T) {
+	c := newCache(t, Config{})
+	ctx := testCtx(t)
+	key := ConversationKey(200, KindHistory, "")
+	var fills atomic.Int64
+	fill := func(context.Context, Fill) ([]byte, bool, error) {
+		fills.Add(1)
+		time.Sleep(10 * time.Millisecond)
+		return []byte("p"), false, nil
+	}
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			v, r, err := c.GetOrFill(ctx, "test", key, fill)
+			if err != nil || string(v) != "p" || r != ResultMiss {
+				t.Errorf("GetOrFill = %q, %v, %v; want p, miss", v, r, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := fills.Load(); n < 2 {
+		t.Errorf("fills = %d; a non-cacheable value must not be shared", n)
+	}
+}
