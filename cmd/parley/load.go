@@ -159,6 +159,7 @@ func runLoad(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
 	}
 	if f.trivial != "" {
+		_, _ = loadgen.RaiseOpenFilesLimit()
 		return loadgen.ServeTrivial(ctx, f.trivial, func(a net.Addr) {
 			fmt.Fprintf(os.Stderr, "parley load: trivial server listening on %s\n", a)
 		})
