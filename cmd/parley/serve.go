@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"time"
 
@@ -17,7 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/httpapi"
+	"github.com/parley-chat/parley/internal/postgres"
 )
 
 func init() {
@@ -161,7 +164,25 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 		checks = append(checks, httpapi.Check{Name: "cache", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
 	}
 
-	api := httpapi.New(httpapi.Config{Logger: log, Gatherer: reg, Checks: checks})
+	store := postgres.New(primary, postgres.Options{})
+	key, err := postgres.CursorKey(ctx, primary, os.Getenv("PARLEY_CURSOR_KEY"))
+	if err != nil {
+		return err
+	}
+	cursors, err := chat.NewCursorCodec(key)
+	if err != nil {
+		return err
+	}
+	api := httpapi.New(httpapi.Config{
+		Logger:     log,
+		AccessLog:  slog.New(slog.NewJSONHandler(os.Stderr, nil)),
+		Gatherer:   reg,
+		Registerer: reg,
+		Checks:     checks,
+		Store:      store,
+		Cursors:    cursors,
+		AdminToken: c.AdminToken,
+	})
 	srv := httpapi.NewHTTPServer(c.HTTPAddr, api, log)
 	ln, err := net.Listen("tcp", c.HTTPAddr)
 	if err != nil {

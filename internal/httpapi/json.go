@@ -1,8 +1,17 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/parley-chat/parley/internal/chat"
 )
 
 // writeJSON writes v as the JSON response body with status code.
@@ -11,3 +20,88 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(v)
 }
+
+// decodeJSON reads the request body (at most MaxBodyBytes, else ETOOLARGE)
+// into dst strictly: valid UTF-8, one JSON value, no unknown fields, the
+// right types, nothing after it. Every failure is a coded error.
+func decodeJSON(r *http.Request, dst any) error {
+	if r.ContentLength > MaxBodyBytes {
+		return chat.Errorf(chat.ETOOLARGE, "the request body is over %d bytes", MaxBodyBytes)
+	}
+	if r.Body == nil {
+		return chat.Errorf(chat.EINVALID, "the request body is empty; send a JSON object")
+	}
+	data, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return chat.Errorf(chat.ETOOLARGE, "the request body is over %d bytes", MaxBodyBytes)
+	}
+	if err != nil {
+		return fmt.Errorf("read request body: %w", err)
+	}
+	if !utf8.Valid(data) {
+		return chat.Errorf(chat.EINVALID, "the request body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(dst); err != nil {
+		return jsonError(err)
+	}
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		return chat.Errorf(chat.EINVALID, "unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func jsonError(err error) error {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.EOF):
+		return chat.Errorf(chat.EINVALID, "the request body is empty; send a JSON object")
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return chat.Errorf(chat.EINVALID, "malformed JSON: the body ends in the middle of a value")
+	case errors.As(err, &syntax):
+		return chat.Errorf(chat.EINVALID, "malformed JSON at byte %d: %v", syntax.Offset, syntax)
+	case errors.As(err, &typ):
+		if typ.Field == "" {
+			return chat.Errorf(chat.EINVALID, "the request body must be a JSON object, not %s", typ.Value)
+		}
+		return chat.Errorf(chat.EINVALID, "field %q must be %s, not %s", typ.Field, jsonKind(typ.Type.Kind().String()), typ.Value)
+	}
+	if msg := err.Error(); len(msg) > 20 && msg[:20] == "json: unknown field " {
+		return chat.Errorf(chat.EINVALID, "unknown field %s", msg[20:])
+	}
+	return chat.Errorf(chat.EINVALID, "malformed JSON: %v", err)
+}
+
+func jsonKind(goKind string) string {
+	switch goKind {
+	case "string":
+		return "a string"
+	case "slice", "array":
+		return "an array"
+	case "struct", "map":
+		return "an object"
+	case "bool":
+		return "a boolean"
+	}
+	return "a number"
+}
+
+// formatID is an id on the wire: a decimal string.
+func formatID(id int64) string { return strconv.FormatInt(id, 10) }
+
+// parseID parses a wire id: the canonical decimal form of a positive int64.
+func parseID(s string) (int64, bool) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 || strconv.FormatInt(n, 10) != s {
+		return 0, false
+	}
+	return n, true
+}
+
+// timeLayout is RFC 3339 with microseconds, for UTC times.
+const timeLayout = "2006-01-02T15:04:05.000000Z"
+
+func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }

@@ -5,12 +5,16 @@ package httpapi
 
 import (
 	"context"
+	"crypto/rand"
 	"log/slog"
 	"net/http"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/postgres"
 )
 
 // Check is one readiness probe of a dependency.
@@ -22,17 +26,64 @@ type Check struct {
 	Probe    func(ctx context.Context) error
 }
 
+// Store is what the API needs from the data layer; *postgres.Store is it.
+// Writes go to the primary; reads run on the Querier the Reader picks.
+type Store interface {
+	CreateUser(ctx context.Context, handle, displayName string) (chat.User, string, error)
+	CreateConversation(ctx context.Context, creatorID int64, title string, memberIDs []int64) (chat.Conversation, error)
+	SendMessage(ctx context.Context, req chat.SendRequest) (chat.SendResult, error)
+	MarkRead(ctx context.Context, userID, convID, messageID int64) (int64, error)
+
+	UserByToken(ctx context.Context, q postgres.Querier, token string) (chat.User, error)
+	Conversation(ctx context.Context, q postgres.Querier, userID, convID int64) (chat.Conversation, error)
+	Conversations(ctx context.Context, q postgres.Querier, userID int64, page chat.PageRequest) (chat.ConversationPage, error)
+	Messages(ctx context.Context, q postgres.Querier, userID, convID int64, page chat.PageRequest) (chat.MessagePage, error)
+	Unread(ctx context.Context, q postgres.Querier, userID int64) ([]chat.UnreadCount, error)
+}
+
+// Reader runs a read on the database it chooses for endpoint (one of the
+// chat.Endpoint* names). *postgres.Store's Read (always the primary) is the
+// default; a replica router slots in here, and reports where the read ran
+// with SetReadSource.
+type Reader interface {
+	Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q postgres.Querier) error) error
+}
+
+// DefaultRequestTimeout bounds a request's work (its database calls above
+// all): past it the request fails with 503 unavailable.
+const DefaultRequestTimeout = 10 * time.Second
+
 // Config wires the API to its dependencies.
 type Config struct {
-	Logger   *slog.Logger
-	Gatherer prometheus.Gatherer // served on /metrics
-	Checks   []Check             // /readyz
+	Logger *slog.Logger
+	// AccessLog receives one line per request (nil: Logger).
+	AccessLog  *slog.Logger
+	Gatherer   prometheus.Gatherer   // served on /metrics
+	Registerer prometheus.Registerer // receives the HTTP metrics (nil: not exported)
+	Checks     []Check               // /readyz
+
+	// Store serves /v1; without it only the operational endpoints exist.
+	Store Store
+	// Reader picks where reads run (nil: Store.Read when Store has one).
+	Reader Reader
+	// Cursors signs pagination cursors; every instance must share its key
+	// (postgres.CursorKey). Nil: a random key, fine for one instance only.
+	Cursors *chat.CursorCodec
+	// AdminToken authorizes the admin endpoints.
+	AdminToken string
+	// RequestTimeout bounds each request (default DefaultRequestTimeout).
+	RequestTimeout time.Duration
 }
 
 // Server is the API's http.Handler.
 type Server struct {
-	cfg Config
-	mux *http.ServeMux
+	cfg       Config
+	mux       *http.ServeMux
+	metrics   *metrics
+	adminHash [32]byte
+	hasAdmin  bool
+	// reads on the primary, for lookups that must not see a lagging replica.
+	primary Reader
 }
 
 // New builds the handler with every route.
@@ -40,10 +91,33 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.AccessLog == nil {
+		cfg.AccessLog = cfg.Logger
+	}
 	if cfg.Gatherer == nil {
 		cfg.Gatherer = prometheus.DefaultGatherer
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux()}
+	if cfg.RequestTimeout <= 0 {
+		cfg.RequestTimeout = DefaultRequestTimeout
+	}
+	if cfg.Cursors == nil {
+		key := make([]byte, 32)
+		_, _ = rand.Read(key)
+		cfg.Cursors, _ = chat.NewCursorCodec(key)
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: newMetrics(cfg.Registerer)}
+	if r, ok := cfg.Store.(Reader); ok {
+		s.primary = r
+		if cfg.Reader == nil {
+			s.cfg.Reader = r
+		}
+	}
+	if s.primary == nil {
+		s.primary = s.cfg.Reader
+	}
+	if cfg.AdminToken != "" {
+		s.adminHash, s.hasAdmin = tokenHash(cfg.AdminToken), true
+	}
 	s.routes()
 	return s
 }
@@ -52,10 +126,18 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
-}
-
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	s.mux.ServeHTTP(w, r)
+	if s.cfg.Store == nil || s.cfg.Reader == nil {
+		return
+	}
+	s.mux.HandleFunc("POST /v1/users", s.admin(s.handleCreateUser))
+	s.mux.HandleFunc("GET /v1/me", s.user(s.handleMe))
+	s.mux.HandleFunc("POST /v1/conversations", s.user(s.handleCreateConversation))
+	s.mux.HandleFunc("GET /v1/conversations", s.user(s.handleListConversations))
+	s.mux.HandleFunc("GET /v1/conversations/{id}", s.user(s.handleGetConversation))
+	s.mux.HandleFunc("POST /v1/conversations/{id}/messages", s.user(s.handleSendMessage))
+	s.mux.HandleFunc("GET /v1/conversations/{id}/messages", s.user(s.handleListMessages))
+	s.mux.HandleFunc("POST /v1/conversations/{id}/read", s.user(s.handleMarkRead))
+	s.mux.HandleFunc("GET /v1/unread", s.user(s.handleUnread))
 }
 
 // NewHTTPServer returns an http.Server with the timeouts a public endpoint

@@ -21,9 +21,6 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// ReadFunc is a read to run on a Querier someone else chose.
-type ReadFunc func(ctx context.Context, q Querier) error
-
 // DefaultAcquireTimeout bounds the wait for a pooled primary connection.
 const DefaultAcquireTimeout = 2 * time.Second
 
@@ -71,7 +68,7 @@ func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 // Read runs fn on a primary connection. It is the reader of the API until a
 // router chooses between the primary and replicas; endpoint names the read
 // (chat.Endpoint*) for such a router and is unused here.
-func (s *Store) Read(ctx context.Context, endpoint string, fn ReadFunc) error {
+func (s *Store) Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q Querier) error) error {
 	c, err := s.acquire(ctx)
 	if err != nil {
 		return err
@@ -101,7 +98,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	return nil
 }
 
-// exec runs one statement outside an explicit transaction on the primary.
+// write runs one statement outside an explicit transaction on the primary.
 func (s *Store) write(ctx context.Context, fn func(q Querier) error) error {
 	c, err := s.acquire(ctx)
 	if err != nil {

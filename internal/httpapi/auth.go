@@ -1,0 +1,95 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+
+	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/postgres"
+)
+
+func tokenHash(token string) [32]byte { return sha256.Sum256([]byte(token)) }
+
+// bearer is the token of an "Authorization: Bearer <token>" header, or "".
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	scheme, token, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return ""
+	}
+	return strings.TrimSpace(token)
+}
+
+// isAdmin compares token with the admin token in constant time (of equal
+// length digests, so the length leaks nothing either).
+func (s *Server) isAdmin(token string) bool {
+	if !s.hasAdmin {
+		return false
+	}
+	h := tokenHash(token)
+	return subtle.ConstantTimeCompare(h[:], s.adminHash[:]) == 1
+}
+
+// lookupUser finds the user of a bearer token. An unknown token read on a
+// replica is checked again on the primary: a user created a moment ago may
+// not have been replayed there yet.
+func (s *Server) lookupUser(ctx context.Context, token string) (chat.User, error) {
+	var u chat.User
+	find := func(ctx context.Context, q postgres.Querier) error {
+		var err error
+		u, err = s.cfg.Store.UserByToken(ctx, q, token)
+		return err
+	}
+	err := s.cfg.Reader.Read(ctx, chat.EndpointAuth, find)
+	if chat.ErrorCode(err) == chat.EUNAUTHENTICATED && s.primary != nil && s.primary != s.cfg.Reader {
+		err = s.primary.Read(ctx, chat.EndpointAuth, find)
+	}
+	return u, err
+}
+
+// user wraps a handler that acts for the user of the request's bearer token:
+// no or unknown token 401, the admin token 403 (it is not a user).
+func (s *Server) user(h func(w http.ResponseWriter, r *http.Request, u chat.User)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token := bearer(r)
+		if token == "" {
+			s.fail(w, r, chat.Errorf(chat.EUNAUTHENTICATED, "missing bearer token: send Authorization: Bearer <token>"))
+			return
+		}
+		if s.isAdmin(token) {
+			s.fail(w, r, chat.Errorf(chat.EPERMISSION, "the admin token cannot act as a user; use a user token"))
+			return
+		}
+		u, err := s.lookupUser(r.Context(), token)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		stateFrom(r.Context()).userID = u.ID
+		h(w, r, u)
+	}
+}
+
+// admin wraps a handler for the admin token only: a user token 403, no or
+// unknown token 401.
+func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		token := bearer(r)
+		if token == "" {
+			s.fail(w, r, chat.Errorf(chat.EUNAUTHENTICATED, "missing bearer token: send Authorization: Bearer <admin token>"))
+			return
+		}
+		if s.isAdmin(token) {
+			h(w, r)
+			return
+		}
+		if _, err := s.lookupUser(r.Context(), token); err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		s.fail(w, r, chat.Errorf(chat.EPERMISSION, "this endpoint needs the admin token"))
+	}
+}

@@ -1,0 +1,231 @@
+package httpapi
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strconv"
+	"time"
+
+	"github.com/parley-chat/parley/internal/chat"
+)
+
+// MaxBodyBytes is the largest request body accepted (413 above).
+const MaxBodyBytes = 64 << 10
+
+// requestState is what the middleware and handlers share about one request.
+type requestState struct {
+	id         string
+	cohort     string
+	readSource string
+	userID     int64
+	err        error // the cause of a 5xx, for the log only
+}
+
+type stateKey struct{}
+
+func stateFrom(ctx context.Context) *requestState {
+	st, _ := ctx.Value(stateKey{}).(*requestState)
+	return st
+}
+
+// CohortBaseline and CohortOptimized are the values of the cohort label.
+const (
+	CohortBaseline  = "baseline"
+	CohortOptimized = "optimized"
+)
+
+// SetCohort labels the request's metrics with cohort (CohortBaseline by
+// default); the rollout logic calls it once it has bucketed the user.
+func SetCohort(ctx context.Context, cohort string) {
+	if st := stateFrom(ctx); st != nil {
+		st.cohort = cohort
+	}
+}
+
+// SetReadSource records where the request's read ran ("primary", "replica"
+// or "cache"), for X-Read-Source; a Reader calls it.
+func SetReadSource(ctx context.Context, source string) {
+	if st := stateFrom(ctx); st != nil {
+		st.readSource = source
+	}
+}
+
+// RequestID is the request's id (the X-Request-Id of the response).
+func RequestID(ctx context.Context) string {
+	if st := stateFrom(ctx); st != nil {
+		return st.id
+	}
+	return ""
+}
+
+// requestID accepts a client's X-Request-Id when it is 1–128 characters of
+// [A-Za-z0-9._:+=/-], and otherwise makes a random one.
+func requestID(r *http.Request) string {
+	if v := r.Header.Get("X-Request-Id"); v != "" && len(v) <= 128 {
+		ok := true
+		for i := 0; i < len(v) && ok; i++ {
+			c := v[i]
+			ok = 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+				c == '.' || c == '_' || c == ':' || c == '+' || c == '=' || c == '/' || c == '-'
+		}
+		if ok {
+			return v
+		}
+	}
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// statusWriter records the status and the bytes written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(b)
+	w.bytes += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// ServeHTTP is the middleware chain around the routes: request id, timeout,
+// body limit, panic recovery, JSON answers for unknown routes, then one
+// access-log line and the HTTP metrics.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	st := &requestState{id: requestID(r), cohort: CohortBaseline}
+	w.Header().Set("X-Request-Id", st.id)
+	sw := &statusWriter{ResponseWriter: w}
+	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), stateKey{}, st), s.cfg.RequestTimeout)
+	defer cancel()
+	r = r.WithContext(ctx)
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(sw, r.Body, MaxBodyBytes)
+	}
+
+	s.serveRecovered(sw, r, st)
+
+	route := r.Pattern
+	if route == "" {
+		route = "unmatched"
+	}
+	status := sw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	elapsed := time.Since(start)
+	s.metrics.observe(route, status, st.cohort, elapsed)
+	attrs := []slog.Attr{
+		slog.String("method", r.Method),
+		slog.String("route", route),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Float64("duration_ms", float64(elapsed.Microseconds())/1000),
+		slog.Int64("bytes", sw.bytes),
+		slog.String("request_id", st.id),
+		slog.String("cohort", st.cohort),
+	}
+	if st.userID != 0 {
+		attrs = append(attrs, slog.Int64("user_id", st.userID))
+	}
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+		if st.err != nil {
+			attrs = append(attrs, slog.String("error", st.err.Error()))
+		}
+	}
+	s.cfg.AccessLog.LogAttrs(context.Background(), level, "request", attrs...)
+}
+
+func (s *Server) serveRecovered(w *statusWriter, r *http.Request, st *requestState) {
+	defer func() {
+		rec := recover()
+		if rec == nil {
+			return
+		}
+		if rec == http.ErrAbortHandler {
+			panic(rec)
+		}
+		st.err = fmt.Errorf("panic: %v", rec)
+		s.cfg.Logger.Error("panic serving request", "request_id", st.id, "panic", fmt.Sprint(rec), "stack", string(debug.Stack()))
+		if w.status == 0 {
+			writeError(w, http.StatusInternalServerError, chat.EINTERNAL, "internal error (request id "+st.id+")")
+		}
+	}()
+	if _, pattern := s.mux.Handler(r); pattern == "" {
+		s.serveUnmatched(w, r)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// serveUnmatched answers a request no route matches: the mux's own 404 and
+// 405 (with Allow) as JSON errors; anything else (a redirect to a cleaned
+// path) as the mux made it.
+func (s *Server) serveUnmatched(w http.ResponseWriter, r *http.Request) {
+	rec := &recorder{header: http.Header{}}
+	h, _ := s.mux.Handler(r)
+	h.ServeHTTP(rec, r)
+	switch rec.status {
+	case http.StatusNotFound:
+		writeError(w, http.StatusNotFound, chat.ENOTFOUND, "no such endpoint: "+r.Method+" "+r.URL.Path)
+	case http.StatusMethodNotAllowed:
+		w.Header().Set("Allow", rec.header.Get("Allow"))
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed on "+r.URL.Path+"; allowed: "+rec.header.Get("Allow"))
+	default:
+		for k, v := range rec.header {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.status)
+		_, _ = w.Write(rec.body.Bytes())
+	}
+}
+
+type recorder struct {
+	header http.Header
+	status int
+	body   bytes.Buffer
+}
+
+func (r *recorder) Header() http.Header { return r.header }
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+}
+func (r *recorder) Write(b []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	return r.body.Write(b)
+}
+
+// retryAfter is the Retry-After of 503 answers, in seconds.
+const retryAfter = 1
+
+var retryAfterValue = strconv.Itoa(retryAfter)
+
+// errClientGone marks a request whose client went away before the answer.
+var errClientGone = errors.New("client closed the request")

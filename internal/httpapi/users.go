@@ -1,0 +1,54 @@
+package httpapi
+
+import (
+	"net/http"
+
+	"github.com/parley-chat/parley/internal/chat"
+)
+
+type userJSON struct {
+	ID          string `json:"id"`
+	Handle      string `json:"handle"`
+	DisplayName string `json:"display_name"`
+	Token       string `json:"token,omitempty"`
+}
+
+func userOut(u chat.User) userJSON {
+	return userJSON{ID: formatID(u.ID), Handle: u.Handle, DisplayName: u.DisplayName}
+}
+
+// POST /v1/users (admin) {"handle","display_name"} → 201 the user with its token.
+func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
+	var in struct {
+		Handle      string `json:"handle"`
+		DisplayName string `json:"display_name"`
+	}
+	if err := decodeJSON(r, &in); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	u, token, err := s.cfg.Store.CreateUser(r.Context(), in.Handle, in.DisplayName)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	out := userOut(u)
+	out.Token = token
+	writeJSON(w, http.StatusCreated, out)
+}
+
+// GET /v1/me → the caller.
+func (s *Server) handleMe(w http.ResponseWriter, r *http.Request, u chat.User) {
+	s.readSource(w, r)
+	writeJSON(w, http.StatusOK, userOut(u))
+}
+
+// readSource sets X-Read-Source on a read's response: where the Reader said
+// the read ran, the primary unless told otherwise.
+func (s *Server) readSource(w http.ResponseWriter, r *http.Request) {
+	src := "primary"
+	if st := stateFrom(r.Context()); st != nil && st.readSource != "" {
+		src = st.readSource
+	}
+	w.Header().Set("X-Read-Source", src)
+}
