@@ -26,8 +26,8 @@ type Cache struct {
 	pending pendingSet
 	tokens  localTokens
 
-	// Precomputed script arguments.
-	leaseMs, genTTLMs, ttl string
+	// Script arguments, converted once.
+	leaseMs, genTTLMs any
 }
 
 // Fill tells a fill function what its value is for.
@@ -66,7 +66,6 @@ func New(client redis.UniversalClient, cfg Config) *Cache {
 		m:        newMetrics(cfg.Registerer),
 		leaseMs:  strconv.FormatInt(max(cfg.LeaseTTL.Milliseconds(), 1), 10),
 		genTTLMs: strconv.FormatInt(max(cfg.GenerationTTL.Milliseconds(), 1), 10),
-		ttl:      strconv.FormatInt(max(cfg.TTL.Milliseconds(), 1), 10),
 	}
 	c.tokens.init()
 	c.br.threshold = int32(cfg.BreakerFailures)
@@ -104,13 +103,19 @@ var ErrUnavailable = errors.New("cache: redis unavailable")
 // request's fill). fill is called at most once, and not at all on ResultHit.
 func (c *Cache) GetOrFill(ctx context.Context, endpoint string, key Key, fill FillFunc) ([]byte, Result, error) {
 	ctr := c.m.counters(endpoint)
-	genKey := c.ks.gen(key.scope, key.id)
-	if !c.br.allow() || c.pending.blocks(genKey) {
+	if !c.br.allow() {
 		ctr[ResultBypass].Inc()
 		v, _, err := fill(ctx, Fill{})
 		return v, ResultBypass, err
 	}
-	head, tail := c.ks.dataParts(key)
+	tag := key.tag()
+	genKey := c.ks.prefix + tag + ":gen"
+	if c.pending.blocks(genKey) {
+		ctr[ResultBypass].Inc()
+		v, _, err := fill(ctx, Fill{})
+		return v, ResultBypass, err
+	}
+	head, tail := c.ks.prefix+tag+":"+key.kind+":g", ":"+key.params
 	lk, err := c.lookup(ctx, genKey, head, tail)
 	if err != nil {
 		ctr[ResultError].Inc()

@@ -60,7 +60,8 @@ type keyspace struct{ prefix string }
 func (ks keyspace) gen(s scope, id int64) string { return ks.prefix + ownerTag(s, id) + ":gen" }
 
 // dataParts returns a data key split around its generation:
-// head + generation + tail = "{conv:123}:hist:g<gen>:<params>".
+// head + generation + tail = "{conv:123}:hist:g<gen>:<params>". (GetOrFill
+// inlines it to build the owner's tag once.)
 func (ks keyspace) dataParts(k Key) (head, tail string) {
 	return ks.prefix + k.tag() + ":" + k.kind + ":g", ":" + k.params
 }
