@@ -280,33 +280,39 @@ type benchKey int
 // without and with the tracer (both pools opened and warmed first), to put
 // the tracer's cost next to a query's.
 func BenchmarkQueryTracerRoundTrip(b *testing.B) {
-	s := stack.ForTest(b)
+	untraced, traced := roundTripPools(b)
+	b.Run("untraced", func(b *testing.B) { roundTrip(b, untraced) })
+	b.Run("traced", func(b *testing.B) { roundTrip(b, traced) })
+}
+
+// roundTripPools opens two warmed pools on the primary's app database, the
+// second with the tracer.
+func roundTripPools(tb testing.TB) (untraced, traced *pgxpool.Pool) {
+	s := stack.ForTest(tb)
 	url := s.PrimaryURLFor(stack.AppDB)
 	qp, err := NewQueryPerformance(QueryPerformanceOptions{Registerer: prometheus.NewRegistry()})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	ctx := WithQueryName(context.Background(), "bench")
-	pools := map[string]*pgxpool.Pool{
-		"untraced": newPool(b, url, false, nil),
-		"traced":   newPool(b, url, false, qp.Tracer("primary")),
-	}
-	var n int
-	for _, pool := range pools {
+	untraced, traced = newPool(tb, url, false, nil), newPool(tb, url, false, qp.Tracer("primary"))
+	for _, pool := range []*pgxpool.Pool{untraced, traced} {
+		var n int
 		for range 1000 {
-			if err := pool.QueryRow(ctx, `SELECT 1`).Scan(&n); err != nil {
-				b.Fatal(err)
+			if err := pool.QueryRow(benchCtx, `SELECT 1`).Scan(&n); err != nil {
+				tb.Fatal(err)
 			}
 		}
 	}
-	for _, name := range []string{"untraced", "traced"} {
-		b.Run(name, func(b *testing.B) {
-			pool := pools[name]
-			for b.Loop() {
-				if err := pool.QueryRow(ctx, `SELECT 1`).Scan(&n); err != nil {
-					b.Fatal(err)
-				}
-			}
-		})
+	return untraced, traced
+}
+
+var benchCtx = WithQueryName(context.Background(), "bench")
+
+func roundTrip(b *testing.B, pool *pgxpool.Pool) {
+	var n int
+	for b.Loop() {
+		if err := pool.QueryRow(benchCtx, `SELECT 1`).Scan(&n); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
