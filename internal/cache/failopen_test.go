@@ -183,3 +183,51 @@ func TestLostInvalidationReplayed(t *testing.T) {
 		t.Errorf("after replay: %q, %v; want new, miss", v, r)
 	}
 }
+
+// A hung Redis (CLIENT PAUSE: connections accepted, nothing answered) costs
+// each request at most OpTimeout until the breaker opens, then nothing.
+func TestRedisHungTimesOut(t *testing.T) {
+	const opTimeout = 30 * time.Millisecond
+	c := newCache(t, Config{OpTimeout: opTimeout, ProbeInterval: 100 * time.Millisecond})
+	ctx := testCtx(t)
+	key := ConversationKey(500, KindHistory, "")
+	get(t, c, key, newFill("v", true).fn)
+
+	admin := newClient(t)
+	const pause = 1500 * time.Millisecond
+	if err := admin.Do(ctx, "CLIENT", "PAUSE", pause.Milliseconds(), "ALL").Err(); err != nil {
+		t.Fatal(err)
+	}
+	paused := time.Now()
+	var lat []time.Duration
+	results := map[Result]int{}
+	for range 20 {
+		s := time.Now()
+		v, r, err := c.GetOrFill(ctx, "test", key, work)
+		lat = append(lat, time.Since(s))
+		results[r]++
+		if err != nil || string(v) != "from-db" {
+			t.Fatalf("request with Redis hung = %q, %v", v, err)
+		}
+	}
+	if d := time.Since(paused); d > pause {
+		t.Fatalf("the loop took %v, longer than the %v pause it measures", d, pause)
+	}
+	t.Logf("Redis hung: results %v, latencies %v", results, lat)
+	if results[ResultError] > c.cfg.BreakerFailures+1 || results[ResultBypass] < 20-c.cfg.BreakerFailures-1 {
+		t.Errorf("breaker did not open after %d timeouts: %v", c.cfg.BreakerFailures, results)
+	}
+	for i, d := range lat {
+		if d > opTimeout+100*time.Millisecond { // generous for -race on 2 cores
+			t.Errorf("request %d took %v with a %v Redis budget", i, d, opTimeout)
+		}
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !c.Up() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !c.Up() {
+		t.Fatal("breaker still open after the pause ended")
+	}
+	t.Logf("cache in use again %v after the pause began (pause %v)", time.Since(paused).Round(time.Millisecond), pause)
+}
