@@ -30,6 +30,7 @@ func runDev(ctx context.Context, args []string) error {
 	bindServeFlags(fs, &c)
 	dataDir := fs.String("data-dir", envString("PARLEY_DATA_DIR", ".parley"), "stack data directory (env PARLEY_DATA_DIR)")
 	keep := fs.Bool("keep-stack", false, "leave the stack running on exit")
+	seedDemo := fs.Bool("seed", false, "create the demo data set (as 'parley seed' does) unless it exists, and print a curl example")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -46,6 +47,11 @@ func runDev(ctx context.Context, args []string) error {
 	}
 	if err := migrate(ctx, s.PrimaryURL()); err != nil {
 		return fmt.Errorf("migrate: %w", err)
+	}
+	if *seedDemo {
+		if err := devSeed(ctx, s.PrimaryURL(), c.HTTPAddr); err != nil {
+			return fmt.Errorf("seed: %w", err)
+		}
 	}
 	token, err := adminToken(s.Dir)
 	if err != nil {

@@ -24,12 +24,13 @@ type HistoryImport struct {
 
 // ImportHistory loads the histories of batch in one transaction with COPY,
 // then sets each conversation's last message and seq and the members' read
-// markers, as if the messages had been sent one by one. It returns the
+// markers, as if the messages had been sent one by one (a conversation is
+// made no younger than its first message). It returns the
 // number of messages stored. A conversation that already has messages is
 // EINVALID (nothing is written).
 func (s *Store) ImportHistory(ctx context.Context, batch []HistoryImport) (int64, error) {
 	var convIDs, counts []int64
-	var lastAt []time.Time
+	var firstAt, lastAt []time.Time
 	var mConv, mUser, mSeq []int64
 	rows := make([][]any, 0, 1024)
 	for _, h := range batch {
@@ -47,6 +48,7 @@ func (s *Store) ImportHistory(ctx context.Context, batch []HistoryImport) (int64
 		}
 		convIDs = append(convIDs, h.ConversationID)
 		counts = append(counts, int64(len(h.Messages)))
+		firstAt = append(firstAt, h.Messages[0].CreatedAt)
 		lastAt = append(lastAt, h.Messages[len(h.Messages)-1].CreatedAt)
 		for u, n := range h.ReadUpTo {
 			mConv, mUser, mSeq = append(mConv, h.ConversationID), append(mUser, u), append(mSeq, min(n, int64(len(h.Messages))))
@@ -76,9 +78,10 @@ func (s *Store) ImportHistory(ctx context.Context, batch []HistoryImport) (int64
 		if _, err := tx.Exec(ctx, `
 			UPDATE conversations c
 			SET last_seq = x.n, last_message_at = x.at,
-			    last_message_id = (SELECT id FROM messages m WHERE m.conversation_id = x.id AND m.created_at = x.at)
-			FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[]) AS x(id, n, at)
-			WHERE c.id = x.id`, convIDs, counts, lastAt); err != nil {
+			    last_message_id = (SELECT id FROM messages m WHERE m.conversation_id = x.id AND m.created_at = x.at),
+			    created_at = least(c.created_at, x.first_at)
+			FROM unnest($1::bigint[], $2::bigint[], $3::timestamptz[], $4::timestamptz[]) AS x(id, n, at, first_at)
+			WHERE c.id = x.id`, convIDs, counts, lastAt, firstAt); err != nil {
 			return fmt.Errorf("update conversations: %w", err)
 		}
 		if _, err := tx.Exec(ctx, `

@@ -245,3 +245,42 @@ func TestUnavailable(t *testing.T) {
 		t.Fatalf("cancelled call: %v", err)
 	}
 }
+
+func TestImportHistory(t *testing.T) {
+	db := migratedDB(t)
+	ctx := testCtx(t)
+	s := New(connect(t, db.PgBouncerURL, pgx.QueryExecModeExec, 4), Options{})
+	f := fixture{t, ctx, s}
+	a, b := f.user(), f.user()
+	conv := f.conversation(a, b)
+	t0 := time.Now().Add(-time.Hour).Truncate(time.Microsecond)
+	var msgs []chat.Message
+	for i := range 30 {
+		msgs = append(msgs, chat.Message{SenderID: []int64{a.ID, b.ID}[i%2], Body: fmt.Sprint("old ", i), CreatedAt: t0.Add(time.Duration(i) * time.Second)})
+	}
+	n, err := s.ImportHistory(ctx, []HistoryImport{{ConversationID: conv.ID, Messages: msgs, ReadUpTo: map[int64]int64{b.ID: 25}}})
+	if err != nil || n != 30 {
+		t.Fatalf("import: %d, %v", n, err)
+	}
+	got, err := s.Conversation(ctx, s.Pool(), b.ID, conv.ID)
+	if err != nil || got.UnreadCount != 5 || got.LastMessage == nil || got.LastMessage.Body != "old 29" || !got.CreatedAt.Equal(t0) {
+		t.Fatalf("after import: %+v, %v", got, err)
+	}
+	// A live send continues the sequence after the history.
+	live := f.send(conv, a, "live")
+	got, _ = s.Conversation(ctx, s.Pool(), b.ID, conv.ID)
+	if got.UnreadCount != 6 || !live.CreatedAt.After(msgs[29].CreatedAt) {
+		t.Fatalf("after a live send: unread %d", got.UnreadCount)
+	}
+	// A conversation with messages, or times out of order: EINVALID, nothing written.
+	_, err = s.ImportHistory(ctx, []HistoryImport{{ConversationID: conv.ID, Messages: msgs[:1]}})
+	wantCode(t, err, chat.EINVALID)
+	other := f.conversation(a)
+	_, err = s.ImportHistory(ctx, []HistoryImport{{ConversationID: other.ID, Messages: []chat.Message{msgs[1], msgs[0]}}})
+	wantCode(t, err, chat.EINVALID)
+	var count int
+	_ = s.Pool().QueryRow(ctx, `SELECT count(*) FROM messages`).Scan(&count)
+	if count != 31 {
+		t.Fatalf("%d messages stored, want 31", count)
+	}
+}
