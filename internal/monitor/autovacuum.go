@@ -83,7 +83,7 @@ type AutovacuumOptions struct {
 //
 // Apply (run first at start-up) sets what the declaration says on every
 // table that exists, skipping tables already in line (no lock taken).
-// Periodic checks (Run) report drift as the gauge
+// Periodic checks (Run, after its own start-up Apply) report drift as the gauge
 // parley_db_autovacuum_settings_drift{table} (1 = differs); they apply the
 // declaration only to tables it has never been applied to yet (the table did
 // not exist or was locked at start-up), or to every drifted table when
@@ -207,25 +207,18 @@ func (a *AutovacuumConfig) Check(ctx context.Context) ([]TableAutovacuumState, e
 	return states, err
 }
 
-// Run checks every Interval until ctx ends (see the type's comment for when
-// a check also applies). It does not do the start-up Apply; Monitors.Run does.
+// Run applies the declaration at once (the start-up Apply), then checks
+// every Interval until ctx ends (see the type's comment for when a check
+// also applies). It returns nil when ctx ends.
 func (a *AutovacuumConfig) Run(ctx context.Context) error {
-	return a.runChecks(ctx)
-}
-
-func (a *AutovacuumConfig) runChecks(ctx context.Context) error {
 	first := true
 	return a.loop.run(ctx, func(ctx context.Context) error {
-		if first { // Monitors.Run has just applied; wait one interval
-			first = false
-			if a.loop.health().LastSuccess != nil {
-				return nil
-			}
-		}
+		applyAll := first
+		first = false
 		_, err := a.sync(ctx, func(table string) bool {
 			a.mu.Lock()
 			defer a.mu.Unlock()
-			return a.opts.ReapplyOnDrift || !a.applied[table]
+			return applyAll || a.opts.ReapplyOnDrift || !a.applied[table]
 		})
 		return err
 	})
@@ -247,6 +240,12 @@ func (a *AutovacuumConfig) sync(ctx context.Context, apply func(table string) bo
 		}
 		a.record(st)
 		states = append(states, st)
+		var pgErr *pgconn.PgError
+		if err != nil && !errors.As(err, &pgErr) {
+			// Not an answer from the server (unreachable, timed out): the
+			// other tables would only wait for the same failure.
+			break
+		}
 	}
 	return states, errors.Join(errs...)
 }

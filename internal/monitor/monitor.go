@@ -126,26 +126,23 @@ func (m *Monitors) VacuumHealth() *VacuumHealth { return m.vacuum }
 // PgBouncer returns the PgBouncer monitor (nil without an admin URL).
 func (m *Monitors) PgBouncer() *PgBouncer { return m.pgbouncer }
 
-// Run applies the declared autovacuum settings first (bounded by lock and
-// statement timeouts: a table that is missing or locked is logged, never
-// fatal), then runs every monitor in its own goroutine until ctx ends. It
-// returns nil after ctx is cancelled and all goroutines have stopped. Call it
-// in its own goroutine: `go mon.Run(ctx)`.
+// Run runs every monitor in its own goroutine until ctx ends and returns
+// nil once they have all stopped. The autovacuum goroutine starts first and
+// applies the declared settings before its periodic checks (bounded by lock
+// and statement timeouts: a missing or locked table is logged, never fatal);
+// the other monitors do not wait for it. Call it in its own goroutine:
+// `go mon.Run(ctx)`.
 func (m *Monitors) Run(ctx context.Context) error {
-	if m.autovacuum != nil {
-		// Errors are logged and reported by the monitor itself.
-		_, _ = m.autovacuum.Apply(ctx)
-	}
 	var wg sync.WaitGroup
 	start := func(run func(context.Context) error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_ = run(ctx)
+			_ = run(ctx) // errors are logged and exported by each monitor
 		}()
 	}
 	if m.autovacuum != nil {
-		start(m.autovacuum.runChecks)
+		start(m.autovacuum.Run)
 	}
 	if m.vacuum != nil {
 		start(m.vacuum.Run)

@@ -103,3 +103,56 @@ func TestMonitorsDisabled(t *testing.T) {
 		t.Errorf("summary = %s", b)
 	}
 }
+
+// With nothing reachable the monitors fail quietly: no panic, errors in the
+// summary, last-success 0, and Run still stops on cancel.
+func TestMonitorsWithUnreachableDatabases(t *testing.T) {
+	ctx := testCtx(t, 30*time.Second)
+	dead := "postgres://parley:pw@127.0.0.1:1/parley?sslmode=disable&connect_timeout=1"
+	pool := newPool(t, dead, false, nil)
+	reg := prometheus.NewRegistry()
+	logs := &logBuffer{}
+	mon, err := New(Config{
+		Registerer: reg, Logger: logs.logger(), Primary: pool,
+		PgBouncerAdminURL: "postgres://parley:pw@127.0.0.1:1/pgbouncer?sslmode=disable",
+		VacuumHealth:      VacuumHealthOptions{Interval: 100 * time.Millisecond},
+		PgBouncer:         PgBouncerOptions{Interval: 100 * time.Millisecond},
+		Autovacuum:        AutovacuumOptions{Interval: 100 * time.Millisecond},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	states, err := mon.Autovacuum().Apply(ctx)
+	if err == nil || time.Since(start) > 5*time.Second {
+		t.Errorf("apply against a dead primary: err %v after %v", err, time.Since(start))
+	}
+	if len(states) != 1 || states[0].State != "error" {
+		t.Errorf("apply went on after a connection failure: %+v", states)
+	}
+
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- mon.Run(runCtx) }()
+	time.Sleep(time.Second)
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	sum := mon.Summary()
+	if sum.Autovacuum.LastError == "" || sum.VacuumHealth.LastError == "" || sum.PgBouncer.LastError == "" || sum.PgBouncer.Up {
+		t.Errorf("summary: %+v", sum)
+	}
+	for _, m := range []string{"autovacuum_config", "vacuum_health", "pgbouncer"} {
+		if v := value(t, reg, "parley_monitor_last_success_timestamp_seconds", map[string]string{"monitor": m}); v != 0 {
+			t.Errorf("%s last success = %v", m, v)
+		}
+	}
+	if v := value(t, reg, "parley_pgbouncer_up", map[string]string{}); v != 0 {
+		t.Errorf("pgbouncer up = %v", v)
+	}
+	// About ten failed polls per monitor, one line per monitor (same error).
+	if n := strings.Count(logs.String(), "monitor failed"); n > 4 {
+		t.Errorf("%d failure lines in 1 s:\n%s", n, logs)
+	}
+}
