@@ -3,16 +3,20 @@ package httpapi
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/postgres"
 )
 
 func TestAuth(t *testing.T) {
@@ -416,4 +420,41 @@ func TestUnavailable(t *testing.T) {
 func stackDB(t *testing.T, a *api) string {
 	t.Helper()
 	return a.pool.Config().ConnString()
+}
+
+// laggingReplica is a Reader standing in for a router: it runs reads on
+// the store's pool but reports "replica", and for auth it has not yet
+// replayed any user (every token is unknown there).
+type laggingReplica struct{ a *api }
+
+func (l laggingReplica) Read(ctx context.Context, endpoint string, fn func(context.Context, postgres.Querier) error) (string, error) {
+	if endpoint == chat.EndpointAuth {
+		return "replica", chat.Errorf(chat.EUNAUTHENTICATED, "unknown token")
+	}
+	return "replica", fn(ctx, l.a.pool)
+}
+
+// TestReaderSlot: a Reader chooses where reads run and X-Read-Source says
+// so; a token unknown off the primary is checked on the primary.
+func TestReaderSlot(t *testing.T) {
+	base := newAPI(t)
+	alice, bob := base.createUser(), base.createUser()
+	c := base.createConversation(alice, bob)
+	base.send(c.ID, bob, "hi")
+
+	a := &api{t: t, store: base.store, pool: base.pool, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	a.s = New(Config{Logger: slog.New(slog.NewJSONHandler(a.logs, nil)), Registerer: a.reg, Store: a.store,
+		Reader: laggingReplica{a}, Cursors: base.s.cfg.Cursors, AdminToken: adminToken})
+	a.srv = httptest.NewServer(a.s)
+	t.Cleanup(a.srv.Close)
+	a.client = a.srv.Client()
+
+	for _, path := range []string{"/v1/me", "/v1/conversations", "/v1/conversations/" + c.ID, "/v1/conversations/" + c.ID + "/messages", "/v1/unread"} {
+		r := a.do("GET", path, alice.Token, nil)
+		want(t, r, 200, "")
+		if src := r.header.Get("X-Read-Source"); src != "replica" && !(path == "/v1/me" && src == "primary") {
+			t.Errorf("%s: X-Read-Source %q", path, src)
+		}
+	}
+	want(t, a.do("GET", "/v1/me", "plt_unknown", nil), 401, chat.EUNAUTHENTICATED)
 }

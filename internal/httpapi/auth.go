@@ -33,9 +33,9 @@ func (s *Server) isAdmin(token string) bool {
 	return subtle.ConstantTimeCompare(h[:], s.adminHash[:]) == 1
 }
 
-// lookupUser finds the user of a bearer token. An unknown token read on a
-// replica is checked again on the primary: a user created a moment ago may
-// not have been replayed there yet.
+// lookupUser finds the user of a bearer token. An unknown token read
+// anywhere but on the primary is checked again on the primary: a user
+// created a moment ago may not have been replayed to a replica yet.
 func (s *Server) lookupUser(ctx context.Context, token string) (chat.User, error) {
 	var u chat.User
 	find := func(ctx context.Context, q postgres.Querier) error {
@@ -43,9 +43,12 @@ func (s *Server) lookupUser(ctx context.Context, token string) (chat.User, error
 		u, err = s.cfg.Store.UserByToken(ctx, q, token)
 		return err
 	}
-	err := s.cfg.Reader.Read(ctx, chat.EndpointAuth, find)
-	if chat.ErrorCode(err) == chat.EUNAUTHENTICATED && s.primary != nil && s.primary != s.cfg.Reader {
-		err = s.primary.Read(ctx, chat.EndpointAuth, find)
+	src, err := s.cfg.Reader.Read(ctx, chat.EndpointAuth, find)
+	if chat.ErrorCode(err) == chat.EUNAUTHENTICATED && src != postgres.TargetPrimary && s.primary != nil {
+		src, err = s.primary.Read(ctx, chat.EndpointAuth, find)
+	}
+	if src != "" {
+		SetReadSource(ctx, src)
 	}
 	return u, err
 }

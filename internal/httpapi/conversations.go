@@ -52,7 +52,7 @@ func conversationID(r *http.Request) (int64, error) {
 // (one extra read, on error paths only).
 func (s *Server) failIn(w http.ResponseWriter, r *http.Request, u chat.User, convID int64, err error) {
 	if code := chat.ErrorCode(err); code == chat.EINVALID || code == chat.ETOOLARGE {
-		member := s.cfg.Reader.Read(r.Context(), chat.EndpointConversation, func(ctx context.Context, q postgres.Querier) error {
+		member := s.read(r.Context(), chat.EndpointConversation, func(ctx context.Context, q postgres.Querier) error {
 			_, err := s.cfg.Store.Conversation(ctx, q, u.ID, convID)
 			return err
 		})
@@ -102,7 +102,7 @@ func (s *Server) handleGetConversation(w http.ResponseWriter, r *http.Request, u
 		return
 	}
 	var c chat.Conversation
-	err = s.cfg.Reader.Read(r.Context(), chat.EndpointConversation, func(ctx context.Context, q postgres.Querier) error {
+	err = s.read(r.Context(), chat.EndpointConversation, func(ctx context.Context, q postgres.Querier) error {
 		var err error
 		c, err = s.cfg.Store.Conversation(ctx, q, u.ID, id)
 		return err
@@ -139,7 +139,7 @@ func (s *Server) handleListConversations(w http.ResponseWriter, r *http.Request,
 		page = chat.PageRequest{Direction: chat.Before, Cursor: cur, Limit: limit}
 	}
 	var p chat.ConversationPage
-	err = s.cfg.Reader.Read(r.Context(), chat.EndpointConversationList, func(ctx context.Context, q postgres.Querier) error {
+	err = s.read(r.Context(), chat.EndpointConversationList, func(ctx context.Context, q postgres.Querier) error {
 		var err error
 		p, err = s.cfg.Store.Conversations(ctx, q, u.ID, page)
 		return err

@@ -137,7 +137,7 @@ func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request, u ch
 		page = chat.PageRequest{Direction: d.dir, Cursor: cur, Limit: limit}
 	}
 	var p chat.MessagePage
-	err = s.cfg.Reader.Read(r.Context(), chat.EndpointMessageHistory, func(ctx context.Context, q postgres.Querier) error {
+	err = s.read(r.Context(), chat.EndpointMessageHistory, func(ctx context.Context, q postgres.Querier) error {
 		var err error
 		p, err = s.cfg.Store.Messages(ctx, q, u.ID, id, page)
 		return err

@@ -42,11 +42,12 @@ type Store interface {
 }
 
 // Reader runs a read on the database it chooses for endpoint (one of the
-// chat.Endpoint* names). *postgres.Store's Read (always the primary) is the
-// default; a replica router slots in here, and reports where the read ran
-// with SetReadSource.
+// chat.Endpoint* names) and says which served it ("primary", "replica"),
+// for X-Read-Source. *postgres.Store's Read (always the primary) is the
+// default; dbrouter.Router.Read has this shape (wrap fn to convert its
+// Querier, a superset of postgres.Querier).
 type Reader interface {
-	Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q postgres.Querier) error) error
+	Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q postgres.Querier) error) (source string, err error)
 }
 
 // DefaultRequestTimeout bounds a request's work (its database calls above

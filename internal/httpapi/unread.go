@@ -21,7 +21,7 @@ type unreadConversationJSON struct {
 // GET /v1/unread → the caller's unread counts (conversations with any).
 func (s *Server) handleUnread(w http.ResponseWriter, r *http.Request, u chat.User) {
 	var counts []chat.UnreadCount
-	err := s.cfg.Reader.Read(r.Context(), chat.EndpointUnreadCount, func(ctx context.Context, q postgres.Querier) error {
+	err := s.read(r.Context(), chat.EndpointUnreadCount, func(ctx context.Context, q postgres.Querier) error {
 		var err error
 		counts, err = s.cfg.Store.Unread(ctx, q, u.ID)
 		return err

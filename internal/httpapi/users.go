@@ -1,9 +1,11 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/postgres"
 )
 
 type userJSON struct {
@@ -43,8 +45,17 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request, u chat.User) {
 	writeJSON(w, http.StatusOK, userOut(u))
 }
 
-// readSource sets X-Read-Source on a read's response: where the Reader said
-// the read ran, the primary unless told otherwise.
+// read runs fn through the Reader and records where it ran.
+func (s *Server) read(ctx context.Context, endpoint string, fn func(ctx context.Context, q postgres.Querier) error) error {
+	src, err := s.cfg.Reader.Read(ctx, endpoint, fn)
+	if src != "" {
+		SetReadSource(ctx, src)
+	}
+	return err
+}
+
+// readSource sets X-Read-Source on a read's response: where the read ran
+// (SetReadSource), the primary unless told otherwise.
 func (s *Server) readSource(w http.ResponseWriter, r *http.Request) {
 	src := "primary"
 	if st := stateFrom(r.Context()); st != nil && st.readSource != "" {

@@ -65,16 +65,20 @@ func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	return c, nil
 }
 
-// Read runs fn on a primary connection. It is the reader of the API until a
-// router chooses between the primary and replicas; endpoint names the read
-// (chat.Endpoint*) for such a router and is unused here.
-func (s *Store) Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q Querier) error) error {
+// TargetPrimary is the source Read reports (X-Read-Source).
+const TargetPrimary = "primary"
+
+// Read runs fn on a primary connection and reports "primary" as where it
+// ran. It is the reader of the API until a router chooses between the
+// primary and replicas (dbrouter.Router.Read has the same shape); endpoint
+// names the read (chat.Endpoint*) for such a router and is unused here.
+func (s *Store) Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q Querier) error) (string, error) {
 	c, err := s.acquire(ctx)
 	if err != nil {
-		return err
+		return TargetPrimary, err
 	}
 	defer c.Release()
-	return Classify(ctx, fn(ctx, c))
+	return TargetPrimary, Classify(ctx, fn(ctx, c))
 }
 
 // inTx runs fn in a transaction on a primary connection and commits.

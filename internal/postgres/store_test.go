@@ -212,7 +212,7 @@ func TestUnavailable(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("CreateUser on a refused connection: %v, want ErrUnavailable", err)
 	}
-	err = s.Read(ctx, chat.EndpointAuth, func(ctx context.Context, q Querier) error {
+	_, err = s.Read(ctx, chat.EndpointAuth, func(ctx context.Context, q Querier) error {
 		_, err := s.UserByToken(ctx, q, "plt_x")
 		return err
 	})
