@@ -70,6 +70,7 @@ EOF
 run() {
 	local name=$1
 	shift
+	sleep 2 # let the target settle after the previous run
 	log "$name: $*"
 	/usr/bin/time -f "%e %U %S %M" -o "$work/$name.time" taskset -c "$GEN_CPU" "$@" >"$work/$name.out" 2>"$work/$name.err" || {
 		log "$name failed:"

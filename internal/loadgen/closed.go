@@ -47,7 +47,7 @@ func newClosedEngine(ctx context.Context, cfg *engineConfig, wl Workload) *close
 // prof.total, following the profile's connection counts.
 func (e *closedEngine) run(ctx context.Context, prof *profile, rec *recorder, w io.Writer, label string) runResult {
 	e.rec = rec
-	pre := predial(ctx, e.d, prof.connsAt(0), w, label)
+	pre := predial(ctx, e.d, prof.connsAt(0), e.cfg.timeout, w, label)
 	start := time.Now()
 	rec.begin(start)
 	e.crew.resize(prof.connsAt(0), pre)
@@ -174,10 +174,19 @@ func (e *closedEngine) worker(id int, stop <-chan struct{}, c *conn) {
 	}
 }
 
+// refillBatch is how many slots of a depth-p pipeline must be free before
+// fill writes again: a quarter of the depth, so that one write (a syscall,
+// which on loopback also pays for the peer's receive path) carries several
+// requests. The depth thus stays between p−⌈p/4⌉+1 and p.
+func refillBatch(p int) int { return (p + 3) / 4 }
+
 // fill writes requests until P are outstanding, then flushes once; the
 // flush time is every new request's send time.
 func (w *closedWorker) fill() bool {
 	first := len(w.inflight)
+	if p := cap(w.inflight); first > 0 && p-first < refillBatch(p) {
+		return true // wait for a batch's worth of free slots
+	}
 	for len(w.inflight) < cap(w.inflight) {
 		req := w.src.Next()
 		writeRequest(w.c.bw, w.e.cfg.ep.host, req)

@@ -70,6 +70,7 @@ type dialer struct {
 	peak      atomic.Int64 // most established at once
 	dials     atomic.Int64 // successful dials
 	failures  atomic.Int64 // failed dials
+	prime     *Request     // sent once on every held connection (nil: none)
 	reconnect atomic.Int64 // connections found closed by the server and redialled
 }
 
@@ -97,6 +98,44 @@ var (
 	readerPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufSize) }}
 	writerPool = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBufSize) }}
 )
+
+// dialHeld opens a connection that will be held open idle: when the dialer
+// has a priming request (the scenarios: GET /healthz), it is sent once, not
+// recorded, so that the server treats the connection as a kept-alive one
+// (Go's server closes a new connection that sends nothing within its
+// ReadHeaderTimeout, 5 s in parley serve, but keeps a used one for its
+// IdleTimeout).
+func (d *dialer) dialHeld(ctx context.Context, timeout time.Duration) (*conn, error) {
+	c, err := d.dial(ctx)
+	if err != nil || d.prime == nil {
+		return c, err
+	}
+	if err := c.ping(d.prime, timeout); err != nil {
+		c.close()
+		d.failures.Add(1)
+		return nil, fmt.Errorf("prime connection: %w", err)
+	}
+	return c, nil
+}
+
+// ping sends req and reads (and discards) its response, unrecorded.
+func (c *conn) ping(req *Request, timeout time.Duration) error {
+	c.acquire()
+	writeRequest(c.bw, c.d.ep.host, req)
+	if err := c.bw.Flush(); err != nil {
+		return err
+	}
+	_ = c.nc.SetReadDeadline(time.Now().Add(timeout))
+	resp, err := readResponse(c.br, req.Method, nil)
+	if err != nil {
+		return err
+	}
+	if resp.close {
+		return fmt.Errorf("%s %s: the server closed the connection", req.Method, req.Path)
+	}
+	c.release()
+	return nil
+}
 
 func (d *dialer) dial(ctx context.Context) (*conn, error) {
 	select {

@@ -15,7 +15,8 @@ type engineConfig struct {
 	timeout         time.Duration // per request
 	dialConcurrency int
 	dialTimeout     time.Duration
-	pipelining      int // closed model only
+	pipelining      int      // closed model only
+	keepAlive       *Request // open model: sent on held connections idle for keepAliveIdle (nil: none)
 	progress        func(p progressInfo)
 	log             *slog.Logger
 }
@@ -97,7 +98,7 @@ func (c *crew) stopAll() {
 // predial opens n connections before the clock starts, with bounded
 // concurrency, reporting progress to w. Failed dials are counted by the
 // dialer; the returned slice holds the connections that succeeded.
-func predial(ctx context.Context, d *dialer, n int, w io.Writer, label string) []*conn {
+func predial(ctx context.Context, d *dialer, n int, timeout time.Duration, w io.Writer, label string) []*conn {
 	if n <= 0 {
 		return nil
 	}
@@ -110,7 +111,7 @@ func predial(ctx context.Context, d *dialer, n int, w io.Writer, label string) [
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				c, err := d.dial(ctx)
+				c, err := d.dialHeld(ctx, timeout)
 				if err == nil {
 					conns[i] = c
 				}
@@ -172,6 +173,11 @@ func waitUntil(ctx context.Context, timer *time.Timer, t time.Time) bool {
 		return false
 	}
 }
+
+// keepAliveIdle is how long a held connection of the open model may stay
+// idle before it sends keepAlive (below the usual server idle timeouts:
+// Go's 120 s in parley serve, nginx's 75 s).
+const keepAliveIdle = 50 * time.Second
 
 // bodyPool holds response-body buffers for requests that want the body, so
 // idle connections do not each keep one.

@@ -66,7 +66,11 @@ func newFakeAPI(t *testing.T) *fakeAPI {
 		f.count("unread")
 		writeJSON(w, 200, map[string]any{"total": 0, "conversations": []any{}})
 	}))
-	f.Server = httptest.NewServer(mux)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { f.count("healthz") })
+	f.Server = httptest.NewUnstartedServer(mux)
+	// As parley serve: a new connection must send its first request soon.
+	f.Config.ReadHeaderTimeout = 300 * time.Millisecond
+	f.Start()
 	t.Cleanup(f.Close)
 	return f
 }

@@ -54,6 +54,7 @@ func newOpenEngine(ctx context.Context, cfg *engineConfig, wl Workload) *openEng
 		d:      newDialer(cfg.ep, cfg.dialConcurrency, cfg.dialTimeout),
 		tokens: make(chan token, tokenQueue),
 	}
+	e.d.prime = cfg.keepAlive
 	e.crew.start = e.worker
 	return e
 }
@@ -62,7 +63,7 @@ func newOpenEngine(ctx context.Context, cfg *engineConfig, wl Workload) *openEng
 // ones before returning.
 func (e *openEngine) hold(ctx context.Context, n int, w io.Writer, label string) {
 	if grow := n - e.crew.size(); grow > 0 {
-		pre := predial(ctx, e.d, grow, w, label)
+		pre := predial(ctx, e.d, grow, e.cfg.timeout, w, label)
 		e.crew.resize(n, pre)
 		return
 	}
@@ -188,9 +189,18 @@ func (e *openEngine) worker(id int, stop <-chan struct{}, c *conn) {
 	w := &openWorker{id: id, e: e, src: e.wl.NewSource(id), c: c}
 	defer func() { w.c.close() }()
 	if w.c == nil {
-		if c, err := e.d.dial(e.ctx); err == nil {
+		if c, err := e.d.dialHeld(e.ctx, e.cfg.timeout); err == nil {
 			w.c = c
 		}
+	}
+	// Keep the held connection alive while it waits: a server closes
+	// connections idle for longer than its idle timeout.
+	var idle <-chan time.Time
+	var timer *time.Timer
+	if e.cfg.keepAlive != nil {
+		timer = time.NewTimer(keepAliveIdle)
+		defer timer.Stop()
+		idle = timer.C
 	}
 	for {
 		e.idle.Add(1)
@@ -201,10 +211,20 @@ func (e *openEngine) worker(id int, stop <-chan struct{}, c *conn) {
 		case <-e.ctx.Done():
 			e.idle.Add(-1)
 			return
+		case <-idle:
+			e.idle.Add(-1)
+			if w.c != nil && w.c.ping(e.cfg.keepAlive, e.cfg.timeout) != nil {
+				w.c.close()
+				w.c = nil
+			}
+			timer.Reset(keepAliveIdle)
 		case tk := <-e.tokens:
 			e.idle.Add(-1)
 			w.do(tk)
 			tk.rec.finished.Add(1)
+			if timer != nil {
+				timer.Reset(keepAliveIdle)
+			}
 		}
 	}
 }

@@ -38,9 +38,14 @@ func TestOpenRateRamp(t *testing.T) {
 	if math.Abs(float64(sr.Requests)-400) > 3 || sr.Errors != 0 {
 		t.Errorf("requests = %d (errors %d), want ≈ 400", sr.Requests, sr.Errors)
 	}
-	// The first second of the ramp offers ≈ 50, the last ≈ 200.
+	// The first second of the ramp offers ≈ 50, the busiest ≈ 200 (the
+	// one-second intervals jitter on a busy machine: loose bounds).
 	tl := sr.Timeline
-	if len(tl) < 3 || tl[0].OfferedRPS > 80 || tl[2].OfferedRPS < 170 {
+	peak := 0.0
+	for _, iv := range tl {
+		peak = math.Max(peak, iv.OfferedRPS)
+	}
+	if len(tl) < 3 || tl[0].OfferedRPS > 90 || peak < 150 {
 		t.Errorf("offered per second = %v, want a ramp from ≈ 50 to 200", offered(tl))
 	}
 }

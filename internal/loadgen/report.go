@@ -160,7 +160,11 @@ func buildScenarioReport(name string, p *plan, res runResult, gates []Threshold,
 			"GENERATOR BOTTLENECK: the generator used %.0f%% of one core on average (busiest second %.0f%%) against a budget of %g cores: it, not the server, may be limiting these numbers",
 			gl.CPUPercent, gl.CPUPercentMax, budget))
 	}
-	if res.open && res.schedLag.P99 > 10 {
+	lagLimit := 10.0
+	if o.SchedulerLagLimit > 0 {
+		lagLimit = float64(o.SchedulerLagLimit) / float64(time.Millisecond)
+	}
+	if res.open && res.schedLag.P99 > lagLimit {
 		gl.Bound = true
 		sr.Warnings = append(sr.Warnings, fmt.Sprintf(
 			"GENERATOR BOTTLENECK: the generator's scheduler ran behind its own schedule (p99 %.1f ms, max %.1f ms): the offered rate was not offered on time",

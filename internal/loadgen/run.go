@@ -48,6 +48,9 @@ type Options struct {
 	DialConcurrency int           // dials in flight (default 256)
 	Seed            uint64        // 0: random
 	CPUBudget       float64       // cores the generator may use (default GOMAXPROCS)
+	// SchedulerLagLimit is the open-model scheduler's p99 lateness past
+	// which the generator calls itself the bottleneck (default 10 ms).
+	SchedulerLagLimit time.Duration
 
 	Progress io.Writer // live progress lines (nil: none)
 	Logger   *slog.Logger
@@ -227,7 +230,7 @@ func runScenario(ctx context.Context, o *Options, sc Scenario, ep endpoint, limi
 	if err != nil {
 		return nil, err
 	}
-	sr, err := runPlan(ctx, o, p, wl, ep)
+	sr, err := runPlan(ctx, o, p, wl, ep, &Request{Method: "GET", Path: ep.basePath + "/healthz"})
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +271,7 @@ func runURL(ctx context.Context, o *Options, limit uint64) (*ScenarioReport, err
 	path := u.RequestURI()
 	wl := newFixedWorkload(o.Method, path, o.Headers, o.Body)
 	ep.basePath = ""
-	return runPlan(ctx, o, p, wl, ep)
+	return runPlan(ctx, o, p, wl, ep, nil)
 }
 
 func orDefault(s, def string) string {
@@ -289,9 +292,12 @@ func warnFiles(o *Options, conns int, limit uint64) {
 }
 
 // runPlan runs the timed part of a resolved plan with a workload.
-func runPlan(ctx context.Context, o *Options, p *plan, wl Workload, ep endpoint) (*ScenarioReport, error) {
+// keepAlive, if not nil, primes and keeps alive the open model's held
+// connections (unrecorded).
+func runPlan(ctx context.Context, o *Options, p *plan, wl Workload, ep endpoint, keepAlive *Request) (*ScenarioReport, error) {
 	name := p.sc.Name
 	cfg := engineCfg(o, ep, p, name)
+	cfg.keepAlive = keepAlive
 	if !p.open {
 		eng := newClosedEngine(ctx, cfg, wl)
 		res := eng.run(ctx, p.prof, newRecorder(wl.Ops()), o.Progress, name)

@@ -47,6 +47,11 @@ func TestMixedScenarioAgainstFakeAPI(t *testing.T) {
 	if sr.Requests != 300 || sr.Errors != 0 {
 		t.Errorf("requests %d errors %d (%v), want 300 and 0", sr.Requests, sr.Errors, sr.ErrorsByClass)
 	}
+	// Each held connection sends a request every ~130 ms, the server drops
+	// new connections silent for 300 ms: priming keeps them all.
+	if sr.Connections.Established != 20 || sr.Connections.Reconnects != 0 || api.reqs["healthz"] != 20 {
+		t.Errorf("connections %+v, %d primes; want 20 held, no reconnects, 20 primes", sr.Connections, api.reqs["healthz"])
+	}
 	got := map[string]int64{}
 	for _, op := range sr.Operations {
 		got[op.Name] = op.Requests
@@ -199,4 +204,23 @@ func (s *syncWriter) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.w.Write(p)
+}
+
+// Held connections stay held at a low rate: each is primed once, so the
+// server's ReadHeaderTimeout (300 ms in the fake, 5 s in parley serve) does
+// not close them while they wait seconds for their next request.
+func TestHeldConnectionsArePrimed(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(t)
+	rep := runScenarioTest(t, Options{Target: api.URL, AdminToken: fakeAdmin, Scenario: "history",
+		Scale: 0.01, Rate: 10, Duration: 1500 * time.Millisecond, Connections: 20})
+	sr := rep.Scenarios[0]
+	if sr.Errors != 0 || sr.Connections.Established != 20 || sr.Connections.Reconnects != 0 {
+		t.Errorf("errors %v, connections %+v: want 20 held without reconnects", sr.ErrorsByClass, sr.Connections)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.reqs["healthz"] != 20 {
+		t.Errorf("%d primes, want 20", api.reqs["healthz"])
+	}
 }
