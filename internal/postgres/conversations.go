@@ -30,7 +30,7 @@ func (s *Store) CreateConversation(ctx context.Context, creatorID int64, title s
 		if err := tx.QueryRow(ctx, `
 			INSERT INTO conversations (created_by, title) VALUES ($1, $2)
 			RETURNING id, created_at`, creatorID, title).Scan(&c.ID, &c.CreatedAt); err != nil {
-			if code, _ := pgCode(err); code == "23503" { // the creator vanished
+			if pgCode(err) == "23503" { // the creator vanished
 				return chat.Errorf(chat.EUNAUTHENTICATED, "unknown user")
 			}
 			return fmt.Errorf("insert conversation: %w", err)

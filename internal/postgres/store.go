@@ -113,10 +113,10 @@ func (s *Store) write(ctx context.Context, fn func(q Querier) error) error {
 }
 
 // pgCode is the SQLSTATE of a PostgreSQL error in err's chain, or "".
-func pgCode(err error) (string, string) {
+func pgCode(err error) string {
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) {
-		return pe.Code, pe.ConstraintName
+		return pe.Code
 	}
-	return "", ""
+	return ""
 }
