@@ -69,7 +69,7 @@ func findMax(ctx context.Context, o *Options, p *plan, eng *openEngine, wl Workl
 			timeline = append(timeline, iv)
 		}
 		marks = append(marks, StageMark{Index: i, Start: offset, End: offset + step.Seconds(), Connections: conns, Rate: rate})
-		offset += step.Seconds() + min(time.Second, step/2).Seconds()
+		offset += step.Seconds() + 1
 		last = sr
 		if o.Progress != nil {
 			verdict := "meets the SLOs"
@@ -104,9 +104,14 @@ func findMax(ctx context.Context, o *Options, p *plan, eng *openEngine, wl Workl
 		if lo > 0 && hi > 0 && (hi-lo) <= 0.1*lo {
 			break
 		}
-		// Let the server drain its queues before the next step.
+		// Let the server drain its queues before the next step (longer
+		// after a step it failed: it may still be catching up).
+		pause := min(time.Second, step/2)
+		if !sr.Passed {
+			pause = min(5*time.Second, max(pause, step/2))
+		}
 		select {
-		case <-time.After(min(time.Second, step/2)):
+		case <-time.After(pause):
 		case <-ctx.Done():
 		}
 	}
