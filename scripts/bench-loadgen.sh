@@ -8,6 +8,7 @@
 #   scripts/bench-loadgen.sh            # 10 s per run, 50 connections
 #   DURATION=20 CONNS=100 scripts/bench-loadgen.sh
 #
+# PARLEY_BIN=path uses a prebuilt binary instead of building ./cmd/parley.
 # Needs: go, taskset, /usr/bin/time, jq, wrk, node + npm (autocannon is
 # installed into a cache directory on first use).
 set -euo pipefail
@@ -35,8 +36,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-log "building parley"
-go build -o "$work/parley" ./cmd/parley
+if [ -n "${PARLEY_BIN:-}" ]; then
+	cp "$PARLEY_BIN" "$work/parley"
+else
+	log "building parley"
+	go build -o "$work/parley" ./cmd/parley
+fi
 
 if [ ! -x "$CACHE/node_modules/.bin/autocannon" ]; then
 	log "installing autocannon@$AC_VERSION from npm into $CACHE"
