@@ -75,7 +75,8 @@ loop:
 			}
 		}
 	}
-	close(e.draining) // no new requests; in-flight ones complete
+	timed := min(prof.total, time.Since(start)) // shorter when interrupted
+	close(e.draining)                           // no new requests; in-flight ones complete
 	done := make(chan struct{})
 	go func() { e.crew.wg.Wait(); close(done) }()
 	select {
@@ -87,8 +88,8 @@ loop:
 	rec.tick(end, e.d.open.Load(), len(prof.stages)-1, false)
 	return runResult{
 		rec:        rec,
-		secs:       prof.total.Seconds(),
-		elapsed:    math.Max(prof.total.Seconds(), end.Sub(start).Seconds()),
+		secs:       timed.Seconds(),
+		elapsed:    math.Max(timed.Seconds(), end.Sub(start).Seconds()),
 		requested:  prof.maxConns(),
 		peak:       e.d.peak.Load(),
 		dialFails:  e.d.failures.Load(),
@@ -129,8 +130,7 @@ func (e *closedEngine) worker(id int, stop <-chan struct{}, c *conn) {
 		case <-e.draining:
 			stopping = true
 		case <-e.ctx.Done():
-			w.failAll(classRead)
-			return
+			return // interrupted: what is in flight is neither a success nor a failure
 		default:
 		}
 		if stopping && len(w.inflight) == 0 {

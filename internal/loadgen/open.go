@@ -104,6 +104,7 @@ loop:
 			}
 		}
 	}
+	timed := min(prof.total, time.Since(start)) // shorter when interrupted
 	// The scheduler stops by itself at prof.total (or when ctx ends).
 	if ctx.Err() != nil {
 		cancelSched()
@@ -130,8 +131,8 @@ loop:
 	rec.tick(end, e.d.open.Load(), len(prof.stages)-1, true)
 	return runResult{
 		rec:        rec,
-		secs:       prof.total.Seconds(),
-		elapsed:    math.Max(prof.total.Seconds(), end.Sub(start).Seconds()),
+		secs:       timed.Seconds(),
+		elapsed:    math.Max(timed.Seconds(), end.Sub(start).Seconds()),
 		open:       true,
 		requested:  prof.maxConns(),
 		peak:       e.d.peak.Load(),

@@ -1,6 +1,7 @@
 package loadgen
 
 import (
+	"context"
 	"math"
 	"strings"
 	"testing"
@@ -132,4 +133,20 @@ func TestStallOpenSeesItClosedMissesIt(t *testing.T) {
 		}
 		t.Logf("closed: %+v over %d requests", sr.LatencyMs, sr.Requests)
 	})
+}
+
+// An interrupted run reports what it did over the time it ran.
+func TestOpenInterrupted(t *testing.T) {
+	t.Parallel()
+	srv := newRawServer(t, 0)
+	ctx, cancel := context.WithTimeout(context.Background(), 1200*time.Millisecond)
+	defer cancel()
+	rep, err := Run(ctx, Options{URL: srv.url(), Rate: 100, Duration: 10 * time.Second, Connections: 5, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sr := rep.Scenarios[0]
+	if sr.DurationS < 1 || sr.DurationS > 2 || sr.RPS < 70 || sr.RPS > 130 || sr.Errors != 0 {
+		t.Errorf("interrupted after ≈1.2 s: duration %.2fs, rps %.1f, errors %d", sr.DurationS, sr.RPS, sr.Errors)
+	}
 }

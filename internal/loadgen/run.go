@@ -255,6 +255,9 @@ func runURL(ctx context.Context, o *Options, limit uint64) (*ScenarioReport, err
 	if !rated && !o.FindMax {
 		o.Closed = true
 	}
+	if !o.Closed && o.Pipelining > 1 {
+		return nil, fmt.Errorf("--pipelining is for the closed model: drop --rate or add --closed")
+	}
 	sc := Scenario{Name: "url", Connections: 10, Duration: 10 * time.Second, Pipelining: 1}
 	if o.FindMax {
 		sc.Thresholds = []string{"error_rate<1%"}
