@@ -75,7 +75,7 @@ func runSeed(ctx context.Context, args []string) error {
 		return err
 	}
 	defer pool.Close()
-	res, err := seed(ctx, postgres.New(pool, postgres.Options{AcquireTimeout: 30 * time.Second}), c)
+	res, err := seed(ctx, postgres.New(pool), c)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func devSeed(ctx context.Context, url, httpAddr string) error {
 	}
 	defer pool.Close()
 	c := seedConfig{Users: 1000, Messages: 200000, HandlePrefix: "demo", Seed: 1, Out: os.Stderr}
-	res, err := seed(ctx, postgres.New(pool, postgres.Options{AcquireTimeout: 30 * time.Second}), c)
+	res, err := seed(ctx, postgres.New(pool), c)
 	if errors.Is(err, errAlreadySeeded) {
 		fmt.Fprintln(os.Stderr, "seed: the demo data set exists already (its tokens were printed when it was made); skipping")
 		return nil

@@ -30,7 +30,7 @@ func TestSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pool.Close()
-	store := postgres.New(pool, postgres.Options{})
+	store := postgres.New(pool)
 	tokens := filepath.Join(t.TempDir(), "tokens.tsv")
 	var out bytes.Buffer
 	res, err := seed(ctx, store, seedConfig{Users: 60, Messages: 6000, HandlePrefix: "seedt", TokensOut: tokens, Seed: 7, Out: &out})

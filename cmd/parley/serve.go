@@ -10,17 +10,21 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/dbrouter"
 	"github.com/parley-chat/parley/internal/httpapi"
+	"github.com/parley-chat/parley/internal/monitor"
 	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/rollout"
 )
 
 func init() {
@@ -35,10 +39,13 @@ type serveConfig struct {
 	ReplicaURLs      []string
 	ReplicaExecMode  string
 	RedisURL         string
+	CachePrefix      string
 	PgBouncerAdmin   string
 	AdminToken       string
 	ShutdownTimeout  time.Duration
 	PrimaryPoolConns int
+	ReplicaPoolConns int
+	MaxReplicaLag    time.Duration
 }
 
 // bindServeFlags registers the flags shared by serve and dev.
@@ -49,6 +56,10 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.StringVar(&c.ReplicaExecMode, "replica-exec-mode", envString("PARLEY_REPLICA_EXEC_MODE", "cache_statement"),
 		"pgx query exec mode on replica pools (env PARLEY_REPLICA_EXEC_MODE)")
 	fs.IntVar(&c.PrimaryPoolConns, "primary-pool-size", envInt("PARLEY_PRIMARY_POOL_SIZE", 20), "max connections in the primary pool (env PARLEY_PRIMARY_POOL_SIZE)")
+	fs.IntVar(&c.ReplicaPoolConns, "replica-pool-size", envInt("PARLEY_REPLICA_POOL_SIZE", 20), "max connections in each replica pool (env PARLEY_REPLICA_POOL_SIZE)")
+	fs.DurationVar(&c.MaxReplicaLag, "max-replica-lag", envDuration("PARLEY_MAX_REPLICA_LAG", dbrouter.DefaultMaxLag),
+		"a replica this far behind (for two probes) stops serving reads until it catches up (env PARLEY_MAX_REPLICA_LAG)")
+	fs.StringVar(&c.CachePrefix, "cache-prefix", envString("PARLEY_CACHE_PREFIX", ""), "prefix of every Redis key, e.g. parley: (no braces) (env PARLEY_CACHE_PREFIX)")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long graceful shutdown waits for in-flight requests")
 }
 
@@ -91,81 +102,56 @@ func splitList(s string) []string {
 	return out
 }
 
-func parseExecMode(s string) (pgx.QueryExecMode, error) {
-	switch s {
-	case "exec":
-		return pgx.QueryExecModeExec, nil
-	case "cache_statement":
-		return pgx.QueryExecModeCacheStatement, nil
-	case "cache_describe":
-		return pgx.QueryExecModeCacheDescribe, nil
-	case "describe_exec":
-		return pgx.QueryExecModeDescribeExec, nil
-	case "simple_protocol":
-		return pgx.QueryExecModeSimpleProtocol, nil
-	}
-	return 0, fmt.Errorf("%w: unknown exec mode %q (want exec, cache_statement, cache_describe, describe_exec or simple_protocol)", errUsage, s)
-}
-
-func openPool(ctx context.Context, url, execMode string, maxConns int) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		return nil, fmt.Errorf("%w: bad PostgreSQL URL: %v", errUsage, redactErr(err))
-	}
-	mode, err := parseExecMode(execMode)
-	if err != nil {
-		return nil, err
-	}
-	cfg.ConnConfig.DefaultQueryExecMode = mode
-	if maxConns > 0 {
-		cfg.MaxConns = int32(maxConns)
-	}
-	cfg.ConnConfig.ConnectTimeout = 5 * time.Second
-	return pgxpool.NewWithConfig(ctx, cfg)
-}
-
-// redactErr keeps a URL-parse error from echoing passwords.
-func redactErr(err error) string {
-	msg := err.Error()
-	if i := strings.Index(msg, "://"); i >= 0 {
-		return "cannot parse connection string"
-	}
-	return msg
-}
-
 // serve runs the API server until ctx ends. ready, when not nil, receives the
 // listening address once the server accepts connections.
+//
+// Wiring: the query tracer (on every pool), the router (primary, replicas,
+// probers), the cache (when a Redis URL is set), the store on the router's
+// primary pool, the rollout state (read before serving, then polled), the
+// database monitors, the readiness checks and the API. On shutdown: stop
+// accepting, finish in-flight requests, stop the background loops, close the
+// pools and the Redis client.
 func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	log := slog.Default()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
-	primary, err := openPool(ctx, c.PrimaryURL, c.PrimaryExecMode, c.PrimaryPoolConns)
+	qp, err := monitor.NewQueryPerformance(monitor.QueryPerformanceOptions{Registerer: reg, Logger: log})
 	if err != nil {
-		return fmt.Errorf("primary pool: %w", err)
+		return fmt.Errorf("query monitor: %w", err)
 	}
-	defer primary.Close()
-	checks := []httpapi.Check{{Name: "primary", Required: true, Probe: func(ctx context.Context) error { return primary.Ping(ctx) }}}
-	for i, u := range c.ReplicaURLs {
-		p, err := openPool(ctx, u, c.ReplicaExecMode, 0)
-		if err != nil {
-			return fmt.Errorf("replica %d pool: %w", i+1, err)
-		}
-		defer p.Close()
-		checks = append(checks, httpapi.Check{Name: fmt.Sprintf("replica%d", i+1), Probe: func(ctx context.Context) error { return p.Ping(ctx) }})
+	router, err := dbrouter.New(ctx, dbrouter.Config{
+		PrimaryURL:          c.PrimaryURL,
+		PrimaryExecMode:     c.PrimaryExecMode,
+		ReplicaURLs:         c.ReplicaURLs,
+		ReplicaExecMode:     c.ReplicaExecMode,
+		PoolMaxConns:        int32(c.PrimaryPoolConns),
+		ReplicaPoolMaxConns: int32(c.ReplicaPoolConns),
+		MaxLag:              c.MaxReplicaLag,
+		Registerer:          reg,
+		Logger:              log,
+		Tracer:              func(target string) pgx.QueryTracer { return qp.Tracer(target) },
+	})
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	if c.RedisURL != "" {
-		opt, err := redis.ParseURL(c.RedisURL)
-		if err != nil {
-			return fmt.Errorf("%w: bad Redis URL: %v", errUsage, err)
-		}
-		rdb := redis.NewClient(opt)
-		defer rdb.Close()
-		checks = append(checks, httpapi.Check{Name: "cache", Probe: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }})
-	}
+	defer router.Close()
 
-	store := postgres.New(primary, postgres.Options{})
-	key, err := postgres.CursorKey(ctx, primary, os.Getenv("PARLEY_CURSOR_KEY"))
+	var rdb redis.UniversalClient
+	if c.RedisURL != "" {
+		redisLoggerOnce.Do(func() { redis.SetLogger(cache.RedisLogger(log)) })
+		if rdb, err = cache.NewClient(c.RedisURL); err != nil {
+			return fmt.Errorf("%w: %v", errUsage, err)
+		}
+		defer rdb.Close()
+	}
+	if strings.ContainsAny(c.CachePrefix, "{}") {
+		return fmt.Errorf("%w: --cache-prefix must not contain braces", errUsage)
+	}
+	cch := cache.New(rdb, cache.Config{Logger: log, Registerer: reg, Prefix: c.CachePrefix})
+
+	store := postgres.New(router.Primary())
+	key, err := postgres.CursorKey(ctx, router.Primary(), os.Getenv("PARLEY_CURSOR_KEY"))
 	if err != nil {
 		return err
 	}
@@ -173,13 +159,41 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	if err != nil {
 		return err
 	}
+	rollouts := rollout.NewStore(router.Primary(), log, reg)
+	if err := rollouts.Refresh(ctx); err != nil {
+		return fmt.Errorf("rollouts (are the migrations applied?): %w", err)
+	}
+	mon, err := monitor.New(monitor.Config{
+		Logger: log, Registerer: reg, Primary: router.Primary(),
+		PgBouncerAdminURL: c.PgBouncerAdmin, Queries: qp,
+	})
+	if err != nil {
+		return fmt.Errorf("monitors: %w", err)
+	}
+
+	// Background loops, stopped after the HTTP server has drained (and
+	// before the deferred Close of the pools and the Redis client).
+	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	defer func() {
+		stopBG()
+		wg.Wait()
+	}()
+	wg.Go(func() { rollouts.Run(bg) })
+	wg.Go(func() { cch.Run(bg) })
+	wg.Go(func() { _ = mon.Run(bg) })
+
 	api := httpapi.New(httpapi.Config{
 		Logger:     log,
 		AccessLog:  slog.New(slog.NewJSONHandler(os.Stderr, nil)),
 		Gatherer:   reg,
 		Registerer: reg,
-		Checks:     checks,
+		Checks:     readinessChecks(router, cch, c.RedisURL != ""),
 		Store:      store,
+		Router:     router,
+		Cache:      cch,
+		Rollouts:   rollouts,
+		Monitors:   mon,
 		Cursors:    cursors,
 		AdminToken: c.AdminToken,
 	})
@@ -188,7 +202,8 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.HTTPAddr, err)
 	}
-	log.Info("serving", "addr", ln.Addr().String(), "replicas", len(c.ReplicaURLs), "cache", c.RedisURL != "")
+	log.Info("serving", "addr", ln.Addr().String(), "replicas", len(c.ReplicaURLs), "cache", c.RedisURL != "",
+		"pgbouncer_monitor", c.PgBouncerAdmin != "")
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
@@ -207,4 +222,43 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	}
 	log.Info("stopped")
 	return nil
+}
+
+var redisLoggerOnce sync.Once
+
+// readinessChecks are /readyz's components: the primary (required), each
+// replica and the cache (optional: down means "degraded"). A replica is
+// down when it does not answer now, or when its breaker keeps reads off it.
+func readinessChecks(router *dbrouter.Router, cch *cache.Cache, withCache bool) []httpapi.Check {
+	checks := []httpapi.Check{{Name: "primary", Required: true, Probe: router.Ping}}
+	for _, st := range router.Status() {
+		name := st.Name
+		checks = append(checks, httpapi.Check{Name: name, Probe: func(ctx context.Context) error {
+			if err := router.PingReplica(ctx, name); err != nil {
+				return err
+			}
+			for _, st := range router.Status() {
+				if st.Name == name && st.Breaker != dbrouter.BreakerClosed.String() {
+					return fmt.Errorf("not serving reads: state %s, breaker %s", st.State, st.Breaker)
+				}
+			}
+			return nil
+		}})
+	}
+	if withCache {
+		checks = append(checks, httpapi.Check{Name: "cache", Probe: cch.Ping})
+	}
+	return checks
+}
+
+// envDuration returns the environment variable key as a duration, or def
+// when unset or malformed.
+func envDuration(key string, def time.Duration) time.Duration {
+	if v, ok := os.LookupEnv(key); ok && v != "" {
+		if d, err := time.ParseDuration(v); err == nil {
+			return d
+		}
+		slog.Warn("ignoring malformed environment variable", "name", key, "value", v)
+	}
+	return def
 }

@@ -20,11 +20,14 @@ var ErrUnavailable = errors.New("database unavailable")
 // IsConnectionError reports whether err means the node or the connection to
 // it failed, as opposed to the statement: SQLSTATE class 08 (connection
 // exception), 57P01 admin_shutdown, 57P02 crash_shutdown, 57P03
-// cannot_connect_now, failed connection attempts, and network errors
+// cannot_connect_now, 53300 too_many_connections (the node refuses new
+// sessions), failed connection attempts, and network errors
 // (refused, reset, EOF, closed connection). Context cancellations and
 // deadlines (the caller's) and statement timeouts (57014) are not connection
 // errors. These are the errors that open a replica's breaker and that a
-// replica read is retried on the primary after.
+// replica read is retried on the primary after. It is Parley's one
+// classification of database errors: the store (internal/postgres) and the
+// HTTP edge use it too.
 func IsConnectionError(err error) bool {
 	if err == nil {
 		return false
@@ -62,7 +65,7 @@ func connectionSQLState(code string) bool {
 		return true
 	}
 	switch code {
-	case "57P01", "57P02", "57P03":
+	case "57P01", "57P02", "57P03", "53300":
 		return true
 	}
 	return false

@@ -28,6 +28,7 @@ func TestIsConnectionError(t *testing.T) {
 		{"57P01 admin_shutdown", pg("57P01"), true},
 		{"57P02 crash_shutdown", pg("57P02"), true},
 		{"57P03 cannot_connect_now", pg("57P03"), true},
+		{"53300 too_many_connections", pg("53300"), true},
 		{"wrapped 57P01", fmt.Errorf("query: %w", pg("57P01")), true},
 		{"57014 statement timeout / query_canceled", pg("57014"), false},
 		{"40001 serialization failure", pg("40001"), false},

@@ -1,6 +1,10 @@
 package dbrouter
 
-import "time"
+import (
+	"context"
+	"fmt"
+	"time"
+)
 
 // Replica states (the "state" of /admin/status).
 const (
@@ -68,4 +72,16 @@ func (r *Router) PoolStats() []PoolStat {
 		out = append(out, rep.stat())
 	}
 	return out
+}
+
+// PingReplica checks now, on a pooled connection, that the replica called
+// name (as in Status: "replica1", …) answers; for /readyz, which must not
+// wait for the next probe. It does not feed the breaker.
+func (r *Router) PingReplica(ctx context.Context, name string) error {
+	for _, rep := range r.replicas {
+		if rep.name == name {
+			return rep.pool.Ping(ctx)
+		}
+	}
+	return fmt.Errorf("dbrouter: no replica %q", name)
 }

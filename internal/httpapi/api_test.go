@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -383,8 +382,7 @@ func TestOperationalBehaviour(t *testing.T) {
 func TestUnavailable(t *testing.T) {
 	cursors, _ := chat.NewCursorCodec([]byte("0123456789abcdef0123456789abcdef"))
 	t.Run("refused", func(t *testing.T) {
-		pool := openPool(t, "postgres://parley:x@127.0.0.1:1/parley?sslmode=disable&connect_timeout=1", pgx.QueryExecModeExec, 2)
-		a := startAPI(t, pool, cursors)
+		a := startAPI(t, openRouter(t, "postgres://parley:x@127.0.0.1:1/parley?sslmode=disable&connect_timeout=1", 2), cursors)
 		for _, r := range []response{
 			a.do("GET", "/v1/me", "plt_whoever", nil),
 			a.do("POST", "/v1/users", adminToken, map[string]string{"handle": "x"}),
@@ -400,9 +398,8 @@ func TestUnavailable(t *testing.T) {
 	})
 	t.Run("pool exhausted", func(t *testing.T) {
 		db := newAPI(t) // a migrated database
-		pool := openPool(t, stackDB(t, db), pgx.QueryExecModeExec, 1)
-		a := startAPI(t, pool, cursors)
-		held, err := pool.Acquire(context.Background())
+		a := startAPI(t, openRouter(t, stackDB(t, db), 1), cursors)
+		held, err := a.pool.Acquire(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,8 +6,10 @@ import (
 	"crypto/subtle"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/monitor"
 	"github.com/parley-chat/parley/internal/postgres"
 )
 
@@ -33,22 +35,37 @@ func (s *Server) isAdmin(token string) bool {
 	return subtle.ConstantTimeCompare(h[:], s.adminHash[:]) == 1
 }
 
-// lookupUser finds the user of a bearer token. An unknown token read
-// anywhere but on the primary is checked again on the primary: a user
-// created a moment ago may not have been replayed to a replica yet.
+// lookupUser finds the user of a bearer token: from this instance's memory
+// of recent tokens (authCache) unless the request asked for strong
+// consistency, else from the database. An unknown token read anywhere but
+// on the primary is checked again on the primary: a user created a moment
+// ago may not have been replayed to a replica yet.
 func (s *Server) lookupUser(ctx context.Context, token string) (chat.User, error) {
+	key := sha256.Sum256([]byte(token))
+	now := time.Now()
+	st := stateFrom(ctx)
+	if st == nil || !st.read.strong {
+		if u, ok := s.auth.get(key, now); ok {
+			SetReadSource(ctx, sourceCache)
+			return u, nil
+		}
+	}
+	ctx = monitor.WithQueryName(ctx, "user_by_token")
 	var u chat.User
 	find := func(ctx context.Context, q postgres.Querier) error {
 		var err error
 		u, err = s.cfg.Store.UserByToken(ctx, q, token)
 		return err
 	}
-	src, err := s.cfg.Reader.Read(ctx, chat.EndpointAuth, find)
+	src, err := s.reader.Read(ctx, chat.EndpointAuth, find)
 	if chat.ErrorCode(err) == chat.EUNAUTHENTICATED && src != postgres.TargetPrimary && s.primary != nil {
 		src, err = s.primary.Read(ctx, chat.EndpointAuth, find)
 	}
 	if src != "" {
 		SetReadSource(ctx, src)
+	}
+	if err == nil {
+		s.auth.put(key, u, now)
 	}
 	return u, err
 }
@@ -66,12 +83,21 @@ func (s *Server) user(h func(w http.ResponseWriter, r *http.Request, u chat.User
 			s.fail(w, r, chat.Errorf(chat.EPERMISSION, "the admin token cannot act as a user; use a user token"))
 			return
 		}
+		st := stateFrom(r.Context())
+		if r.Method == http.MethodGet {
+			opts, err := parseReadOptions(r)
+			if err != nil {
+				s.fail(w, r, err)
+				return
+			}
+			st.read = opts
+		}
 		u, err := s.lookupUser(r.Context(), token)
 		if err != nil {
 			s.fail(w, r, err)
 			return
 		}
-		stateFrom(r.Context()).userID = u.ID
+		st.userID = u.ID
 		h(w, r, u)
 	}
 }

@@ -3,9 +3,13 @@ package httpapi
 import (
 	"context"
 	"net/http"
+	"strconv"
 
+	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/monitor"
 	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/rollout"
 )
 
 type conversationJSON struct {
@@ -86,33 +90,43 @@ func (s *Server) handleCreateConversation(w http.ResponseWriter, r *http.Request
 		}
 		ids[i] = id
 	}
-	c, err := s.cfg.Store.CreateConversation(r.Context(), u.ID, in.Title, ids)
+	c, err := s.cfg.Store.CreateConversation(monitor.WithQueryName(r.Context(), "create_conversation"), u.ID, in.Title, ids)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	s.acknowledge(w, r, u.ID, func(ctx context.Context, pos string) {
+		s.cache.InvalidateConversation(ctx, c.ID, c.MemberIDs, pos)
+	})
 	writeJSON(w, http.StatusCreated, s.conversationOut(c))
 }
 
-// GET /v1/conversations/{id} → the conversation, for members only.
+// GET /v1/conversations/{id} → the conversation, for members only. It is
+// an item of the caller's list (its unread count is the caller's), so the
+// conversation_list rollout decides how it is served and the caller's list
+// generation caches it.
 func (s *Server) handleGetConversation(w http.ResponseWriter, r *http.Request, u chat.User) {
 	id, err := conversationID(r)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	var c chat.Conversation
-	err = s.read(r.Context(), chat.EndpointConversation, func(ctx context.Context, q postgres.Querier) error {
-		var err error
-		c, err = s.cfg.Store.Conversation(ctx, q, u.ID, id)
-		return err
+	err = s.serveRead(w, r, u, readSpec{
+		rollout:  rollout.ConversationList,
+		endpoint: chat.EndpointConversation,
+		query:    "conversation",
+		key:      cache.UserKey(u.ID, cache.KindConversations, "c:"+strconv.FormatInt(id, 10)),
+		load: func(ctx context.Context, q postgres.Querier) ([]byte, error) {
+			c, err := s.cfg.Store.Conversation(ctx, q, u.ID, id)
+			if err != nil {
+				return nil, err
+			}
+			return encodeJSON(s.conversationOut(c))
+		},
 	})
 	if err != nil {
 		s.fail(w, r, err)
-		return
 	}
-	s.readSource(w, r)
-	writeJSON(w, http.StatusOK, s.conversationOut(c))
 }
 
 type conversationListJSON struct {
@@ -138,24 +152,29 @@ func (s *Server) handleListConversations(w http.ResponseWriter, r *http.Request,
 		}
 		page = chat.PageRequest{Direction: chat.Before, Cursor: cur, Limit: limit}
 	}
-	var p chat.ConversationPage
-	err = s.read(r.Context(), chat.EndpointConversationList, func(ctx context.Context, q postgres.Querier) error {
-		var err error
-		p, err = s.cfg.Store.Conversations(ctx, q, u.ID, page)
-		return err
+	given := q.Get("cursor")
+	err = s.serveRead(w, r, u, readSpec{
+		rollout:  rollout.ConversationList,
+		endpoint: chat.EndpointConversationList,
+		query:    "conversation_list",
+		key:      cache.UserKey(u.ID, cache.KindConversations, "l:"+strconv.Itoa(limit)+":"+given),
+		load: func(ctx context.Context, q postgres.Querier) ([]byte, error) {
+			p, err := s.cfg.Store.Conversations(ctx, q, u.ID, page)
+			if err != nil {
+				return nil, err
+			}
+			out := conversationListJSON{Conversations: make([]conversationJSON, len(p.Conversations))}
+			for i, c := range p.Conversations {
+				out.Conversations[i] = s.conversationOut(c)
+			}
+			if p.HasMore {
+				next := s.cfg.Cursors.Encode(chat.ConversationListCursor, u.ID, p.Conversations[len(p.Conversations)-1].ListCursor())
+				out.NextCursor = &next
+			}
+			return encodeJSON(out)
+		},
 	})
 	if err != nil {
 		s.fail(w, r, err)
-		return
 	}
-	out := conversationListJSON{Conversations: make([]conversationJSON, len(p.Conversations))}
-	for i, c := range p.Conversations {
-		out.Conversations[i] = s.conversationOut(c)
-	}
-	if p.HasMore {
-		next := s.cfg.Cursors.Encode(chat.ConversationListCursor, u.ID, p.Conversations[len(p.Conversations)-1].ListCursor())
-		out.NextCursor = &next
-	}
-	s.readSource(w, r)
-	writeJSON(w, http.StatusOK, out)
 }

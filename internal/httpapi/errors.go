@@ -6,7 +6,7 @@ import (
 	"net/http"
 
 	"github.com/parley-chat/parley/internal/chat"
-	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/dbrouter"
 )
 
 // statusOf maps the domain error codes to HTTP statuses, once, here.
@@ -48,7 +48,7 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 // request: unreachable, a broken connection, the pool's acquire bound, or
 // the request's own time bound (while the client is still there).
 func unavailable(r *http.Request, err error) bool {
-	if errors.Is(err, postgres.ErrUnavailable) || postgres.IsConnectionError(err) {
+	if errors.Is(err, dbrouter.ErrUnavailable) || dbrouter.IsConnectionError(err) {
 		return true
 	}
 	return errors.Is(err, context.DeadlineExceeded) && !errors.Is(context.Cause(r.Context()), context.Canceled)

@@ -16,11 +16,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/dbrouter"
 	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/stack"
 )
@@ -59,33 +59,32 @@ type api struct {
 	client *http.Client
 }
 
-func openPool(t *testing.T, url string, mode pgx.QueryExecMode, maxConns int32) *pgxpool.Pool {
+// openRouter is a router on the primary at url only (exec mode: the URL may
+// be PgBouncer's), with the 500 ms acquire bound the tests rely on.
+func openRouter(t *testing.T, url string, maxConns int32) *dbrouter.Router {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(url)
+	r, err := dbrouter.New(context.Background(), dbrouter.Config{
+		PrimaryURL: url, PrimaryExecMode: "exec", PoolMaxConns: maxConns, AcquireTimeout: 500 * time.Millisecond,
+		Logger: slog.New(slog.DiscardHandler),
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.ConnConfig.DefaultQueryExecMode = mode
-	cfg.MaxConns = maxConns
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	t.Cleanup(r.Close)
+	return r
 }
 
 // newAPI serves the API on a fresh, migrated database through PgBouncer
-// (the production topology, exec mode).
+// (the production topology, exec mode), reads and writes through a router.
 func newAPI(t *testing.T) *api {
 	t.Helper()
 	db := stack.ForTest(t).NewDatabase(t)
 	ctx := context.Background()
-	pool := openPool(t, db.PgBouncerURL, pgx.QueryExecModeExec, 10)
-	if _, err := postgres.Migrate(ctx, pool, nil); err != nil {
+	r := openRouter(t, db.PgBouncerURL, 10)
+	if _, err := postgres.Migrate(ctx, r.Primary(), nil); err != nil {
 		t.Fatal(err)
 	}
-	key, err := postgres.CursorKey(ctx, pool, "")
+	key, err := postgres.CursorKey(ctx, r.Primary(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,15 +92,15 @@ func newAPI(t *testing.T) *api {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return startAPI(t, pool, cursors)
+	return startAPI(t, r, cursors)
 }
 
-func startAPI(t *testing.T, pool *pgxpool.Pool, cursors *chat.CursorCodec) *api {
+func startAPI(t *testing.T, r *dbrouter.Router, cursors *chat.CursorCodec) *api {
 	t.Helper()
-	a := &api{t: t, store: postgres.New(pool, postgres.Options{AcquireTimeout: 500 * time.Millisecond}), pool: pool,
+	a := &api{t: t, store: postgres.New(r.Primary()), pool: r.Primary(),
 		reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
 	log := slog.New(slog.NewJSONHandler(a.logs, nil))
-	a.s = New(Config{Logger: log, Gatherer: a.reg, Registerer: a.reg, Store: a.store, Cursors: cursors, AdminToken: adminToken,
+	a.s = New(Config{Logger: log, Gatherer: a.reg, Registerer: a.reg, Store: a.store, Router: r, Cursors: cursors, AdminToken: adminToken,
 		RequestTimeout: 5 * time.Second})
 	a.srv = httptest.NewServer(a.s)
 	t.Cleanup(a.srv.Close)

@@ -6,8 +6,11 @@ import (
 	"net/url"
 	"strconv"
 
+	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/monitor"
 	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/rollout"
 )
 
 type messageJSON struct {
@@ -77,11 +80,16 @@ func (s *Server) handleSendMessage(w http.ResponseWriter, r *http.Request, u cha
 		return
 	}
 	req.Body = in.Body
-	res, err := s.cfg.Store.SendMessage(r.Context(), req)
+	res, err := s.cfg.Store.SendMessage(monitor.WithQueryName(r.Context(), "send_message"), req)
 	if err != nil {
 		s.failIn(w, r, u, id, err)
 		return
 	}
+	// Also for a replayed send: the first attempt may have committed and
+	// died before invalidating.
+	s.acknowledge(w, r, u.ID, func(ctx context.Context, pos string) {
+		s.cache.InvalidateConversation(ctx, id, res.MemberIDs, pos)
+	})
 	status := http.StatusCreated
 	if !res.Created {
 		status = http.StatusOK
@@ -136,30 +144,53 @@ func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request, u ch
 		}
 		page = chat.PageRequest{Direction: d.dir, Cursor: cur, Limit: limit}
 	}
-	var p chat.MessagePage
-	err = s.read(r.Context(), chat.EndpointMessageHistory, func(ctx context.Context, q postgres.Querier) error {
-		var err error
-		p, err = s.cfg.Store.Messages(ctx, q, u.ID, id, page)
-		return err
+	err = s.serveRead(w, r, u, readSpec{
+		rollout:  rollout.MessageHistory,
+		endpoint: chat.EndpointMessageHistory,
+		query:    "history_page",
+		key:      cache.ConversationKey(id, cache.KindHistory, historyKey(page, limit, given)),
+		conv:     id,
+		load: func(ctx context.Context, q postgres.Querier) ([]byte, error) {
+			p, err := s.cfg.Store.Messages(ctx, q, u.ID, id, page)
+			if err != nil {
+				return nil, err
+			}
+			return encodeJSON(s.messagePageOut(p, page.Direction, given))
+		},
 	})
 	if err != nil {
 		s.failIn(w, r, u, id, err)
-		return
 	}
+}
+
+// historyKey is the cache key part that selects a history page.
+func historyKey(page chat.PageRequest, limit int, cursor string) string {
+	n := strconv.Itoa(limit)
+	switch page.Direction {
+	case chat.Before:
+		return "b:" + n + ":" + cursor
+	case chat.After:
+		return "a:" + n + ":" + cursor
+	}
+	return "n:" + n
+}
+
+// messagePageOut is a history page on the wire. The page is the same for
+// every member (cursors are bound to the conversation, not the reader).
+func (s *Server) messagePageOut(p chat.MessagePage, dir chat.Direction, given string) messagePageJSON {
 	out := messagePageJSON{Messages: make([]messageJSON, len(p.Messages)), HasMore: p.HasMore}
 	for i, m := range p.Messages {
 		out.Messages[i] = s.messageOut(m)
 	}
 	switch {
-	case page.Direction == chat.After && len(out.Messages) > 0:
+	case dir == chat.After && len(out.Messages) > 0:
 		out.NextCursor = &out.Messages[len(out.Messages)-1].Cursor
-	case page.Direction == chat.After:
+	case dir == chat.After:
 		out.NextCursor = &given
 	case p.HasMore:
 		out.NextCursor = &out.Messages[len(out.Messages)-1].Cursor
 	}
-	s.readSource(w, r)
-	writeJSON(w, http.StatusOK, out)
+	return out
 }
 
 // POST /v1/conversations/{id}/read {"message_id"} → 200 {"unread_count"}.
@@ -181,11 +212,15 @@ func (s *Server) handleMarkRead(w http.ResponseWriter, r *http.Request, u chat.U
 		s.failIn(w, r, u, id, chat.Errorf(chat.EINVALID, "message_id: %q is not a message id", in.MessageID))
 		return
 	}
-	n, err := s.cfg.Store.MarkRead(r.Context(), u.ID, id, msg)
+	n, err := s.cfg.Store.MarkRead(monitor.WithQueryName(r.Context(), "mark_read"), u.ID, id, msg)
 	if err != nil {
 		s.failIn(w, r, u, id, err)
 		return
 	}
+	// Only the reader's view changed: their list and unread counts.
+	s.acknowledge(w, r, u.ID, func(ctx context.Context, pos string) {
+		s.cache.InvalidateUser(ctx, u.ID, pos)
+	})
 	writeJSON(w, http.StatusOK, struct {
 		UnreadCount int64 `json:"unread_count"`
 	}{n})

@@ -24,6 +24,7 @@ type requestState struct {
 	id         string
 	cohort     string
 	readSource string
+	read       readOptions // a GET's consistency headers
 	userID     int64
 	err        error // the cause of a 5xx, for the log only
 }
@@ -84,9 +85,13 @@ func requestID(r *http.Request) string {
 	return hex.EncodeToString(b[:])
 }
 
-// statusWriter records the status and the bytes written.
+// statusWriter records the status and the bytes written, and puts
+// X-Read-Source on the answer of a read (GET) that read something: every
+// read response says where it was served from, errors included.
 type statusWriter struct {
 	http.ResponseWriter
+	st     *requestState
+	read   bool // a GET or HEAD
 	status int
 	bytes  int64
 }
@@ -94,13 +99,18 @@ type statusWriter struct {
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
+		if w.read && w.st.readSource != "" {
+			if h := w.Header(); h.Get(headerReadSource) == "" {
+				h.Set(headerReadSource, w.st.readSource)
+			}
+		}
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
 func (w *statusWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
-		w.status = http.StatusOK
+		w.WriteHeader(http.StatusOK)
 	}
 	n, err := w.ResponseWriter.Write(b)
 	w.bytes += int64(n)
@@ -116,7 +126,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := &requestState{id: requestID(r), cohort: CohortBaseline}
 	w.Header().Set("X-Request-Id", st.id)
-	sw := &statusWriter{ResponseWriter: w}
+	sw := &statusWriter{ResponseWriter: w, st: st, read: r.Method == http.MethodGet || r.Method == http.MethodHead}
 	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), stateKey{}, st), s.cfg.RequestTimeout)
 	defer cancel()
 	r = r.WithContext(ctx)

@@ -13,8 +13,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/monitor"
 	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/rollout"
 )
 
 // Check is one readiness probe of a dependency.
@@ -39,13 +43,13 @@ type Store interface {
 	Conversations(ctx context.Context, q postgres.Querier, userID int64, page chat.PageRequest) (chat.ConversationPage, error)
 	Messages(ctx context.Context, q postgres.Querier, userID, convID int64, page chat.PageRequest) (chat.MessagePage, error)
 	Unread(ctx context.Context, q postgres.Querier, userID int64) ([]chat.UnreadCount, error)
+	MemberIDs(ctx context.Context, q postgres.Querier, convID int64) ([]int64, error)
 }
 
 // Reader runs a read on the database it chooses for endpoint (one of the
 // chat.Endpoint* names) and says which served it ("primary", "replica"),
 // for X-Read-Source. *postgres.Store's Read (always the primary) is the
-// default; dbrouter.Router.Read has this shape (wrap fn to convert its
-// Querier, a superset of postgres.Querier).
+// default; with a Config.Router the router reads (routerReader).
 type Reader interface {
 	Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q postgres.Querier) error) (source string, err error)
 }
@@ -65,8 +69,34 @@ type Config struct {
 
 	// Store serves /v1; without it only the operational endpoints exist.
 	Store Store
-	// Reader picks where reads run (nil: Store.Read when Store has one).
+	// Reader picks where reads run when there is no Router (nil: Store.Read
+	// when Store has one: the primary).
 	Reader Reader
+	// Router, when set, routes the reads (replicas per the rollout,
+	// read-your-writes, X-Consistency: strong), gives every write its
+	// position (X-Consistency-Token) and feeds /admin/status. Its primary
+	// pool should be the Store's.
+	Router *dbrouter.Router
+	// Cache serves the cacheable reads when the endpoint's rollout enables
+	// it, keeps the users' read-your-writes tokens, and is invalidated after
+	// every write whatever the rollout says. Nil: no Redis (nothing is
+	// cached; tokens are kept per instance).
+	Cache *cache.Cache
+	// Rollouts decides, per endpoint and user, between the baseline path
+	// (primary, no cache) and the optimized one, and serves /admin/rollouts.
+	// Nil: every request takes the baseline path and /admin/rollouts does
+	// not exist.
+	Rollouts *rollout.Store
+	// Monitors, when set, is summarised in /admin/status "monitors".
+	Monitors interface{ Summary() monitor.Summary }
+	// TokenTTL is how long a user's read-your-writes token is kept after
+	// their last write (default DefaultTokenTTL).
+	TokenTTL time.Duration
+	// AuthCacheTTL is how long this instance remembers a bearer token's user
+	// (default DefaultAuthCacheTTL; negative: every request reads the
+	// database).
+	AuthCacheTTL time.Duration
+
 	// Cursors signs pagination cursors; every instance must share its key
 	// (postgres.CursorKey). Nil: a random key, fine for one instance only.
 	Cursors *chat.CursorCodec
@@ -83,8 +113,14 @@ type Server struct {
 	metrics   *metrics
 	adminHash [32]byte
 	hasAdmin  bool
-	// reads on the primary, for lookups that must not see a lagging replica.
+	// reader runs reads without routing options (the Router's, else
+	// Config.Reader); primary, for lookups that must not see a lagging
+	// replica.
+	reader  Reader
 	primary Reader
+	router  *dbrouter.Router
+	cache   *cache.Cache
+	auth    *authCache
 }
 
 // New builds the handler with every route.
@@ -106,15 +142,30 @@ func New(cfg Config) *Server {
 		_, _ = rand.Read(key)
 		cfg.Cursors, _ = chat.NewCursorCodec(key)
 	}
-	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: newMetrics(cfg.Registerer)}
+	if cfg.TokenTTL <= 0 {
+		cfg.TokenTTL = DefaultTokenTTL
+	}
+	if cfg.AuthCacheTTL == 0 {
+		cfg.AuthCacheTTL = DefaultAuthCacheTTL
+	}
+	s := &Server{cfg: cfg, mux: http.NewServeMux(), metrics: newMetrics(cfg.Registerer),
+		router: cfg.Router, cache: cfg.Cache, auth: newAuthCache(cfg.AuthCacheTTL, defaultAuthCacheSize)}
+	if s.cache == nil {
+		s.cache = cache.New(nil, cache.Config{Logger: cfg.Logger})
+	}
 	if r, ok := cfg.Store.(Reader); ok {
 		s.primary = r
-		if cfg.Reader == nil {
-			s.cfg.Reader = r
-		}
+	}
+	switch {
+	case cfg.Router != nil:
+		s.reader = routerReader{cfg.Router}
+	case cfg.Reader != nil:
+		s.reader = cfg.Reader
+	default:
+		s.reader = s.primary
 	}
 	if s.primary == nil {
-		s.primary = s.cfg.Reader
+		s.primary = s.reader
 	}
 	if cfg.AdminToken != "" {
 		s.adminHash, s.hasAdmin = tokenHash(cfg.AdminToken), true
@@ -127,7 +178,7 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
-	if s.cfg.Store == nil || s.cfg.Reader == nil {
+	if s.cfg.Store == nil || s.reader == nil {
 		return
 	}
 	s.mux.HandleFunc("POST /v1/users", s.admin(s.handleCreateUser))
@@ -139,6 +190,12 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /v1/conversations/{id}/messages", s.user(s.handleListMessages))
 	s.mux.HandleFunc("POST /v1/conversations/{id}/read", s.user(s.handleMarkRead))
 	s.mux.HandleFunc("GET /v1/unread", s.user(s.handleUnread))
+
+	s.mux.HandleFunc("GET /admin/status", s.admin(s.handleStatus))
+	if s.cfg.Rollouts != nil {
+		s.mux.HandleFunc("GET /admin/rollouts", s.admin(s.handleListRollouts))
+		s.mux.HandleFunc("PUT /admin/rollouts/{endpoint}", s.admin(s.handleSetRollout))
+	}
 }
 
 // NewHTTPServer returns an http.Server with the timeouts a public endpoint

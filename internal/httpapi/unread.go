@@ -4,8 +4,10 @@ import (
 	"context"
 	"net/http"
 
+	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/rollout"
 )
 
 type unreadJSON struct {
@@ -20,24 +22,28 @@ type unreadConversationJSON struct {
 
 // GET /v1/unread → the caller's unread counts (conversations with any).
 func (s *Server) handleUnread(w http.ResponseWriter, r *http.Request, u chat.User) {
-	var counts []chat.UnreadCount
-	err := s.read(r.Context(), chat.EndpointUnreadCount, func(ctx context.Context, q postgres.Querier) error {
-		var err error
-		counts, err = s.cfg.Store.Unread(ctx, q, u.ID)
-		return err
+	err := s.serveRead(w, r, u, readSpec{
+		rollout:  rollout.UnreadCount,
+		endpoint: chat.EndpointUnreadCount,
+		query:    "unread",
+		key:      cache.UserKey(u.ID, cache.KindUnread, ""),
+		load: func(ctx context.Context, q postgres.Querier) ([]byte, error) {
+			counts, err := s.cfg.Store.Unread(ctx, q, u.ID)
+			if err != nil {
+				return nil, err
+			}
+			out := unreadJSON{Conversations: make([]unreadConversationJSON, 0, len(counts))}
+			for _, c := range counts {
+				if c.Count <= 0 {
+					continue
+				}
+				out.Total += c.Count
+				out.Conversations = append(out.Conversations, unreadConversationJSON{ID: formatID(c.ConversationID), UnreadCount: c.Count})
+			}
+			return encodeJSON(out)
+		},
 	})
 	if err != nil {
 		s.fail(w, r, err)
-		return
 	}
-	out := unreadJSON{Conversations: make([]unreadConversationJSON, 0, len(counts))}
-	for _, c := range counts {
-		if c.Count <= 0 {
-			continue
-		}
-		out.Total += c.Count
-		out.Conversations = append(out.Conversations, unreadConversationJSON{ID: formatID(c.ConversationID), UnreadCount: c.Count})
-	}
-	s.readSource(w, r)
-	writeJSON(w, http.StatusOK, out)
 }

@@ -5,6 +5,7 @@ import (
 	"net/http"
 
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/monitor"
 	"github.com/parley-chat/parley/internal/postgres"
 )
 
@@ -29,11 +30,14 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	u, token, err := s.cfg.Store.CreateUser(r.Context(), in.Handle, in.DisplayName)
+	u, token, err := s.cfg.Store.CreateUser(monitor.WithQueryName(r.Context(), "create_user"), in.Handle, in.DisplayName)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	// Nothing cached can show a new user; the token lets a client read the
+	// user back from anywhere (the admin is not the user: no stored token).
+	s.acknowledge(w, r, 0, nil)
 	out := userOut(u)
 	out.Token = token
 	writeJSON(w, http.StatusCreated, out)
@@ -45,9 +49,10 @@ func (s *Server) handleMe(w http.ResponseWriter, r *http.Request, u chat.User) {
 	writeJSON(w, http.StatusOK, userOut(u))
 }
 
-// read runs fn through the Reader and records where it ran.
+// read runs fn through the reader (the primary, without routing options)
+// and records where it ran.
 func (s *Server) read(ctx context.Context, endpoint string, fn func(ctx context.Context, q postgres.Querier) error) error {
-	src, err := s.cfg.Reader.Read(ctx, endpoint, fn)
+	src, err := s.reader.Read(ctx, endpoint, fn)
 	if src != "" {
 		SetReadSource(ctx, src)
 	}
@@ -57,9 +62,9 @@ func (s *Server) read(ctx context.Context, endpoint string, fn func(ctx context.
 // readSource sets X-Read-Source on a read's response: where the read ran
 // (SetReadSource), the primary unless told otherwise.
 func (s *Server) readSource(w http.ResponseWriter, r *http.Request) {
-	src := "primary"
+	src := sourcePrimary
 	if st := stateFrom(r.Context()); st != nil && st.readSource != "" {
 		src = st.readSource
 	}
-	w.Header().Set("X-Read-Source", src)
+	w.Header().Set(headerReadSource, src)
 }

@@ -23,8 +23,8 @@ import (
 func BenchmarkStore(b *testing.B) {
 	db := migratedDB(b)
 	ctx := context.Background()
-	direct := New(connect(b, db.PrimaryURL, pgx.QueryExecModeCacheStatement, 16), Options{})
-	bouncer := New(connect(b, db.PgBouncerURL, pgx.QueryExecModeExec, 16), Options{})
+	direct := New(connect(b, db.PrimaryURL, pgx.QueryExecModeCacheStatement, 16))
+	bouncer := New(connect(b, db.PgBouncerURL, pgx.QueryExecModeExec, 16))
 	v := seedVolume(b, ctx, db, direct)
 	pool := direct.Pool()
 

@@ -110,6 +110,21 @@ func (s *Store) Conversation(ctx context.Context, q Querier, userID, convID int6
 	return c, nil
 }
 
+// MemberIDs returns the ids of conversation convID's members, ascending
+// (none for an unknown conversation). It lets a cache share one history page
+// among the members and still answer a non-member 404 on a hit. One range
+// scan of the membership primary key.
+func (s *Store) MemberIDs(ctx context.Context, q Querier, convID int64) ([]int64, error) {
+	var ids []int64
+	err := q.QueryRow(ctx, `
+		SELECT ARRAY(SELECT user_id FROM conversation_members WHERE conversation_id = $1 ORDER BY user_id)`,
+		convID).Scan(&ids)
+	if err != nil {
+		return nil, fmt.Errorf("conversation members: %w", err)
+	}
+	return ids, nil
+}
+
 func errConversationNotFound() error {
 	return chat.Errorf(chat.ENOTFOUND, "conversation not found")
 }

@@ -22,10 +22,13 @@
 //	Conversations(ctx, q, userID, chat.PageRequest) (chat.ConversationPage, error)
 //	Messages(ctx, q, userID, convID, chat.PageRequest) (chat.MessagePage, error)
 //	Unread(ctx, q, userID) ([]chat.UnreadCount, error)
+//	MemberIDs(ctx, q, convID) ([]int64, error)                                      // for caches shared by the members
 //
 // Store.Read(ctx, endpoint, fn) runs fn on a primary connection and returns
 // "primary"; dbrouter.Router.Read has the same shape. Every failure that
 // means the database cannot serve (unreachable, broken connection, the pool
-// acquire bound) is wrapped in ErrUnavailable; domain conditions are
+// acquire bound) is wrapped in dbrouter.ErrUnavailable by dbrouter.Classify,
+// the one classification of database errors; the bound on the wait for a
+// pooled connection belongs to the pool (dbrouter's pools have it); domain conditions are
 // *chat.Error with their code.
 package postgres

@@ -166,7 +166,7 @@ func mustReadMembershipsByUser(t *testing.T, p plan) {
 func TestHotQueryPlans(t *testing.T) {
 	db := migratedDB(t)
 	ctx := testCtx(t)
-	s := New(connect(t, db.PrimaryURL, pgx.QueryExecModeCacheStatement, 4), Options{})
+	s := New(connect(t, db.PrimaryURL, pgx.QueryExecModeCacheStatement, 4))
 	v := seedVolume(t, ctx, db, s)
 	pool := s.Pool()
 

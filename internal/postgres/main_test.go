@@ -71,7 +71,7 @@ var modes = []mode{
 func eachMode(t *testing.T, db stack.Database, fn func(t *testing.T, s *Store)) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
-			fn(t, New(connect(t, m.url(db), m.exec, 20), Options{}))
+			fn(t, New(connect(t, m.url(db), m.exec, 20)))
 		})
 	}
 }

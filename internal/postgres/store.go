@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parley-chat/parley/internal/dbrouter"
 )
 
 // Querier is what a read needs from a database connection: a
@@ -21,52 +22,42 @@ type Querier interface {
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
-// DefaultAcquireTimeout bounds the wait for a pooled primary connection.
-const DefaultAcquireTimeout = 2 * time.Second
-
-// Options configures a Store.
-type Options struct {
-	// AcquireTimeout bounds the wait for a connection of the primary pool
-	// (default 2s); past it the call fails with ErrUnavailable.
-	AcquireTimeout time.Duration
-}
-
 // Store runs Parley's SQL. Writes (CreateUser, CreateConversation,
 // SendMessage, MarkRead) run on the primary pool, each in one transaction or
 // one statement, and return what a cache must invalidate. Reads (UserByToken,
 // Conversation, Conversations, Messages, Unread) take a Querier and never
 // open a transaction, so a router can run them on a replica; Read runs one on
 // the primary.
+//
+// The store does not bound the wait for a pooled connection itself: that is
+// the pool's job (dbrouter's pools bound every Acquire, Router.Primary
+// included). Errors that mean the database cannot serve are classified by
+// dbrouter.Classify: errors.Is(err, dbrouter.ErrUnavailable).
 type Store struct {
-	pool           *pgxpool.Pool
-	acquireTimeout time.Duration
+	pool *pgxpool.Pool
 }
 
-// New returns a store whose writes go to pool (the primary: direct, or
-// through PgBouncer with QueryExecModeExec).
-func New(pool *pgxpool.Pool, opts Options) *Store {
-	if opts.AcquireTimeout <= 0 {
-		opts.AcquireTimeout = DefaultAcquireTimeout
-	}
-	return &Store{pool: pool, acquireTimeout: opts.AcquireTimeout}
+// New returns a store whose writes go to pool: the primary, direct or
+// through PgBouncer with QueryExecModeExec — in the server, the router's
+// (dbrouter.Router.Primary), whose Acquire waits are bounded.
+func New(pool *pgxpool.Pool) *Store {
+	return &Store{pool: pool}
 }
 
 // Pool is the primary pool.
 func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 
-// acquire takes a primary connection, waiting at most the acquire bound.
+// acquire takes a primary connection.
 func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
-	actx, cancel := context.WithTimeout(ctx, s.acquireTimeout)
-	defer cancel()
-	c, err := s.pool.Acquire(actx)
+	c, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
+		return nil, dbrouter.Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
 	}
 	return c, nil
 }
 
 // TargetPrimary is the source Read reports (X-Read-Source).
-const TargetPrimary = "primary"
+const TargetPrimary = dbrouter.TargetPrimary
 
 // Read runs fn on a primary connection and reports "primary" as where it
 // ran. It is the reader of the API until a router chooses between the
@@ -78,7 +69,7 @@ func (s *Store) Read(ctx context.Context, endpoint string, fn func(ctx context.C
 		return TargetPrimary, err
 	}
 	defer c.Release()
-	return TargetPrimary, Classify(ctx, fn(ctx, c))
+	return TargetPrimary, dbrouter.Classify(ctx, fn(ctx, c))
 }
 
 // inTx runs fn in a transaction on a primary connection and commits.
@@ -90,14 +81,14 @@ func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	defer c.Release()
 	tx, err := c.Begin(ctx)
 	if err != nil {
-		return Classify(ctx, fmt.Errorf("begin: %w", err))
+		return dbrouter.Classify(ctx, fmt.Errorf("begin: %w", err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if err := fn(tx); err != nil {
-		return Classify(ctx, err)
+		return dbrouter.Classify(ctx, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return Classify(ctx, fmt.Errorf("commit: %w", err))
+		return dbrouter.Classify(ctx, fmt.Errorf("commit: %w", err))
 	}
 	return nil
 }
@@ -109,7 +100,7 @@ func (s *Store) write(ctx context.Context, fn func(q Querier) error) error {
 		return err
 	}
 	defer c.Release()
-	return Classify(ctx, fn(c))
+	return dbrouter.Classify(ctx, fn(c))
 }
 
 // pgCode is the SQLSTATE of a PostgreSQL error in err's chain, or "".

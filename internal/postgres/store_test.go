@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/dbrouter"
 )
 
 func TestUsers(t *testing.T) {
@@ -81,6 +83,13 @@ func TestConversationsAndMessages(t *testing.T) {
 		wantCode(t, err, chat.ENOTFOUND)
 		_, err = s.Conversation(ctx, s.Pool(), alice.ID, 1<<40)
 		wantCode(t, err, chat.ENOTFOUND)
+		members, err := s.MemberIDs(ctx, s.Pool(), conv.ID)
+		if err != nil || !slices.Equal(members, conv.MemberIDs) || !slices.IsSorted(members) {
+			t.Fatalf("MemberIDs = %v, %v; want %v ascending", members, err, conv.MemberIDs)
+		}
+		if none, err := s.MemberIDs(ctx, s.Pool(), 1<<40); err != nil || len(none) != 0 {
+			t.Fatalf("MemberIDs of an unknown conversation = %v, %v", none, err)
+		}
 
 		// Sends: bob's unread grows with alice's messages, not his own.
 		m1 := f.send(conv, alice, "hello")
@@ -207,30 +216,35 @@ func TestCursorKey(t *testing.T) {
 func TestUnavailable(t *testing.T) {
 	ctx := testCtx(t)
 	// Nothing listens on port 1: connection refused.
-	s := New(connect(t, "postgres://parley:x@127.0.0.1:1/parley?sslmode=disable&connect_timeout=2", pgx.QueryExecModeExec, 2), Options{})
+	s := New(connect(t, "postgres://parley:x@127.0.0.1:1/parley?sslmode=disable&connect_timeout=2", pgx.QueryExecModeExec, 2))
 	_, _, err := s.CreateUser(ctx, "nobody", "")
-	if !errors.Is(err, ErrUnavailable) {
+	if !errors.Is(err, dbrouter.ErrUnavailable) {
 		t.Fatalf("CreateUser on a refused connection: %v, want ErrUnavailable", err)
 	}
 	_, err = s.Read(ctx, chat.EndpointAuth, func(ctx context.Context, q Querier) error {
 		_, err := s.UserByToken(ctx, q, "plt_x")
 		return err
 	})
-	if !errors.Is(err, ErrUnavailable) {
+	if !errors.Is(err, dbrouter.ErrUnavailable) {
 		t.Fatalf("Read on a refused connection: %v, want ErrUnavailable", err)
 	}
 
-	// A pool whose only connection is busy: the acquire bound gives ErrUnavailable.
+	// A pool whose only connection is busy: the acquire bound (the router's,
+	// which bounds every Acquire of its pools) gives dbrouter.ErrUnavailable.
 	db := migratedDB(t)
-	pool := connect(t, db.PrimaryURL, pgx.QueryExecModeExec, 1)
-	busy := New(pool, Options{AcquireTimeout: 100 * time.Millisecond})
-	held, err := pool.Acquire(ctx)
+	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: db.PrimaryURL, PoolMaxConns: 1, AcquireTimeout: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	busy := New(r.Primary())
+	held, err := r.Primary().Acquire(context.WithoutCancel(ctx))
 	if err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
 	_, _, err = busy.CreateUser(ctx, "waiting", "")
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+	if !errors.Is(err, dbrouter.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("CreateUser with the pool exhausted: %v", err)
 	}
 	if d := time.Since(start); d > 2*time.Second {
@@ -241,7 +255,7 @@ func TestUnavailable(t *testing.T) {
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
 	_, _, err = busy.CreateUser(cctx, "cancelled", "")
-	if err == nil || errors.Is(err, ErrUnavailable) {
+	if err == nil || errors.Is(err, dbrouter.ErrUnavailable) {
 		t.Fatalf("cancelled call: %v", err)
 	}
 }
@@ -249,7 +263,7 @@ func TestUnavailable(t *testing.T) {
 func TestImportHistory(t *testing.T) {
 	db := migratedDB(t)
 	ctx := testCtx(t)
-	s := New(connect(t, db.PgBouncerURL, pgx.QueryExecModeExec, 4), Options{})
+	s := New(connect(t, db.PgBouncerURL, pgx.QueryExecModeExec, 4))
 	f := fixture{t, ctx, s}
 	a, b := f.user(), f.user()
 	conv := f.conversation(a, b)

@@ -83,7 +83,7 @@ func (s *service) instance() *client {
 		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Gatherer:   reg,
 		Registerer: reg,
-		Store:      postgres.New(pool, postgres.Options{}),
+		Store:      postgres.New(pool),
 		Cursors:    cursors,
 		AdminToken: adminToken,
 	})
