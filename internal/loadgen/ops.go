@@ -103,6 +103,7 @@ type chain struct {
 	user   int
 	cursor string
 	depth  int
+	gen    uint64 // bumped when the chain starts over; answers of older generations are ignored
 }
 
 type chatSource struct {
@@ -114,13 +115,14 @@ type chatSource struct {
 	chains [2]chain // history, history_deep
 }
 
-// historyState tells Done which chain a history response belongs to.
-type historyState struct{ chain int }
-
-var (
-	stateHistory = &historyState{0}
-	stateDeep    = &historyState{1}
-)
+// historyState tells Done which chain (and which generation of it) a
+// history response belongs to: with pipelining, several pages of a chain
+// are in flight, and an answer may arrive after the chain moved on to
+// another conversation.
+type historyState struct {
+	chain int
+	gen   uint64
+}
 
 func (s *chatSource) pick() int {
 	f := s.r.Float64()
@@ -146,14 +148,14 @@ func (s *chatSource) Next() *Request {
 	switch s.wl.ops[op] {
 	case OpHistory, OpHistoryDeep:
 		deep := s.wl.ops[op] == OpHistoryDeep
-		ci, state := 0, stateHistory
+		ci := 0
 		if deep {
-			ci, state = 1, stateDeep
+			ci = 1
 		}
 		ch := &s.chains[ci]
 		if ch.cursor == "" || ch.depth >= maxChainDepth {
 			conv, usr := s.member()
-			*ch = chain{conv: conv, user: usr}
+			*ch = chain{conv: conv, user: usr, gen: ch.gen + 1}
 			if deep {
 				c := ds.convs[conv]
 				c.mu.Lock()
@@ -167,7 +169,8 @@ func (s *chatSource) Next() *Request {
 		if ch.cursor != "" {
 			path += "&before=" + url.QueryEscape(ch.cursor)
 		}
-		return &Request{Op: op, Method: "GET", Path: path, Token: ds.users[ch.user].token, WantBody: true, State: state}
+		return &Request{Op: op, Method: "GET", Path: path, Token: ds.users[ch.user].token, WantBody: true,
+			State: &historyState{chain: ci, gen: ch.gen}}
 	case OpSend:
 		conv, usr := s.member()
 		s.seq++
@@ -192,6 +195,9 @@ func (s *chatSource) Done(req *Request, status int, body []byte) {
 		return
 	}
 	ch := &s.chains[st.chain]
+	if st.gen != ch.gen {
+		return // the chain has moved on
+	}
 	if status != 200 {
 		ch.cursor = "" // start over elsewhere
 		return

@@ -224,3 +224,22 @@ func TestHeldConnectionsArePrimed(t *testing.T) {
 		t.Errorf("%d primes, want 20", api.reqs["healthz"])
 	}
 }
+
+// The closed model pipelines several pages of a history chain; answers
+// that arrive after the chain moved on must not leak a cursor into another
+// conversation (the fake answers 400 to a cursor of another conversation).
+func TestClosedPipelinedScenario(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(t)
+	rep := runScenarioTest(t, Options{Target: api.URL, AdminToken: fakeAdmin, Scenario: "mixed",
+		Scale: 0.02, Closed: true, Connections: 4, Pipelining: 8, Duration: time.Second})
+	sr := rep.Scenarios[0]
+	if sr.Errors != 0 || sr.Requests < 100 || sr.Model != "closed" || sr.Connections.Pipelining != 8 {
+		t.Errorf("closed mixed: %d requests, errors %v, model %s, pipelining %d", sr.Requests, sr.ErrorsByClass, sr.Model, sr.Connections.Pipelining)
+	}
+	api.mu.Lock()
+	defer api.mu.Unlock()
+	if api.cursored == 0 || api.badCurs != 0 || api.replays != 0 {
+		t.Errorf("cursored %d, bad cursors %d, replays %d", api.cursored, api.badCurs, api.replays)
+	}
+}
