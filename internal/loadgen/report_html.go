@@ -199,7 +199,11 @@ func lineChart(b *strings.Builder, title string, xs []float64, ss []series, mark
 		if m.Rate > 0 {
 			label += fmt.Sprintf(", %s/s", fmtNum(m.Rate))
 		}
-		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" fill="#555">%s</text>`, px(m.Start)+3, T+10+float64(i%2)*11, html.EscapeString(label))
+		x, anchor := px(m.Start)+3, "start"
+		if x > W-R-150 { // near the right edge: label to the left of the marker
+			x, anchor = px(m.Start)-3, "end"
+		}
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" font-size="10" fill="#555" text-anchor="%s">%s</text>`, x, T+10+float64(i%2)*11, anchor, html.EscapeString(label))
 	}
 	// Lines.
 	for _, s := range ss {
