@@ -200,6 +200,15 @@ func buildScenarioReport(name string, p *plan, res runResult, gates []Threshold,
 			res.peak, res.requested, res.dialFails))
 	}
 	sr.Thresholds = evalThresholds(gates, name, overall, opTotals)
+	if sr.Thresholds == nil {
+		sr.Thresholds = []ThresholdResult{} // JSON: [] rather than null
+	}
+	if sr.Stages == nil {
+		sr.Stages = []StageMark{}
+	}
+	if sr.Timeline == nil {
+		sr.Timeline = []Interval{}
+	}
 	sr.Passed = true
 	for _, t := range sr.Thresholds {
 		sr.Passed = sr.Passed && t.OK

@@ -111,3 +111,20 @@ func TestTextReport(t *testing.T) {
 		t.Errorf("FailedThresholds = %v", f)
 	}
 }
+
+// Without gates the lists are empty, not null, and the run passes.
+func TestJSONReportWithoutThresholds(t *testing.T) {
+	t.Parallel()
+	srv := newRawServer(t, 0)
+	rep, err := Run(t.Context(), Options{URL: srv.url(), Closed: true, Connections: 1, Duration: 200 * time.Millisecond, Seed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if err := rep.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), `"thresholds": []`) || !rep.Passed {
+		t.Errorf("passed %v; JSON:\n%s", rep.Passed, buf.String())
+	}
+}
