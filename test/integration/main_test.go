@@ -1,6 +1,7 @@
-// Package integration drives the whole service over HTTP: the real handler
-// (httpapi.New) on the real store, through PgBouncer to the PostgreSQL of the
-// test stack, as a client would.
+// Package integration drives the whole service over HTTP, as a client
+// would: API instances wired as `parley serve` wires them (router on the
+// primary through PgBouncer and the streaming replica, Redis cache, rollout
+// state, monitors) on the real stack, two instances where a test needs them.
 package integration
 
 import (
@@ -13,6 +14,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"sort"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -20,10 +23,15 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/dbrouter"
 	"github.com/parley-chat/parley/internal/httpapi"
+	"github.com/parley-chat/parley/internal/monitor"
 	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/rollout"
 	"github.com/parley-chat/parley/internal/stack"
 )
 
@@ -33,19 +41,22 @@ const adminToken = "adm_integration"
 
 // service is one database and any number of API instances on it.
 type service struct {
-	t    *testing.T
-	db   stack.Database
-	pool *pgxpool.Pool // for assertions
+	t         *testing.T
+	stack     *stack.Stack
+	db        stack.Database
+	pool      *pgxpool.Pool // for assertions
+	instances []*client
 }
 
 func newService(t *testing.T) *service {
 	t.Helper()
-	db := stack.ForTest(t).NewDatabase(t)
+	s := stack.ForTest(t)
+	db := s.NewDatabase(t)
 	pool := openPool(t, db.PgBouncerURL, 4)
 	if _, err := postgres.Migrate(context.Background(), pool, nil); err != nil {
 		t.Fatal(err)
 	}
-	return &service{t: t, db: db, pool: pool}
+	return &service{t: t, stack: s, db: db, pool: pool}
 }
 
 func openPool(t *testing.T, url string, maxConns int32) *pgxpool.Pool {
@@ -64,13 +75,56 @@ func openPool(t *testing.T, url string, maxConns int32) *pgxpool.Pool {
 	return pool
 }
 
-// instance starts one API server as `parley serve` wires it: its own pool
-// through PgBouncer, the cursor key from the database.
-func (s *service) instance() *client {
+// instanceOptions vary an instance's wiring.
+type instanceOptions struct {
+	monitors bool // the database monitors, PgBouncer's included (as serve with --pgbouncer-admin-url)
+}
+
+// instance starts one API server wired as `parley serve` wires it (see
+// cmd/parley/serve.go): the query tracer on every pool, a router on the
+// primary through PgBouncer (exec mode) and the replica (prepared
+// statements), the Redis cache with a key prefix of its own (the stack's
+// Redis is shared by the package's tests), the rollout state read before
+// serving and polled, the cursor key from the database.
+func (s *service) instance(opt ...instanceOptions) *client {
 	t := s.t
 	t.Helper()
-	pool := openPool(t, s.db.PgBouncerURL, 10)
-	key, err := postgres.CursorKey(context.Background(), pool, "")
+	var o instanceOptions
+	if len(opt) > 0 {
+		o = opt[0]
+	}
+	ctx := context.Background()
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("instance log:\n%s", logs.String())
+		}
+	})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	qp, err := monitor.NewQueryPerformance(monitor.QueryPerformanceOptions{Registerer: reg, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	router, err := dbrouter.New(ctx, dbrouter.Config{
+		PrimaryURL: s.db.PgBouncerURL, PrimaryExecMode: "exec",
+		ReplicaURLs: []string{s.db.ReplicaURL}, ReplicaExecMode: "cache_statement",
+		PoolMaxConns: 10, ReplicaPoolMaxConns: 10,
+		Registerer: reg, Logger: log,
+		Tracer: func(target string) pgx.QueryTracer { return qp.Tracer(target) },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(router.Close)
+	rdb, err := cache.NewClient(s.stack.RedisURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rdb.Close() })
+	cch := cache.New(rdb, cache.Config{Logger: log, Registerer: reg, Prefix: s.db.Name + ":"})
+	key, err := postgres.CursorKey(ctx, router.Primary(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -78,27 +132,76 @@ func (s *service) instance() *client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg := prometheus.NewRegistry()
-	h := httpapi.New(httpapi.Config{
-		Logger:     slog.New(slog.NewTextHandler(io.Discard, nil)),
-		Gatherer:   reg,
-		Registerer: reg,
-		Store:      postgres.New(pool),
+	rollouts := rollout.NewStore(router.Primary(), log, reg)
+	if err := rollouts.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var mon *monitor.Monitors
+	if o.monitors {
+		if mon, err = monitor.New(monitor.Config{Logger: log, Registerer: reg, Primary: router.Primary(),
+			PgBouncerAdminURL: s.stack.PgBouncerAdminURL(), Queries: qp}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	bg, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	t.Cleanup(func() { stop(); wg.Wait() })
+	wg.Go(func() { rollouts.Run(bg) })
+	wg.Go(func() { cch.Run(bg) })
+	if mon != nil {
+		wg.Go(func() { _ = mon.Run(bg) })
+	}
+	cfg := httpapi.Config{
+		Logger: log, AccessLog: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn})), Gatherer: reg, Registerer: reg,
+		Checks:     []httpapi.Check{{Name: "primary", Required: true, Probe: router.Ping}, {Name: "cache", Probe: cch.Ping}},
+		Store:      postgres.New(router.Primary()),
+		Router:     router,
+		Cache:      cch,
+		Rollouts:   rollouts,
 		Cursors:    cursors,
 		AdminToken: adminToken,
-	})
-	srv := httptest.NewServer(h)
+	}
+	if mon != nil {
+		cfg.Monitors = mon
+	}
+	srv := httptest.NewServer(httpapi.New(cfg))
 	t.Cleanup(srv.Close)
-	tr := &http.Transport{MaxIdleConnsPerHost: 32}
+	tr := &http.Transport{MaxIdleConnsPerHost: 128}
 	t.Cleanup(tr.CloseIdleConnections)
-	return &client{t: t, base: srv.URL, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second}}
+	c := &client{t: t, base: srv.URL, hc: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+		router: router, cache: cch, rollouts: rollouts, reg: reg}
+	s.instances = append(s.instances, c)
+	return c
 }
 
-// client is a minimal API client.
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// client is a minimal API client of one instance (and a handle on its
+// parts, for assertions).
 type client struct {
-	t    *testing.T
-	base string
-	hc   *http.Client
+	t        *testing.T
+	base     string
+	hc       *http.Client
+	router   *dbrouter.Router
+	cache    *cache.Cache
+	rollouts *rollout.Store
+	reg      *prometheus.Registry
 }
 
 type reply struct {
@@ -122,10 +225,18 @@ func (r reply) code(t *testing.T) string {
 	return e.Error.Code
 }
 
+// source is the reply's X-Read-Source.
+func (r reply) source() string { return r.Header.Get("X-Read-Source") }
+
+// raw is a request body sent as is (do JSON-encodes any other body).
+type raw string
+
 // do may run on any goroutine: it reports failures with t.Error, not Fatal.
 func (c *client) do(method, path, token string, body any, header ...string) reply {
 	var rd io.Reader
-	if body != nil {
+	if b, ok := body.(raw); ok {
+		rd = bytes.NewReader([]byte(b))
+	} else if body != nil {
 		b, err := json.Marshal(body)
 		if err != nil {
 			c.t.Error(err)
@@ -195,6 +306,19 @@ type messagePage struct {
 	NextCursor *string   `json:"next_cursor"`
 }
 
+type conversationList struct {
+	Conversations []conversation `json:"conversations"`
+	NextCursor    *string        `json:"next_cursor"`
+}
+
+type unreadSummary struct {
+	Total         int64 `json:"total"`
+	Conversations []struct {
+		ID          string `json:"id"`
+		UnreadCount int64  `json:"unread_count"`
+	} `json:"conversations"`
+}
+
 var seq atomic.Int64
 
 func (c *client) createUser() user {
@@ -228,4 +352,181 @@ func (c *client) page(conv string, as user, query string) messagePage {
 	var p messagePage
 	c.must(200, c.do("GET", "/v1/conversations/"+conv+"/messages"+query, as.Token, nil)).decode(c.t, &p)
 	return p
+}
+
+// rolloutUpdate is a PUT /admin/rollouts body.
+type rolloutUpdate struct {
+	Percent *int  `json:"percent,omitempty"`
+	Cache   *bool `json:"cache,omitempty"`
+	Replica *bool `json:"replica,omitempty"`
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// setRollout changes an endpoint's rollout through c's admin API and makes
+// every instance of the service apply it now (tests that measure the
+// propagation itself use the admin API alone).
+func (s *service) setRollout(c *client, endpoint string, u rolloutUpdate) {
+	s.t.Helper()
+	c.must(200, c.do("PUT", "/admin/rollouts/"+endpoint, adminToken, u))
+	for _, in := range s.instances {
+		if err := in.rollouts.Refresh(context.Background()); err != nil {
+			s.t.Fatal(err)
+		}
+	}
+}
+
+// optimize puts every user of the endpoints on the optimized path with the
+// cache and replicas as given. It first waits until the replica has
+// replayed everything written so far: reads of other users' writes may
+// lag (read-your-writes is per user), and the tests' own set-up is not what
+// they check.
+func (s *service) optimize(c *client, cacheOn, replicaOn bool, endpoints ...string) {
+	s.t.Helper()
+	s.caughtUp()
+	if len(endpoints) == 0 {
+		endpoints = rollout.Endpoints()
+	}
+	for _, ep := range endpoints {
+		s.setRollout(c, ep, rolloutUpdate{Percent: ptr(100), Cache: ptr(cacheOn), Replica: ptr(replicaOn)})
+	}
+}
+
+// caughtUp waits until the replica has replayed all the primary has written.
+func (s *service) caughtUp() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := stack.WaitReplicaCaughtUp(ctx, s.db.PrimaryURL, s.db.ReplicaURL); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// adminStatus is GET /admin/status.
+type adminStatus struct {
+	Replicas []struct {
+		Name       string  `json:"name"`
+		State      string  `json:"state"`
+		LagBytes   int64   `json:"lag_bytes"`
+		LagSeconds float64 `json:"lag_seconds"`
+		Breaker    string  `json:"breaker"`
+	} `json:"replicas"`
+	Cache struct {
+		State string `json:"state"`
+	} `json:"cache"`
+	Pools    map[string]json.RawMessage `json:"pools"`
+	Rollouts map[string]struct {
+		Percent int  `json:"percent"`
+		Cache   bool `json:"cache"`
+		Replica bool `json:"replica"`
+	} `json:"rollouts"`
+	Monitors map[string]json.RawMessage `json:"monitors"`
+}
+
+func (c *client) status() adminStatus {
+	c.t.Helper()
+	var st adminStatus
+	c.must(200, c.do("GET", "/admin/status", adminToken, nil)).decode(c.t, &st)
+	return st
+}
+
+// pauseReplay pauses WAL replay on the (shared) replica and resumes it in
+// Cleanup, whatever happens.
+func pauseReplay(t *testing.T, replicaURL string) {
+	t.Helper()
+	t.Cleanup(func() { resumeReplay(t, replicaURL) })
+	execOn(t, replicaURL, `SELECT pg_wal_replay_pause()`)
+}
+
+func resumeReplay(t *testing.T, replicaURL string) {
+	t.Helper()
+	execOn(t, replicaURL, `SELECT pg_wal_replay_resume()`)
+}
+
+func execOn(t *testing.T, url, sql string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		t.Errorf("connect: %v", err)
+		return
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, sql); err != nil {
+		t.Errorf("%s: %v", sql, err)
+	}
+}
+
+// stopComponent stops a stack component and brings it back in Cleanup (the
+// package's tests share the stack).
+func (s *service) stopComponent(name string) {
+	s.t.Helper()
+	s.t.Cleanup(func() { s.startComponents() })
+	if err := s.stack.StopComponent(context.Background(), name); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+func (s *service) startComponents() {
+	s.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if _, err := stack.Up(ctx, stack.Config{DataDir: s.stack.Dir}); err != nil {
+		s.t.Errorf("restart the stack: %v", err)
+	}
+}
+
+// waitFor polls cond every 10 ms until it holds, and returns how long that
+// took; it fails the test after timeout.
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > timeout {
+			t.Fatalf("timed out after %v waiting for %s", timeout, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// percentile of ds (sorted in place), p in 0..100, nearest rank.
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+	i := int(p/100*float64(len(ds))+0.999999) - 1
+	return ds[max(0, min(i, len(ds)-1))]
+}
+
+// counterValue sums the samples of a counter family in reg whose labels
+// include want.
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				labels[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if labels[k] != v {
+					continue next
+				}
+			}
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
 }

@@ -1,0 +1,246 @@
+package integration
+
+import (
+	"bytes"
+	"fmt"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestCacheServesAndInvalidates: with the cache rolled out, a repeated read
+// is a hit (X-Read-Source: cache) with the same body as the database's; a
+// page is shared by the members and refused to anyone else, on any
+// instance; a write is visible on the next read on every instance.
+func TestCacheServesAndInvalidates(t *testing.T) {
+	svc := newService(t)
+	a, b := svc.instance(), svc.instance()
+	alice, bob, carol, eve := a.createUser(), a.createUser(), a.createUser(), a.createUser()
+	group := a.createConversation(alice, "group", bob, carol)
+	for i := range 5 {
+		a.send(group.ID, []user{alice, bob, carol}[i%3], fmt.Sprint("m", i))
+	}
+	svc.optimize(a, true, false)
+	path := "/v1/conversations/" + group.ID + "/messages?limit=2"
+
+	first := a.must(200, a.do("GET", path, bob.Token, nil))
+	if first.source() == "cache" {
+		t.Fatalf("first read came from the cache")
+	}
+	for _, c := range []*client{a, b} {
+		for _, u := range []user{bob, carol, alice} {
+			r := c.must(200, c.do("GET", path, u.Token, nil))
+			if r.source() != "cache" || !bytes.Equal(r.Body, first.Body) {
+				t.Fatalf("repeat read by %s: source %q, body %s (first %s)", u.Handle, r.source(), r.Body, first.Body)
+			}
+		}
+		// Not a member: 404, never the cached page.
+		if r := c.do("GET", path, eve.Token, nil); r.Status != 404 || r.code(t) != "not_found" || bytes.Contains(r.Body, []byte("m4")) {
+			t.Fatalf("non-member on a cached page: %d %s", r.Status, r.Body)
+		}
+	}
+	// The strong read bypasses the cache; the body is the same.
+	if r := b.must(200, b.do("GET", path, bob.Token, nil, "X-Consistency", "strong")); r.source() != "primary" || !bytes.Equal(r.Body, first.Body) {
+		t.Fatalf("strong read: %q %s", r.source(), r.Body)
+	}
+	// An older page, by cursor, cached under its own key.
+	var p messagePage
+	first.decode(t, &p)
+	older := "/v1/conversations/" + group.ID + "/messages?limit=2&before=" + url.QueryEscape(*p.NextCursor)
+	o1 := b.must(200, b.do("GET", older, carol.Token, nil))
+	o2 := a.must(200, a.do("GET", older, bob.Token, nil))
+	if o2.source() != "cache" || !bytes.Equal(o1.Body, o2.Body) || bytes.Equal(o1.Body, first.Body) {
+		t.Fatalf("older page: %q\n%s\n%s", o2.source(), o1.Body, o2.Body)
+	}
+
+	// A send through b: the next read through a (cached before) has it.
+	m := b.send(group.ID, carol, "fresh")
+	r := a.must(200, a.do("GET", path, bob.Token, nil))
+	var q messagePage
+	r.decode(t, &q)
+	if r.source() == "cache" || len(q.Messages) == 0 || q.Messages[0].ID != m.ID {
+		t.Fatalf("after a send: source %q, page %+v", r.source(), q)
+	}
+	// Every other read endpoint of bob is cached and invalidated too.
+	for _, ep := range []string{"/v1/conversations", "/v1/conversations/" + group.ID, "/v1/unread"} {
+		a.must(200, a.do("GET", ep, bob.Token, nil))
+		if r := b.must(200, b.do("GET", ep, bob.Token, nil)); r.source() != "cache" {
+			t.Fatalf("%s: second read from %q", ep, r.source())
+		}
+	}
+}
+
+// TestInvalidationAcrossInstances: while readers on two instances poll a
+// conversation's newest page (cached), 200 sends alternate between the
+// instances; each send must be visible to every reader on both instances
+// within 100 ms of its acknowledgement (p99, over the sends, of the time
+// until the last reader saw it).
+func TestInvalidationAcrossInstances(t *testing.T) {
+	svc := newService(t)
+	a, b := svc.instance(), svc.instance()
+	sender, r1, r2 := a.createUser(), a.createUser(), a.createUser()
+	conv := a.createConversation(sender, "live", r1, r2)
+	a.send(conv.ID, sender, "hello")
+	svc.optimize(a, true, true)
+	path := "/v1/conversations/" + conv.ID + "/messages?limit=1"
+
+	// seen[i] is when poller i first saw each message id.
+	type poller struct {
+		c    *client
+		u    user
+		mu   sync.Mutex
+		seen map[string]time.Time
+	}
+	var pollers []*poller
+	for _, c := range []*client{a, b} {
+		for _, u := range []user{r1, r2} {
+			pollers = append(pollers, &poller{c: c, u: u, seen: map[string]time.Time{}})
+		}
+	}
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var hits, reads int64
+	var hmu sync.Mutex
+	for _, p := range pollers {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r := p.c.do("GET", path, p.u.Token, nil)
+				if r.Status != 200 {
+					t.Errorf("poll: %d %s", r.Status, r.Body)
+					return
+				}
+				now := time.Now()
+				var pg messagePage
+				r.decode(t, &pg)
+				hmu.Lock()
+				reads++
+				if r.source() == "cache" {
+					hits++
+				}
+				hmu.Unlock()
+				if len(pg.Messages) == 1 {
+					p.mu.Lock()
+					if _, ok := p.seen[pg.Messages[0].ID]; !ok {
+						p.seen[pg.Messages[0].ID] = now
+					}
+					p.mu.Unlock()
+				}
+			}
+		})
+	}
+	defer func() { close(stop); wg.Wait() }()
+
+	const sends = 200
+	lags := make([]time.Duration, 0, sends)
+	for i := range sends {
+		c := []*client{a, b}[i%2]
+		m := c.send(conv.ID, sender, fmt.Sprint("live ", i))
+		acked := time.Now()
+		var lag time.Duration
+		waitFor(t, 5*time.Second, "every reader to see message "+m.ID, func() bool {
+			lag = 0
+			for _, p := range pollers {
+				p.mu.Lock()
+				at, ok := p.seen[m.ID]
+				p.mu.Unlock()
+				if !ok {
+					return false
+				}
+				lag = max(lag, at.Sub(acked))
+			}
+			return true
+		})
+		lags = append(lags, lag)
+	}
+	p50, p99, worst := percentile(lags, 50), percentile(lags, 99), percentile(lags, 100)
+	hmu.Lock()
+	nHits, nReads := hits, reads
+	hmu.Unlock()
+	t.Logf("invalidation across 2 instances, %d sends, 4 readers: visible to all readers after p50 %v, p99 %v, max %v (%d reads, %.0f%% cache hits)",
+		sends, p50, p99, worst, nReads, 100*float64(nHits)/float64(max(nReads, 1)))
+	if p99 >= 100*time.Millisecond {
+		t.Fatalf("p99 %v: a send must be visible to every reader within 100 ms", p99)
+	}
+	if nHits == 0 {
+		t.Fatalf("no read was a cache hit: the test did not exercise the cache")
+	}
+}
+
+// TestUserListInvalidation: a user's cached conversation list, single
+// conversation and unread counts change when any of their conversations
+// changes (a send by someone else, a new conversation) and when they mark
+// a conversation read, on both instances.
+func TestUserListInvalidation(t *testing.T) {
+	svc := newService(t)
+	a, b := svc.instance(), svc.instance()
+	me, x, y := a.createUser(), a.createUser(), a.createUser()
+	c1 := a.createConversation(x, "one", me)
+	c2 := a.createConversation(y, "two", me)
+	svc.optimize(a, true, false)
+
+	list := func(c *client) (conversationList, string) {
+		r := c.must(200, c.do("GET", "/v1/conversations", me.Token, nil))
+		var l conversationList
+		r.decode(t, &l)
+		return l, r.source()
+	}
+	unread := func(c *client) (unreadSummary, string) {
+		r := c.must(200, c.do("GET", "/v1/unread", me.Token, nil))
+		var u unreadSummary
+		r.decode(t, &u)
+		return u, r.source()
+	}
+	warm := func() {
+		for _, c := range []*client{a, b} {
+			list(c)
+			unread(c)
+		}
+		if _, src := list(b); src != "cache" {
+			t.Fatalf("list not cached (%s)", src)
+		}
+		if _, src := unread(a); src != "cache" {
+			t.Fatalf("unread not cached (%s)", src)
+		}
+	}
+
+	warm()
+	m := b.send(c1.ID, x, "ping") // c1 moves to the top, one unread
+	for _, c := range []*client{a, b} {
+		l, _ := list(c)
+		if len(l.Conversations) != 2 || l.Conversations[0].ID != c1.ID || l.Conversations[0].LastMessage == nil || l.Conversations[0].LastMessage.ID != m.ID {
+			t.Fatalf("list after a send: %+v", l)
+		}
+		if u, _ := unread(c); u.Total != 1 {
+			t.Fatalf("unread after a send: %+v", u)
+		}
+		var one conversation
+		c.must(200, c.do("GET", "/v1/conversations/"+c1.ID, me.Token, nil)).decode(t, &one)
+		if one.UnreadCount != 1 {
+			t.Fatalf("conversation after a send: %+v", one)
+		}
+	}
+
+	warm()
+	c3 := b.createConversation(y, "three", me) // a new conversation on top
+	if l, _ := list(a); len(l.Conversations) != 3 || l.Conversations[0].ID != c3.ID {
+		t.Fatalf("list after a new conversation: %+v", l)
+	}
+
+	warm()
+	a.must(200, a.do("POST", "/v1/conversations/"+c1.ID+"/read", me.Token, map[string]string{"message_id": m.ID}))
+	for _, c := range []*client{b, a} {
+		if u, _ := unread(c); u.Total != 0 {
+			t.Fatalf("unread after marking read: %+v", u)
+		}
+		if l, _ := list(c); l.Conversations[1].ID != c1.ID || l.Conversations[1].UnreadCount != 0 {
+			t.Fatalf("list after marking read: %+v", l)
+		}
+	}
+	_ = c2
+}

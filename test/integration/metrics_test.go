@@ -1,0 +1,188 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+)
+
+// contractFamilies are the metric names of the metrics contract (the design's
+// metrics.md table, and the last-success gauge it names below the table),
+// with their types: a histogram is exported as _bucket, _sum and _count.
+var contractFamilies = map[string]string{
+	"parley_http_requests_total":                    "counter",
+	"parley_http_request_duration_seconds":          "histogram",
+	"parley_db_query_duration_seconds":              "histogram",
+	"parley_db_query_errors_total":                  "counter",
+	"parley_db_slow_queries_total":                  "counter",
+	"parley_db_reads_total":                         "counter",
+	"parley_db_pool_acquire_duration_seconds":       "histogram",
+	"parley_db_pool_connections":                    "gauge",
+	"parley_db_pool_saturation_ratio":               "gauge",
+	"parley_replica_lag_bytes":                      "gauge",
+	"parley_replica_lag_seconds":                    "gauge",
+	"parley_replica_breaker_state":                  "gauge",
+	"parley_replica_breaker_transitions_total":      "counter",
+	"parley_cache_requests_total":                   "counter",
+	"parley_cache_invalidations_total":              "counter",
+	"parley_cache_up":                               "gauge",
+	"parley_db_table_bloat_ratio":                   "gauge",
+	"parley_db_table_bloat_bytes":                   "gauge",
+	"parley_db_dead_tuples":                         "gauge",
+	"parley_db_live_tuples":                         "gauge",
+	"parley_db_last_vacuum_age_seconds":             "gauge",
+	"parley_db_last_analyze_age_seconds":            "gauge",
+	"parley_db_frozenxid_age":                       "gauge",
+	"parley_db_vacuum_running":                      "gauge",
+	"parley_db_autovacuum_settings_drift":           "gauge",
+	"parley_pgbouncer_pool_saturation_ratio":        "gauge",
+	"parley_pgbouncer_queue_wait_seconds":           "gauge",
+	"parley_pgbouncer_avg_wait_seconds":             "gauge",
+	"parley_pgbouncer_clients":                      "gauge",
+	"parley_pgbouncer_servers":                      "gauge",
+	"parley_pgbouncer_transactions_per_second":      "gauge",
+	"parley_pgbouncer_queries_per_second":           "gauge",
+	"parley_pgbouncer_up":                           "gauge",
+	"parley_monitor_last_success_timestamp_seconds": "gauge",
+	"parley_rollout_percent":                        "gauge", // docs/cache-and-rollouts.md
+	"parley_db_spillover_rejected_total":            "counter",
+	"parley_cache_pending_invalidations":            "gauge",
+	"go_goroutines":                                 "gauge", // runtime and process collectors stay on
+	"process_open_fds":                              "gauge",
+	"parley_db_spillover_limit":                     "gauge",
+	"parley_cache_errors_total":                     "counter",
+	"parley_rollout_cache_enabled":                  "gauge",
+	"parley_rollout_replica_enabled":                "gauge",
+	"parley_db_table_bloat_unavailable_tables":      "gauge",
+	"parley_db_spillover_in_flight":                 "gauge",
+	"parley_rollout_poll_errors_total":              "counter",
+}
+
+// optionalFamilies appear only once something happened (an error, a
+// rejection): not required of a healthy run.
+var optionalFamilies = map[string]bool{
+	"parley_db_spillover_rejected_total": true,
+	"parley_cache_errors_total":          true,
+	"parley_rollout_poll_errors_total":   true,
+}
+
+// TestMetricsContract scrapes /metrics of an instance wired as `parley
+// serve` (monitors and PgBouncer's included) after exercising it — reads
+// from the primary, the replica and the cache, writes, admin calls, a query
+// cut short by its client — and requires every family of the contract.
+func TestMetricsContract(t *testing.T) {
+	svc := newService(t)
+	ctx := context.Background()
+	// Statistics for the vacuum-health monitor: a vacuumed, analyzed schema.
+	seed := svc.instance()
+	alice, bob := seed.createUser(), seed.createUser()
+	conv := seed.createConversation(alice, "metrics", bob)
+	for i := range 20 {
+		seed.send(conv.ID, []user{alice, bob}[i%2], fmt.Sprint("m", i))
+	}
+	for _, sql := range []string{`VACUUM ANALYZE`} {
+		if _, err := svc.pool.Exec(ctx, sql); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	a := svc.instance(instanceOptions{monitors: true})
+	path := "/v1/conversations/" + conv.ID + "/messages"
+	svc.optimize(a, false, true)
+	waitFor(t, 3*time.Second, "a replica read", func() bool {
+		return a.must(200, a.do("GET", path, bob.Token, nil)).source() == "replica"
+	})
+	svc.optimize(a, true, true)
+	for range 3 {
+		for _, p := range []string{path, "/v1/conversations", "/v1/unread"} {
+			a.must(200, a.do("GET", p, bob.Token, nil))
+		}
+	}
+	a.must(200, a.do("GET", path, bob.Token, nil, "X-Consistency", "strong"))
+	a.send(conv.ID, alice, "after")
+	a.must(200, a.do("GET", "/admin/status", adminToken, nil))
+
+	// A send whose client gives up while the conversation row is locked:
+	// the query is cancelled mid-flight (parley_db_query_errors_total).
+	tx, err := svc.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, `SELECT 1 FROM conversations WHERE id = $1::bigint FOR UPDATE`, conv.ID); err != nil {
+		t.Fatal(err)
+	}
+	impatient := &http.Client{Timeout: 300 * time.Millisecond}
+	req, _ := http.NewRequest("POST", a.base+path, strings.NewReader(`{"body":"abandoned"}`))
+	req.Header.Set("Authorization", "Bearer "+alice.Token)
+	if resp, err := impatient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatalf("the send did not wait for the lock: %d", resp.StatusCode)
+	}
+	waitFor(t, 5*time.Second, "the cancelled query to be counted", func() bool {
+		return counterValue(t, a.reg, "parley_db_query_errors_total", map[string]string{"query": "send_message"}) > 0
+	})
+	_ = tx.Rollback(ctx)
+
+	var families map[string]string
+	var body string
+	waitFor(t, 30*time.Second, "every contract family on /metrics", func() bool {
+		families, body = scrape(t, a.base+"/metrics")
+		for name := range contractFamilies {
+			if _, ok := families[name]; !ok && !optionalFamilies[name] {
+				return false
+			}
+		}
+		return true
+	})
+	for name, typ := range contractFamilies {
+		got, ok := families[name]
+		switch {
+		case !ok && optionalFamilies[name]:
+		case !ok:
+			t.Errorf("/metrics lacks %s", name)
+		case got != typ:
+			t.Errorf("%s is a %s, want %s", name, got, typ)
+		case typ == "histogram":
+			for _, suffix := range []string{"_bucket{", "_sum", "_count"} {
+				if !strings.Contains(body, "\n"+name+suffix) {
+					t.Errorf("histogram %s has no %s series", name, suffix)
+				}
+			}
+		}
+	}
+	for _, series := range []string{
+		`parley_db_reads_total{endpoint="message_history",reason="hit",target="cache"}`,
+		`parley_db_reads_total{endpoint="message_history",reason="strong",target="primary"}`,
+		`cohort="optimized"`,
+		`parley_db_query_duration_seconds_count{query="history_page",target="replica"}`,
+		`parley_db_query_errors_total{class="canceled",query="send_message",target="primary"}`,
+	} {
+		if !strings.Contains(body, series) {
+			t.Errorf("/metrics has no %s", series)
+		}
+	}
+	t.Logf("%d metric families exported, all %d of the contract present", len(families), len(contractFamilies)-len(optionalFamilies))
+}
+
+// scrape returns the families of a Prometheus text exposition (name → type)
+// and the text.
+func scrape(t *testing.T, url string) (map[string]string, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	out := map[string]string{}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) == 4 && f[0] == "#" && f[1] == "TYPE" {
+			out[f[2]] = f[3]
+		}
+	}
+	return out, "\n" + string(b)
+}

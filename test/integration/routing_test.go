@@ -1,0 +1,270 @@
+package integration
+
+import (
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestReadsFollowRollout: reads go to the replica when the endpoint's
+// rollout has the replica on, to the primary with X-Consistency: strong or
+// for a user outside the rollout's percentage, and a change made through
+// PUT /admin/rollouts on one instance is applied by both within 2 s.
+func TestReadsFollowRollout(t *testing.T) {
+	svc := newService(t)
+	a, b := svc.instance(), svc.instance()
+	writer, reader := a.createUser(), a.createUser()
+	conv := a.createConversation(writer, "routing", reader)
+	a.send(conv.ID, writer, "hello")
+	path := "/v1/conversations/" + conv.ID + "/messages"
+	source := func(c *client, header ...string) string {
+		r := c.must(200, c.do("GET", path, reader.Token, nil, header...))
+		return r.source()
+	}
+
+	// Baseline (0 %): the primary, cohort baseline.
+	for _, c := range []*client{a, b} {
+		if src := source(c); src != "primary" {
+			t.Fatalf("baseline read from %q", src)
+		}
+	}
+	svc.optimize(a, false, true)
+	for _, c := range []*client{a, b} {
+		waitFor(t, 2*time.Second, "a replica read", func() bool { return source(c) == "replica" })
+		if src := source(c, "X-Consistency", "strong"); src != "primary" {
+			t.Fatalf("strong read from %q", src)
+		}
+	}
+	if n := counterValue(t, a.reg, "parley_http_requests_total", map[string]string{"cohort": "optimized", "route": "GET /v1/conversations/{id}/messages"}); n == 0 {
+		t.Fatalf("no request counted in the optimized cohort")
+	}
+	if n := counterValue(t, a.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "target": "primary", "reason": "strong"}); n == 0 {
+		t.Fatalf("the strong read is not counted with reason strong")
+	}
+
+	// Runtime toggles through one instance's admin API, no help: both
+	// instances follow within 2 s.
+	for _, tc := range []struct {
+		replica bool
+		want    string
+	}{{false, "primary"}, {true, "replica"}} {
+		a.must(200, a.do("PUT", "/admin/rollouts/message_history", adminToken, rolloutUpdate{Replica: ptr(tc.replica)}))
+		changed := time.Now()
+		var wg sync.WaitGroup
+		took := make([]time.Duration, 2)
+		for i, c := range []*client{a, b} {
+			wg.Go(func() {
+				for source(c) != tc.want {
+					if time.Since(changed) > 2*time.Second {
+						t.Errorf("instance %d still reads from the other node 2 s after replica=%v", i, tc.replica)
+						return
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				took[i] = time.Since(changed)
+			})
+		}
+		wg.Wait()
+		t.Logf("replica=%v applied by both instances after %v and %v", tc.replica, took[0].Round(time.Millisecond), took[1].Round(time.Millisecond))
+	}
+
+	// 0 %: everyone back on the baseline path.
+	a.must(200, a.do("PUT", "/admin/rollouts/message_history", adminToken, rolloutUpdate{Percent: ptr(0)}))
+	waitFor(t, 2*time.Second, "percent 0 on instance b", func() bool { return source(b) == "primary" })
+}
+
+// TestReadYourWrites: a user's read right after their own write, on the
+// other instance, shows the write. With replay paused 200 times in a row;
+// then with replay running, where the replica serves the others while the
+// writer's reads wait for their token; then with the token only in the
+// X-Consistency-Token header.
+func TestReadYourWrites(t *testing.T) {
+	svc := newService(t)
+	a, b := svc.instance(), svc.instance()
+	writer, other := a.createUser(), a.createUser()
+	conv := a.createConversation(writer, "ryw", other)
+	a.send(conv.ID, writer, "start")
+	svc.optimize(a, false, true)
+	path := "/v1/conversations/" + conv.ID + "/messages?limit=1"
+	newest := func(c *client, u user, header ...string) (string, string) {
+		r := c.must(200, c.do("GET", path, u.Token, nil, header...))
+		var p messagePage
+		r.decode(t, &p)
+		if len(p.Messages) == 0 {
+			return "", r.source()
+		}
+		return p.Messages[0].ID, r.source()
+	}
+	waitFor(t, 2*time.Second, "the replica serving the other user", func() bool { _, src := newest(b, other); return src == "replica" })
+
+	check := func(phase string, n int, header func(r reply) []string) map[string]int {
+		sources := map[string]int{}
+		for i := range n {
+			w, rd := []*client{a, b}[i%2], []*client{b, a}[i%2]
+			sent := w.do("POST", "/v1/conversations/"+conv.ID+"/messages", writer.Token, map[string]string{"body": fmt.Sprint(phase, i)})
+			w.must(201, sent)
+			var m message
+			sent.decode(t, &m)
+			if sent.Header.Get("X-Consistency-Token") == "" {
+				t.Fatalf("%s: a write without X-Consistency-Token", phase)
+			}
+			id, src := newest(rd, writer, header(sent)...)
+			if id != m.ID {
+				t.Fatalf("%s, write %d: the writer's next read (from %s) shows %s, not their message %s", phase, i, src, id, m.ID)
+			}
+			sources[src]++
+		}
+		return sources
+	}
+	noHeader := func(reply) []string { return nil }
+
+	t.Run("replay paused", func(t *testing.T) {
+		pauseReplay(t, svc.db.ReplicaURL)
+		sources := check("paused", 200, noHeader)
+		_, src := newest(b, other)
+		t.Logf("replay paused: 200 of 200 reads showed the write (sources %v); the other user reads from the %s", sources, src)
+	})
+	resumeReplay(t, svc.db.ReplicaURL)
+	waitFor(t, 5*time.Second, "the replica back", func() bool { _, src := newest(b, other); return src == "replica" })
+
+	t.Run("replay running", func(t *testing.T) {
+		before := counterValue(t, b.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"}) +
+			counterValue(t, a.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"})
+		sources := check("running", 100, noHeader)
+		after := counterValue(t, b.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"}) +
+			counterValue(t, a.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"})
+		var others int
+		for range 20 {
+			if _, src := newest(b, other); src == "replica" {
+				others++
+			}
+		}
+		t.Logf("replay running: 100 of 100 reads showed the write (sources %v, %v held on the primary by the token); the other user: %d of 20 reads on the replica", sources, after-before, others)
+		if after == before {
+			t.Fatalf("no read was held back by a token: the test did not exercise read-your-writes")
+		}
+		if others == 0 {
+			t.Fatalf("the other user's reads left the replica")
+		}
+	})
+
+	t.Run("token in the header, Redis down", func(t *testing.T) {
+		// Without Redis the instances cannot share the stored tokens; the
+		// token the client carries is enough.
+		svc.stopComponent("redis")
+		sources := check("header", 50, func(r reply) []string {
+			return []string{"X-Consistency-Token", r.Header.Get("X-Consistency-Token")}
+		})
+		t.Logf("Redis down, token in the header: 50 of 50 reads showed the write (sources %v)", sources)
+		svc.startComponents()
+	})
+}
+
+// TestReplicaLagOpensBreaker: pause replay while users keep writing and
+// reading: the replica's breaker opens within 2 s (as /admin/status shows)
+// and no request fails; after resuming, it closes and the replica serves
+// reads again.
+func TestReplicaLagOpensBreaker(t *testing.T) {
+	svc := newService(t)
+	a := svc.instance()
+	writer, reader := a.createUser(), a.createUser()
+	conv := a.createConversation(writer, "lag", reader)
+	a.send(conv.ID, writer, "start")
+	svc.optimize(a, false, true)
+	path := "/v1/conversations/" + conv.ID + "/messages?limit=5"
+	replicaRead := func() bool { return a.must(200, a.do("GET", path, reader.Token, nil)).source() == "replica" }
+	waitFor(t, 2*time.Second, "a replica read", replicaRead)
+
+	var failed, done atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	load := func(f func() reply, want int) {
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if r := f(); r.Status != want {
+				failed.Add(1)
+				t.Errorf("HTTP %d during the lag: %s", r.Status, r.Body)
+			}
+			done.Add(1)
+		}
+	}
+	wg.Go(func() {
+		i := 0
+		load(func() reply {
+			i++
+			return a.do("POST", "/v1/conversations/"+conv.ID+"/messages", writer.Token, map[string]string{"body": fmt.Sprint("w", i)})
+		}, 201)
+	})
+	for _, u := range []user{reader, reader, writer} {
+		wg.Go(func() { load(func() reply { return a.do("GET", path, u.Token, nil) }, 200) })
+	}
+
+	breaker := func() string { return a.status().Replicas[0].Breaker }
+	if b := breaker(); b != "closed" {
+		t.Fatalf("breaker %s before the pause", b)
+	}
+	pauseReplay(t, svc.db.ReplicaURL)
+	paused := time.Now()
+	took := waitFor(t, 2*time.Second, "the breaker to open", func() bool { return breaker() == "open" })
+	st := a.status().Replicas[0]
+	t.Logf("replay paused under load: breaker open after %v (state %s, lag %d bytes, %.3f s)", took.Round(time.Millisecond), st.State, st.LagBytes, st.LagSeconds)
+	time.Sleep(time.Second) // keep the load on with the replica out
+	resumeReplay(t, svc.db.ReplicaURL)
+	closed := waitFor(t, 10*time.Second, "the breaker to close", func() bool { return breaker() == "closed" })
+	waitFor(t, 2*time.Second, "replica reads again", replicaRead)
+	close(stop)
+	wg.Wait()
+	t.Logf("resumed: breaker closed after %v; %d requests during the episode (%.1f s), %d failed", closed.Round(time.Millisecond), done.Load(), time.Since(paused).Seconds(), failed.Load())
+	if failed.Load() != 0 {
+		t.Fatalf("%d requests failed while the replica lagged", failed.Load())
+	}
+}
+
+// TestReplicaStoppedFallsBack: with the replica stopped, every read meant
+// for it succeeds through the primary.
+func TestReplicaStoppedFallsBack(t *testing.T) {
+	svc := newService(t)
+	a := svc.instance()
+	u, v := a.createUser(), a.createUser()
+	conv := a.createConversation(u, "fallback", v)
+	a.send(conv.ID, u, "hi")
+	svc.optimize(a, false, true)
+	paths := []string{"/v1/conversations/" + conv.ID + "/messages", "/v1/conversations", "/v1/unread", "/v1/conversations/" + conv.ID}
+	waitFor(t, 2*time.Second, "a replica read", func() bool {
+		return a.must(200, a.do("GET", paths[0], v.Token, nil)).source() == "replica"
+	})
+
+	svc.stopComponent("replica")
+	var ok, failed atomic.Int64
+	sources := sync.Map{}
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(1500 * time.Millisecond)
+	for g := range 4 {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(deadline); i++ {
+				r := a.do("GET", paths[(g+i)%len(paths)], v.Token, nil)
+				if r.Status != 200 {
+					failed.Add(1)
+					t.Errorf("read with the replica stopped: %d %s", r.Status, r.Body)
+					continue
+				}
+				ok.Add(1)
+				n, _ := sources.LoadOrStore(r.source(), new(atomic.Int64))
+				n.(*atomic.Int64).Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	bySource := map[string]int64{}
+	sources.Range(func(k, v any) bool { bySource[k.(string)] = v.(*atomic.Int64).Load(); return true })
+	t.Logf("replica stopped: %d of %d reads succeeded, by source %v; replica state %+v", ok.Load(), ok.Load()+failed.Load(), bySource, a.status().Replicas[0])
+	if failed.Load() != 0 || ok.Load() == 0 || bySource["replica"] != 0 {
+		t.Fatalf("%d reads failed, %d succeeded, %d from the replica", failed.Load(), ok.Load(), bySource["replica"])
+	}
+}
