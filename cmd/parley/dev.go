@@ -19,10 +19,16 @@ func init() {
 }
 
 const devHelp = `Bring up the local stack (PostgreSQL primary + streaming replica, PgBouncer,
-Redis) in the data dir, apply migrations and serve the API. The primary pool
-goes through PgBouncer, reads may go to the replica. The admin token is
-PARLEY_ADMIN_TOKEN, or a random one written to <data dir>/admin-token.
-Ctrl-C stops the server and the stack; the data stays for next time.`
+Redis) in the data dir, apply migrations and serve the API wired as 'parley
+serve' would be: the primary pool through PgBouncer (exec mode), the replica
+direct (prepared statements), the Redis cache, the database monitors
+(PgBouncer's admin console included). Reads take the baseline path (primary,
+no cache) until a rollout says otherwise:
+  curl -X PUT -H "Authorization: Bearer $(cat <data dir>/admin-token)" \
+       -d '{"percent":100,"cache":true,"replica":true}' http://ADDR/admin/rollouts/message_history
+The admin token is PARLEY_ADMIN_TOKEN, or a random one written to
+<data dir>/admin-token. Ctrl-C stops the server and the stack; the data stays
+for next time.`
 
 func runDev(ctx context.Context, args []string) error {
 	fs := newFlagSet("dev", "[flags]", devHelp)
@@ -63,8 +69,8 @@ func runDev(ctx context.Context, args []string) error {
 	c.PgBouncerAdmin = s.PgBouncerAdminURL()
 	c.AdminToken = token
 	err = serve(ctx, c, func(addr string) {
-		fmt.Fprintf(os.Stderr, "\nParley is serving on http://%s  (admin token in %s)\n  curl http://%s/readyz\n\n",
-			addr, filepath.Join(s.Dir, "admin-token"), addr)
+		fmt.Fprintf(os.Stderr, "\nParley is serving on http://%s  (admin token in %s)\n  curl http://%s/readyz\n  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/admin/status\n\n",
+			addr, filepath.Join(s.Dir, "admin-token"), addr, filepath.Join(s.Dir, "admin-token"), addr)
 	})
 	if errors.Is(err, context.Canceled) {
 		return nil

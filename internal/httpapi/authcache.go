@@ -57,16 +57,19 @@ func (c *authCache) put(key [sha256.Size]byte, u chat.User, now time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if len(c.m) >= c.max {
-		// Full: drop the expired entries, and if that is not enough an
-		// eighth of the rest (map order is random enough for a cache).
-		drop := c.max / 8
+		// Full: drop the expired entries, then arbitrary ones (map order is
+		// random enough for a cache) down to seven eighths.
 		for k, e := range c.m {
 			if now.After(e.expires) {
 				delete(c.m, k)
-			} else if drop > 0 {
-				delete(c.m, k)
-				drop--
 			}
+		}
+		target := c.max - max(c.max/8, 1)
+		for k := range c.m {
+			if len(c.m) <= target {
+				break
+			}
+			delete(c.m, k)
 		}
 	}
 	c.m[key] = authEntry{user: u, expires: now.Add(c.ttl)}
