@@ -1,6 +1,28 @@
 // Package httpapi is Parley's HTTP edge: routing, middleware (request ids,
 // access log, metrics, auth, body limits), JSON encoding and the mapping of
 // domain errors to the status codes and error codes of the API contract.
+//
+// It is also where the data-layer pieces meet per request (Config.Router,
+// Cache, Rollouts):
+//
+//   - reads.go: the read endpoints (history, conversation list, one
+//     conversation, unread) ask the endpoint's rollout for the user's path —
+//     baseline (primary, no cache) or optimized (cache and/or replicas) — and
+//     label the request's metrics with the cohort; the cache serves hits,
+//     fills obey its no-stale-refill rule, the router picks the node with
+//     read-your-writes at the user's token;
+//   - consistency.go: X-Consistency / X-Consistency-Token, the stored
+//     tokens and their Redis-outage fallback, and acknowledge, which every
+//     write runs after its commit: capture the WAL position, raise the
+//     writer's token, invalidate the cache (whatever the rollout says), set
+//     X-Consistency-Token;
+//   - cachevalue.go: a history page is cached once per conversation with
+//     the member list in front, so a hit can refuse a non-member;
+//   - authcache.go: bearer token → user, remembered per instance for a
+//     minute, so that a cache hit costs the database nothing;
+//   - admin.go: /admin/status and /admin/rollouts.
+//
+// Every read answer carries X-Read-Source (primary, replica or cache).
 package httpapi
 
 import (
