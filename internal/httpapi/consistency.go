@@ -10,6 +10,7 @@ import (
 	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/monitor"
 	"github.com/parley-chat/parley/internal/postgres"
 )
 
@@ -129,7 +130,7 @@ func (s *Server) acknowledge(w http.ResponseWriter, r *http.Request, userID int6
 	defer cancel()
 	var pos string
 	if s.router != nil {
-		lsn, err := s.router.CommitLSN(ctx)
+		lsn, err := s.router.CommitLSN(monitor.WithQueryName(ctx, "commit_lsn"))
 		if err != nil {
 			s.cfg.Logger.Warn("write committed but its position is unknown: no consistency token", "request_id", RequestID(r.Context()), "err", err)
 		} else {
