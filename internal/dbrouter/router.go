@@ -343,7 +343,15 @@ func (r *Router) CommitLSN(ctx context.Context) (LSN, error) {
 	if err != nil {
 		return 0, err
 	}
-	return normalizeInsertLSN(l, r.walGeometry()), nil
+	return r.NormalizeCommitLSN(l), nil
+}
+
+// NormalizeCommitLSN turns a pg_current_wal_insert_lsn() read after a commit
+// (on any primary connection, e.g. the write's own) into a token: at a WAL
+// page boundary the insert position points past the page header, which a
+// caught-up replica never reports as replayed.
+func (r *Router) NormalizeCommitLSN(l LSN) LSN {
+	return normalizeInsertLSN(l, r.walGeometry())
 }
 
 // Ping checks that the primary answers (for /readyz).

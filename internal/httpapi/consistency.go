@@ -105,6 +105,30 @@ func parsePosition(pos string) (dbrouter.LSN, error) {
 	return dbrouter.ParseLSN(pos)
 }
 
+// unknownPosition is the token of a write whose position could not be read:
+// no replica ever reaches it, so the user's reads stay on the primary until
+// the token expires.
+const unknownPosition = "FFFFFFFF/FFFFFFFF"
+
+// commitPosition returns the committed write's position as a token ("" when
+// unknown): the one recorded on the write's connection, else one read now.
+func (s *Server) commitPosition(ctx context.Context, r *http.Request, committed *postgres.CommitPosition) string {
+	if s.router == nil {
+		return ""
+	}
+	if committed != nil && committed.LSN != "" {
+		if lsn, err := dbrouter.ParseLSN(committed.LSN); err == nil {
+			return s.router.NormalizeCommitLSN(lsn).String()
+		}
+	}
+	lsn, err := s.router.CommitLSN(monitor.WithQueryName(ctx, "commit_lsn"))
+	if err != nil {
+		s.cfg.Logger.Warn("write committed but its position is unknown: the user's reads stay on the primary", "request_id", RequestID(r.Context()), "err", err)
+		return ""
+	}
+	return lsn.String()
+}
+
 // routerReader is a Reader on a dbrouter.Router.
 type routerReader struct{ r *dbrouter.Router }
 
@@ -116,29 +140,29 @@ func (rr routerReader) Read(ctx context.Context, endpoint string, fn func(ctx co
 const ackTimeout = 2 * time.Second
 
 // acknowledge runs after a write of userID committed and before it is
-// answered: it captures the write's position (the primary's WAL insert
-// position, taken after the commit), raises the user's read-your-writes token
-// to it, runs invalidate with it (the cache's duties, whatever the rollout
-// says: a later step of the rollout must not find stale entries), and sets
-// X-Consistency-Token. None of it can fail the write: an unknown position
-// (primary gone right after the commit) means no token and an invalidation
-// with an unknown position (fills from the primary only); a Redis outage
+// answered: it takes the write's position (the primary's WAL insert position
+// read on the write's own connection right after the commit — committed, the
+// holder from postgres.WithCommitPosition; else read now through the router),
+// raises the user's read-your-writes token to it, runs invalidate with it
+// (the cache's duties, whatever the rollout says: a later step of the rollout
+// must not find stale entries), and sets X-Consistency-Token. None of it can
+// fail the write. A position that cannot be read at all (the primary gone
+// right after the commit) must not let the user's next read reach a replica
+// that lacks the write: the user's token is raised to the maximum, which
+// keeps their reads on the primary until it expires; the invalidation runs
+// with an unknown position (fills from the primary only). A Redis outage
 // leaves the token on this instance and queues the invalidation.
-func (s *Server) acknowledge(w http.ResponseWriter, r *http.Request, userID int64, invalidate func(ctx context.Context, pos string)) {
+func (s *Server) acknowledge(w http.ResponseWriter, r *http.Request, userID int64, committed *postgres.CommitPosition, invalidate func(ctx context.Context, pos string)) {
 	// The write is committed: finish even if the client has gone.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), ackTimeout)
 	defer cancel()
-	var pos string
-	if s.router != nil {
-		lsn, err := s.router.CommitLSN(monitor.WithQueryName(ctx, "commit_lsn"))
-		if err != nil {
-			s.cfg.Logger.Warn("write committed but its position is unknown: no consistency token", "request_id", RequestID(r.Context()), "err", err)
-		} else {
-			pos = lsn.String()
+	pos := s.commitPosition(ctx, r, committed)
+	if userID != 0 && s.router != nil {
+		token := pos
+		if token == "" {
+			token = unknownPosition
 		}
-	}
-	if pos != "" && userID != 0 {
-		if err := s.cache.SetUserToken(ctx, userID, pos, s.cfg.TokenTTL); err != nil && !errors.Is(err, cache.ErrUnavailable) {
+		if err := s.cache.SetUserToken(ctx, userID, token, s.cfg.TokenTTL); err != nil && !errors.Is(err, cache.ErrUnavailable) {
 			s.cfg.Logger.Warn("set read-your-writes token", "user_id", userID, "err", err)
 		}
 	}

@@ -90,12 +90,13 @@ func (s *Server) handleCreateConversation(w http.ResponseWriter, r *http.Request
 		}
 		ids[i] = id
 	}
-	c, err := s.cfg.Store.CreateConversation(monitor.WithQueryName(r.Context(), "create_conversation"), u.ID, in.Title, ids)
+	wctx, pos := postgres.WithCommitPosition(monitor.WithQueryName(r.Context(), "create_conversation"))
+	c, err := s.cfg.Store.CreateConversation(wctx, u.ID, in.Title, ids)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
-	s.acknowledge(w, r, u.ID, func(ctx context.Context, pos string) {
+	s.acknowledge(w, r, u.ID, pos, func(ctx context.Context, pos string) {
 		s.cache.InvalidateConversation(ctx, c.ID, c.MemberIDs, pos)
 	})
 	writeJSON(w, http.StatusCreated, s.conversationOut(c))

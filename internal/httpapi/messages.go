@@ -80,14 +80,15 @@ func (s *Server) handleSendMessage(w http.ResponseWriter, r *http.Request, u cha
 		return
 	}
 	req.Body = in.Body
-	res, err := s.cfg.Store.SendMessage(monitor.WithQueryName(r.Context(), "send_message"), req)
+	wctx, pos := postgres.WithCommitPosition(monitor.WithQueryName(r.Context(), "send_message"))
+	res, err := s.cfg.Store.SendMessage(wctx, req)
 	if err != nil {
 		s.failIn(w, r, u, id, err)
 		return
 	}
 	// Also for a replayed send: the first attempt may have committed and
 	// died before invalidating.
-	s.acknowledge(w, r, u.ID, func(ctx context.Context, pos string) {
+	s.acknowledge(w, r, u.ID, pos, func(ctx context.Context, pos string) {
 		s.cache.InvalidateConversation(ctx, id, res.MemberIDs, pos)
 	})
 	status := http.StatusCreated
@@ -212,13 +213,14 @@ func (s *Server) handleMarkRead(w http.ResponseWriter, r *http.Request, u chat.U
 		s.failIn(w, r, u, id, chat.Errorf(chat.EINVALID, "message_id: %q is not a message id", in.MessageID))
 		return
 	}
-	n, err := s.cfg.Store.MarkRead(monitor.WithQueryName(r.Context(), "mark_read"), u.ID, id, msg)
+	wctx, pos := postgres.WithCommitPosition(monitor.WithQueryName(r.Context(), "mark_read"))
+	n, err := s.cfg.Store.MarkRead(wctx, u.ID, id, msg)
 	if err != nil {
 		s.failIn(w, r, u, id, err)
 		return
 	}
 	// Only the reader's view changed: their list and unread counts.
-	s.acknowledge(w, r, u.ID, func(ctx context.Context, pos string) {
+	s.acknowledge(w, r, u.ID, pos, func(ctx context.Context, pos string) {
 		s.cache.InvalidateUser(ctx, u.ID, pos)
 	})
 	writeJSON(w, http.StatusOK, struct {

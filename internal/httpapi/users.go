@@ -30,14 +30,15 @@ func (s *Server) handleCreateUser(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	u, token, err := s.cfg.Store.CreateUser(monitor.WithQueryName(r.Context(), "create_user"), in.Handle, in.DisplayName)
+	wctx, pos := postgres.WithCommitPosition(monitor.WithQueryName(r.Context(), "create_user"))
+	u, token, err := s.cfg.Store.CreateUser(wctx, in.Handle, in.DisplayName)
 	if err != nil {
 		s.fail(w, r, err)
 		return
 	}
 	// Nothing cached can show a new user; the token lets a client read the
 	// user back from anywhere (the admin is not the user: no stored token).
-	s.acknowledge(w, r, 0, nil)
+	s.acknowledge(w, r, 0, pos, nil)
 	out := userOut(u)
 	out.Token = token
 	writeJSON(w, http.StatusCreated, out)

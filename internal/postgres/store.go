@@ -90,6 +90,7 @@ func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
 	if err := tx.Commit(ctx); err != nil {
 		return dbrouter.Classify(ctx, fmt.Errorf("commit: %w", err))
 	}
+	recordPosition(ctx, c)
 	return nil
 }
 
@@ -100,7 +101,11 @@ func (s *Store) write(ctx context.Context, fn func(q Querier) error) error {
 		return err
 	}
 	defer c.Release()
-	return dbrouter.Classify(ctx, fn(c))
+	if err := fn(c); err != nil {
+		return dbrouter.Classify(ctx, err)
+	}
+	recordPosition(ctx, c)
+	return nil
 }
 
 // pgCode is the SQLSTATE of a PostgreSQL error in err's chain, or "".
