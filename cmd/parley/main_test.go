@@ -50,6 +50,7 @@ type readyBody struct {
 	Status     string `json:"status"`
 	Components map[string]struct {
 		Status string `json:"status"`
+		Error  string `json:"error"`
 	} `json:"components"`
 }
 
@@ -122,6 +123,11 @@ func TestServeReadiness(t *testing.T) {
 	code, rb = getReady(t, addr)
 	if code != 200 || rb.Status != "degraded" || rb.Components["replica1"].Status != "down" || rb.Components["primary"].Status != "ok" {
 		t.Fatalf("readyz with replica stopped = %d %+v, want 200 degraded with replica1 down", code, rb)
+	}
+	// Unauthenticated: it says what kind of failure, never the driver's
+	// details (user, database, host:port).
+	if e := rb.Components["replica1"].Error; e == "" || strings.ContainsAny(e, ":@") || strings.Contains(e, "127.0.0.1") {
+		t.Errorf("readyz replica1 error %q: want a short kind of failure without connection details", e)
 	}
 
 	cancel()

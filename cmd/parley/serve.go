@@ -60,7 +60,7 @@ func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
 	fs.DurationVar(&c.MaxReplicaLag, "max-replica-lag", envDuration("PARLEY_MAX_REPLICA_LAG", dbrouter.DefaultMaxLag),
 		"a replica this far behind (for two probes) stops serving reads until it catches up (env PARLEY_MAX_REPLICA_LAG)")
 	fs.StringVar(&c.CachePrefix, "cache-prefix", envString("PARLEY_CACHE_PREFIX", ""), "prefix of every Redis key, e.g. parley: (no braces) (env PARLEY_CACHE_PREFIX)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 15*time.Second, "how long graceful shutdown waits for in-flight requests")
+	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration("PARLEY_SHUTDOWN_TIMEOUT", 15*time.Second), "how long graceful shutdown waits for in-flight requests (env PARLEY_SHUTDOWN_TIMEOUT)")
 }
 
 const serveHelp = `Run the API server. Nothing here assumes the local stack: every connection

@@ -2,9 +2,12 @@ package httpapi
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"sync"
 	"time"
+
+	"github.com/parley-chat/parley/internal/dbrouter"
 )
 
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
@@ -37,8 +40,11 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 			defer wg.Done()
 			st := componentStatus{Status: "ok", Required: c.Required}
 			if err := c.Probe(ctx); err != nil {
+				// /readyz is unauthenticated: the driver's error (user,
+				// database, host:port) goes to the log, not the response.
 				st.Status = "down"
-				st.Error = err.Error()
+				st.Error = probeError(ctx, err)
+				s.cfg.Logger.Warn("readiness probe failed", "component", c.Name, "err", err)
 			}
 			mu.Lock()
 			res.Components[c.Name] = st
@@ -62,4 +68,16 @@ func (s *Server) handleReadyz(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "1")
 	}
 	writeJSON(w, code, res)
+}
+
+// probeError is what /readyz says of a failed probe: the kind of failure,
+// never its details.
+func probeError(ctx context.Context, err error) string {
+	switch {
+	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
+		return "timed out"
+	case errors.Is(err, dbrouter.ErrUnavailable) || dbrouter.IsConnectionError(err):
+		return "unreachable"
+	}
+	return "not answering"
 }
