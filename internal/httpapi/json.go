@@ -85,6 +85,8 @@ func jsonKind(goKind string) string {
 		return "an object"
 	case "bool":
 		return "a boolean"
+	case "int", "int8", "int16", "int32", "int64", "uint", "uint8", "uint16", "uint32", "uint64", "uintptr":
+		return "an integer"
 	}
 	return "a number"
 }
