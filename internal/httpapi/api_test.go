@@ -455,3 +455,51 @@ func TestReaderSlot(t *testing.T) {
 	}
 	want(t, a.do("GET", "/v1/me", "plt_unknown", nil), 401, chat.EUNAUTHENTICATED)
 }
+
+// TestReadSourceOnEveryReadResponse: the contract puts X-Read-Source on
+// every read response, also when the read is refused before anything is
+// read (no token, a malformed consistency header) or fails.
+func TestReadSourceOnEveryReadResponse(t *testing.T) {
+	a := newAPI(t)
+	alice, bob, eve := a.createUser(), a.createUser(), a.createUser()
+	c := a.createConversation(alice, bob)
+	a.send(c.ID, bob, "hi")
+	conv := "/v1/conversations/" + c.ID
+	tests := []struct {
+		name   string
+		path   string
+		token  string
+		header []string
+		status int
+	}{
+		{"me", "/v1/me", alice.Token, nil, 200},
+		{"me: no token", "/v1/me", "", nil, 401},
+		{"me: unknown token", "/v1/me", "plt_unknown", nil, 401},
+		{"me: admin token", "/v1/me", adminToken, nil, 403},
+		{"me: bad X-Consistency", "/v1/me", alice.Token, []string{"X-Consistency", "eventual"}, 400},
+		{"list: no token", "/v1/conversations", "", nil, 401},
+		{"list: bad consistency token", "/v1/conversations", alice.Token, []string{"X-Consistency-Token", "nope"}, 400},
+		{"list: bad limit", "/v1/conversations?limit=0", alice.Token, nil, 400},
+		{"conversation", conv, alice.Token, nil, 200},
+		{"conversation: no token", conv, "", nil, 401},
+		{"conversation: non-member", conv, eve.Token, nil, 404},
+		{"history", conv + "/messages", alice.Token, []string{"X-Consistency", "strong"}, 200},
+		{"history: no token", conv + "/messages", "", nil, 401},
+		{"history: bad X-Consistency", conv + "/messages", alice.Token, []string{"X-Consistency", "weak"}, 400},
+		{"history: bad cursor", conv + "/messages?before=zzz", alice.Token, nil, 400},
+		{"unread", "/v1/unread", bob.Token, nil, 200},
+		{"unread: no token", "/v1/unread", "", nil, 401},
+		{"unread: bad consistency token", "/v1/unread", bob.Token, []string{"X-Consistency-Token", "0/XYZ"}, 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := a.do("GET", tt.path, tt.token, nil, tt.header...)
+			want(t, r, tt.status, "")
+			switch src := r.header.Get("X-Read-Source"); src {
+			case "primary", "replica", "cache":
+			default:
+				t.Fatalf("X-Read-Source %q on %d %s", src, r.status, r.body)
+			}
+		})
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/parley-chat/parley/internal/chat"
@@ -87,21 +88,29 @@ func requestID(r *http.Request) string {
 
 // statusWriter records the status and the bytes written, and puts
 // X-Read-Source on the answer of a read (GET) that read something: every
-// read response says where it was served from, errors included.
+// read response says where it was served from, errors included. A read of
+// the API (/v1/) that was refused before anything was read (no token, a
+// malformed X-Consistency header) says "primary", the authority that would
+// have decided: the contract puts the header on every read response.
 type statusWriter struct {
 	http.ResponseWriter
-	st     *requestState
-	read   bool // a GET or HEAD
-	status int
-	bytes  int64
+	st      *requestState
+	read    bool // a GET or HEAD
+	apiRead bool // a GET or HEAD of /v1/
+	status  int
+	bytes   int64
 }
 
 func (w *statusWriter) WriteHeader(code int) {
 	if w.status == 0 {
 		w.status = code
-		if w.read && w.st.readSource != "" {
+		src := w.st.readSource
+		if src == "" && w.apiRead {
+			src = sourcePrimary
+		}
+		if w.read && src != "" {
 			if h := w.Header(); h.Get(headerReadSource) == "" {
-				h.Set(headerReadSource, w.st.readSource)
+				h.Set(headerReadSource, src)
 			}
 		}
 	}
@@ -126,7 +135,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := &requestState{id: requestID(r), cohort: CohortBaseline}
 	w.Header().Set("X-Request-Id", st.id)
-	sw := &statusWriter{ResponseWriter: w, st: st, read: r.Method == http.MethodGet || r.Method == http.MethodHead}
+	read := r.Method == http.MethodGet || r.Method == http.MethodHead
+	sw := &statusWriter{ResponseWriter: w, st: st, read: read, apiRead: read && strings.HasPrefix(r.URL.Path, "/v1/")}
 	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), stateKey{}, st), s.cfg.RequestTimeout)
 	defer cancel()
 	r = r.WithContext(ctx)
