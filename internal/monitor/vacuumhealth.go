@@ -46,6 +46,10 @@ type TableHealth struct {
 	// nil when the statistics know of neither.
 	LastVacuum  *time.Time `json:"last_vacuum,omitempty"`
 	LastAnalyze *time.Time `json:"last_analyze,omitempty"`
+	// StatsSince is when the statistics that would record a vacuum began
+	// (the database's stats reset, else the server's start): a table never
+	// vacuumed (analyzed) is at least that old in vacuum (analyze) age.
+	StatsSince time.Time `json:"-"`
 	// FrozenXIDAge is age(relfrozenxid): transactions since the table was
 	// last fully frozen (wraparound protection forces a vacuum at
 	// autovacuum_freeze_max_age, 200M by default).
@@ -76,8 +80,9 @@ type VacuumHealthSummary struct {
 // parley_db_vacuum_running) plus the label-free
 // parley_db_table_bloat_unavailable_tables. Ages are computed at scrape time
 // from the polled timestamps, so they keep growing between polls; a table
-// never vacuumed (or analyzed) since the statistics began exports no age
-// series. After a failed poll the previous values stay (the monitor's
+// never vacuumed (or analyzed) as far as the statistics know exports the time
+// since the statistics began, a lower bound of its true age — so a table that
+// was never vacuumed is the first to trip a vacuum-age alert, not invisible. After a failed poll the previous values stay (the monitor's
 // last-success timestamp shows how old they are).
 type VacuumHealth struct {
 	opts VacuumHealthOptions
@@ -234,7 +239,8 @@ SELECT t.relname,
        greatest(st.last_vacuum, st.last_autovacuum),
        greatest(st.last_analyze, st.last_autoanalyze),
        t.xid_age,
-       EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = t.oid)
+       EXISTS (SELECT 1 FROM pg_stat_progress_vacuum p WHERE p.relid = t.oid),
+       (SELECT coalesce(d.stats_reset, pg_postmaster_start_time()) FROM pg_stat_database d WHERE d.datname = current_database())
 FROM tbl t
 JOIN bloat b ON b.oid = t.oid
 LEFT JOIN pg_stat_user_tables st ON st.relid = t.oid
@@ -252,7 +258,7 @@ func (v *VacuumHealth) query(ctx context.Context) ([]TableHealth, error) {
 			var h TableHealth
 			var isNA bool
 			if err := rows.Scan(&h.Table, &isNA, &h.BloatBytes, &h.BloatRatio, &h.LiveTuples, &h.DeadTuples,
-				&h.LastVacuum, &h.LastAnalyze, &h.FrozenXIDAge, &h.VacuumRunning); err != nil {
+				&h.LastVacuum, &h.LastAnalyze, &h.FrozenXIDAge, &h.VacuumRunning, &h.StatsSince); err != nil {
 				return err
 			}
 			h.BloatReliable = !isNA
@@ -323,12 +329,8 @@ func (c *vacuumCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		gauge(descDead, t.DeadTuples, t.Table)
 		gauge(descLive, t.LiveTuples, t.Table)
-		if t.LastVacuum != nil {
-			gauge(descVacuumAge, max(now.Sub(*t.LastVacuum).Seconds(), 0), t.Table)
-		}
-		if t.LastAnalyze != nil {
-			gauge(descAnalyzeAge, max(now.Sub(*t.LastAnalyze).Seconds(), 0), t.Table)
-		}
+		gauge(descVacuumAge, ageSince(now, t.LastVacuum, t.StatsSince), t.Table)
+		gauge(descAnalyzeAge, ageSince(now, t.LastAnalyze, t.StatsSince), t.Table)
 		gauge(descFrozenXID, t.FrozenXIDAge, t.Table)
 		running := 0.0
 		if t.VacuumRunning {
@@ -339,4 +341,13 @@ func (c *vacuumCollector) Collect(ch chan<- prometheus.Metric) {
 	if tables != nil {
 		gauge(descBloatUnknown, float64(unknown))
 	}
+}
+
+// ageSince is the seconds since last, or since statsSince when the
+// statistics know of no such event (a lower bound).
+func ageSince(now time.Time, last *time.Time, statsSince time.Time) float64 {
+	if last != nil {
+		return max(now.Sub(*last).Seconds(), 0)
+	}
+	return max(now.Sub(statsSince).Seconds(), 0)
 }
