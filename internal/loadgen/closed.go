@@ -199,7 +199,7 @@ func (w *closedWorker) fill() bool {
 	for i := first; i < len(w.inflight); i++ {
 		w.inflight[i].sent = now
 	}
-	if err := w.c.bw.Flush(); err != nil {
+	if err := w.c.flush(first == 0); err != nil {
 		w.fail(err, true)
 		return false
 	}
@@ -213,7 +213,7 @@ func (w *closedWorker) resend() bool {
 	for _, p := range w.inflight {
 		writeRequest(w.c.bw, w.e.cfg.ep.host, p.req)
 	}
-	if err := w.c.bw.Flush(); err != nil {
+	if err := w.c.flush(true); err != nil {
 		w.fail(err, true)
 		return false
 	}

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/url"
 	"os"
@@ -90,7 +91,8 @@ type conn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	d        *dialer
-	served   int // responses read on this connection
+	raw      *rawIO // under br and bw for plain TCP (nil: TLS)
+	served   int    // responses read on this connection
 	released bool
 }
 
@@ -122,7 +124,7 @@ func (d *dialer) dialHeld(ctx context.Context, timeout time.Duration) (*conn, er
 func (c *conn) ping(req *Request, timeout time.Duration) error {
 	c.acquire()
 	writeRequest(c.bw, c.d.ep.host, req)
-	if err := c.bw.Flush(); err != nil {
+	if err := c.flush(true); err != nil {
 		return err
 	}
 	_ = c.nc.SetReadDeadline(time.Now().Add(timeout))
@@ -172,7 +174,20 @@ func (d *dialer) dial(ctx context.Context) (*conn, error) {
 			break
 		}
 	}
-	return &conn{nc: nc, d: d, released: true}, nil
+	return &conn{nc: nc, d: d, raw: newRawIO(nc), released: true}, nil
+}
+
+// flush sends what writeRequest buffered. drained promises that no response
+// is outstanding on the connection (none can be on its way): the write is
+// then deferred into the next read (see rawIO), which saves a syscall.
+func (c *conn) flush(drained bool) error {
+	if !drained || c.raw == nil {
+		return c.bw.Flush()
+	}
+	c.raw.deferWrites = true
+	err := c.bw.Flush()
+	c.raw.deferWrites = false
+	return err
 }
 
 // acquire attaches pooled read/write buffers. Idle held connections give
@@ -182,10 +197,14 @@ func (c *conn) acquire() {
 	if !c.released {
 		return
 	}
+	var rw io.ReadWriter = c.nc
+	if c.raw != nil {
+		rw = c.raw
+	}
 	c.br = readerPool.Get().(*bufio.Reader)
-	c.br.Reset(c.nc)
+	c.br.Reset(rw)
 	c.bw = writerPool.Get().(*bufio.Writer)
-	c.bw.Reset(c.nc)
+	c.bw.Reset(rw)
 	c.released = false
 }
 
@@ -249,7 +268,7 @@ func classify(err error, writing bool) errClass {
 		return classTimeout
 	case errors.Is(err, errProtocol):
 		return classProtocol
-	case writing:
+	case writing || isWriteError(err):
 		return classWrite
 	default:
 		return classRead

@@ -262,7 +262,7 @@ func (w *openWorker) do(tk token) {
 		c.acquire()
 		sent := time.Now()
 		writeRequest(c.bw, e.cfg.ep.host, req)
-		err := c.bw.Flush()
+		err := c.flush(true)
 		writing := err != nil
 		var resp response
 		if err == nil {
