@@ -223,7 +223,12 @@ func (w *closedWorker) resend() bool {
 // readOne reads the response to the oldest outstanding request.
 func (w *closedWorker) readOne() {
 	head := w.inflight[0]
-	_ = w.c.nc.SetReadDeadline(head.sent.Add(w.e.cfg.timeout))
+	// The requests of one flush share a send time, hence a deadline: set it
+	// once per batch, not once per response (it re-arms a runtime timer).
+	if dl := head.sent.Add(w.e.cfg.timeout); !dl.Equal(w.c.deadline) {
+		_ = w.c.nc.SetReadDeadline(dl)
+		w.c.deadline = dl
+	}
 	var keep *[]byte
 	if head.req.WantBody {
 		keep = &w.keep

@@ -91,8 +91,9 @@ type conn struct {
 	br       *bufio.Reader
 	bw       *bufio.Writer
 	d        *dialer
-	raw      *rawIO // under br and bw for plain TCP (nil: TLS)
-	served   int    // responses read on this connection
+	raw      *rawIO    // under br and bw for plain TCP (nil: TLS)
+	served   int       // responses read on this connection
+	deadline time.Time // read deadline last set by the closed model
 	released bool
 }
 
@@ -127,7 +128,8 @@ func (c *conn) ping(req *Request, timeout time.Duration) error {
 	if err := c.flush(true); err != nil {
 		return err
 	}
-	_ = c.nc.SetReadDeadline(time.Now().Add(timeout))
+	c.deadline = time.Now().Add(timeout)
+	_ = c.nc.SetReadDeadline(c.deadline)
 	resp, err := readResponse(c.br, req.Method, nil)
 	if err != nil {
 		return err

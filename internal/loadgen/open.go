@@ -266,7 +266,8 @@ func (w *openWorker) do(tk token) {
 		writing := err != nil
 		var resp response
 		if err == nil {
-			_ = c.nc.SetReadDeadline(sent.Add(e.cfg.timeout))
+			c.deadline = sent.Add(e.cfg.timeout)
+			_ = c.nc.SetReadDeadline(c.deadline)
 			resp, err = readResponse(c.br, req.Method, keep)
 		}
 		if err != nil {
