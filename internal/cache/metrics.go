@@ -1,10 +1,11 @@
 package cache
 
 import (
-	"errors"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/promreg"
 )
 
 // Result says how GetOrFill served a request.
@@ -72,28 +73,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.requests = register(reg, m.requests)
-		m.invalidations = register(reg, m.invalidations)
-		m.errors = register(reg, m.errors)
-		m.up = register(reg, m.up)
-		m.pending = register(reg, m.pending)
+		m.requests = promreg.MustRegister(reg, m.requests)
+		m.invalidations = promreg.MustRegister(reg, m.invalidations)
+		m.errors = promreg.MustRegister(reg, m.errors)
+		m.up = promreg.MustRegister(reg, m.up)
+		m.pending = promreg.MustRegister(reg, m.pending)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// the same name (several caches in one process share them).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 // counters returns the endpoint's request counters, resolved once.

@@ -1,11 +1,12 @@
 package httpapi
 
 import (
-	"errors"
 	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/promreg"
 )
 
 // metrics are the API's HTTP metrics (metrics.md): route is the ServeMux
@@ -28,25 +29,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"route", "cohort"}),
 	}
 	if reg != nil {
-		m.requests = register(reg, m.requests)
-		m.duration = register(reg, m.duration)
+		m.requests = promreg.MustRegister(reg, m.requests)
+		m.duration = promreg.MustRegister(reg, m.duration)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// its name (several servers on one registry, as in tests).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 func (m *metrics) observe(route string, status int, cohort string, d time.Duration) {

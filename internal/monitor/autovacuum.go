@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/promreg"
 )
 
 // TableAutovacuum declares the autovacuum storage parameters one table must
@@ -166,7 +168,7 @@ func NewAutovacuumConfig(opts AutovacuumOptions) (*AutovacuumConfig, error) {
 		}
 	}
 	reg := opts.Registerer
-	drift, err := register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	drift, err := promreg.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "parley_db_autovacuum_settings_drift",
 		Help: "1 when a table's autovacuum storage parameters differ from Parley's declaration, else 0.",
 	}, []string{"table"}))

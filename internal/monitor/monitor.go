@@ -17,7 +17,6 @@ package monitor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -25,6 +24,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/promreg"
 )
 
 // DB is what the monitors need from a database handle: *pgxpool.Pool and
@@ -195,27 +196,8 @@ func orDiscard(l *slog.Logger) *slog.Logger {
 	return l
 }
 
-// register registers c, or returns the collector already registered under
-// the same descriptor (so several monitors, or two instances of one, can
-// share a registry).
-func register[T prometheus.Collector](reg prometheus.Registerer, c T) (T, error) {
-	if reg == nil {
-		return c, nil
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(T); ok {
-				return existing, nil
-			}
-		}
-		return c, fmt.Errorf("register metric: %w", err)
-	}
-	return c, nil
-}
-
 func newLastSuccess(reg prometheus.Registerer) (*prometheus.GaugeVec, error) {
-	return register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
+	return promreg.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "parley_monitor_last_success_timestamp_seconds",
 		Help: "Unix time of the last successful run of each database monitor.",
 	}, []string{"monitor"}))

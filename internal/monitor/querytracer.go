@@ -14,6 +14,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/promreg"
 )
 
 // OtherQuery is the name of queries that carry no (acceptable) name.
@@ -131,20 +133,20 @@ func NewQueryPerformance(opts QueryPerformanceOptions) (*QueryPerformance, error
 	}
 	q := &QueryPerformance{opts: opts, log: orDiscard(opts.Logger), tracers: map[string]*QueryTracer{}}
 	var err error
-	if q.duration, err = register(opts.Registerer, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+	if q.duration, err = promreg.Register(opts.Registerer, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "parley_db_query_duration_seconds",
 		Help:    "Database query latency by query name and target, measured by the pgx tracer.",
 		Buckets: opts.Buckets,
 	}, []string{"query", "target"})); err != nil {
 		return nil, err
 	}
-	if q.errors, err = register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	if q.errors, err = promreg.Register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_db_query_errors_total",
 		Help: "Failed database queries by query name, target and class (SQLSTATE class, or conn, timeout, canceled, client).",
 	}, []string{"query", "target", "class"})); err != nil {
 		return nil, err
 	}
-	if q.slow, err = register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+	if q.slow, err = promreg.Register(opts.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "parley_db_slow_queries_total",
 		Help: "Database queries that took at least the slow-query threshold.",
 	}, []string{"query", "target"})); err != nil {

@@ -1,9 +1,9 @@
 package rollout
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/promreg"
 )
 
 type metrics struct {
@@ -33,27 +33,12 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 	}
 	if reg != nil {
-		m.percent = register(reg, m.percent)
-		m.cache = register(reg, m.cache)
-		m.replica = register(reg, m.replica)
-		m.errors = register(reg, m.errors)
+		m.percent = promreg.MustRegister(reg, m.percent)
+		m.cache = promreg.MustRegister(reg, m.cache)
+		m.replica = promreg.MustRegister(reg, m.replica)
+		m.errors = promreg.MustRegister(reg, m.errors)
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// the same name (a second Store in the same process shares it).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		panic(err)
-	}
-	return c
 }
 
 func (m *metrics) observe(sn *snapshot) {
