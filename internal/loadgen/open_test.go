@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"strings"
 	"testing"
@@ -97,26 +98,40 @@ func TestStallOpenSeesItClosedMissesIt(t *testing.T) {
 	)
 	t.Run("open", func(t *testing.T) {
 		t.Parallel()
-		srv := newStallServer(t, 0, 2*time.Second, S)
-		sr := runURLTest(t, Options{URL: srv.URL + "/", Rate: 200, Duration: T, Connections: 250})
-		if sr.Errors != 0 {
-			t.Fatalf("errors: %v", sr.ErrorsByClass)
-		}
 		want := map[string]float64{
 			"p99": (S - T/100).Seconds() * 1000,
 			"p95": (S - T/20).Seconds() * 1000,
 			"p90": (S - T/10).Seconds() * 1000,
 		}
-		got := map[string]float64{"p99": sr.LatencyMs.P99, "p95": sr.LatencyMs.P95, "p90": sr.LatencyMs.P90}
-		for k, w := range want {
-			if math.Abs(got[k]-w) > 0.15*w {
-				t.Errorf("open %s = %.1fms, theory %.1fms (±15%%)", k, got[k], w)
+		// The machine is shared: a burst of other work can stretch the
+		// stall's end (the server and the generator drain the queued
+		// requests late), so a run off the theory is repeated once, and the
+		// test fails only when both are off.
+		var problems []string
+		for attempt := 1; attempt <= 2; attempt++ {
+			srv := newStallServer(t, 0, 2*time.Second, S)
+			sr := runURLTest(t, Options{URL: srv.URL + "/", Rate: 200, Duration: T, Connections: 250})
+			if sr.Errors != 0 {
+				t.Fatalf("errors: %v", sr.ErrorsByClass)
+			}
+			got := map[string]float64{"p99": sr.LatencyMs.P99, "p95": sr.LatencyMs.P95, "p90": sr.LatencyMs.P90}
+			problems = problems[:0]
+			for k, w := range want {
+				if math.Abs(got[k]-w) > 0.15*w {
+					problems = append(problems, fmt.Sprintf("open %s = %.1fms, theory %.1fms (±15%%)", k, got[k], w))
+				}
+			}
+			if sr.LatencyMs.P50 > 50 {
+				problems = append(problems, fmt.Sprintf("open p50 = %.1fms: the 80%% of requests outside the stall should be fast", sr.LatencyMs.P50))
+			}
+			t.Logf("open, run %d: %+v", attempt, sr.LatencyMs)
+			if len(problems) == 0 {
+				break
 			}
 		}
-		if sr.LatencyMs.P50 > 50 {
-			t.Errorf("open p50 = %.1fms: the 80%% of requests outside the stall should be fast", sr.LatencyMs.P50)
+		for _, p := range problems {
+			t.Error(p)
 		}
-		t.Logf("open: %+v", sr.LatencyMs)
 	})
 	t.Run("closed", func(t *testing.T) {
 		t.Parallel()
