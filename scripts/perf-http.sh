@@ -23,6 +23,7 @@
 # Needs: go, jq, curl, python3 (a free port), and what the stack needs
 # (scripts/install-deps.sh --test). Progress goes to stderr.
 set -euo pipefail
+. "$(dirname "$0")/doc-section.sh"
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10s}
@@ -216,18 +217,6 @@ END {
 	print end
 }' "$results" >"$section"
 
-mkdir -p "$(dirname "$DOC")"
-if [ ! -f "$DOC" ]; then
-	printf '# Performance\n\nEvery figure here is written by the script that measured it; rerun the script instead of editing.\n\n' >"$DOC"
-fi
-if grep -qF "$BEGIN" "$DOC"; then
-	awk -v begin="$BEGIN" -v end="$END" -v sec="$section" '
-		$0 == begin { while ((getline line < sec) > 0) print line; skip = 1; next }
-		skip && $0 == end { skip = 0; next }
-		!skip { print }' "$DOC" >"$section.doc"
-	cat "$section.doc" >"$DOC"
-else
-	{ echo; cat "$section"; } >>"$DOC"
-fi
+write_doc_section "$DOC" "$BEGIN" "$END" "$section"
 log "wrote the HTTP section of $DOC"
 cat "$section" >&2

@@ -26,6 +26,7 @@
 # Needs: go, jq, curl, and what the stack needs (postgresql-15, pgbouncer,
 # redis-server: scripts/install-deps.sh). Progress goes to stderr.
 set -euo pipefail
+. "$(dirname "$0")/doc-section.sh"
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-45s}
@@ -317,18 +318,6 @@ if [ "$ran" -eq 0 ]; then
 	exit 1
 fi
 
-mkdir -p "$(dirname "$DOC")"
-if [ ! -f "$DOC" ]; then
-	printf '# Performance\n\nEvery figure here is written by the script that measured it; rerun the script instead of editing.\n\n' >"$DOC"
-fi
-if grep -qF "$BEGIN" "$DOC"; then
-	awk -v begin="$BEGIN" -v end="$END" -v sec="$section" '
-		$0 == begin { while ((getline line < sec) > 0) print line; skip = 1; next }
-		skip && $0 == end { skip = 0; next }
-		!skip { print }' "$DOC" >"$section.doc"
-	cat "$section.doc" >"$DOC"
-else
-	{ echo; cat "$section"; } >>"$DOC"
-fi
+write_doc_section "$DOC" "$BEGIN" "$END" "$section"
 log "wrote the Load scenarios section of $DOC ($total s):"
 sed -n '/^| scenario/,/^$/p' "$section" >&2

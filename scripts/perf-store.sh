@@ -14,6 +14,7 @@
 # Needs: go, and what the stack needs (postgresql-15, pgbouncer, redis-server:
 # scripts/install-deps.sh --test). Progress and raw output go to stderr.
 set -euo pipefail
+. "$(dirname "$0")/doc-section.sh"
 cd "$(dirname "$0")/.."
 
 BENCHTIME=${BENCHTIME:-2s}
@@ -111,17 +112,5 @@ if ! grep -q '^BenchmarkStore/' "$raw"; then
 	exit 1
 fi
 
-mkdir -p "$(dirname "$DOC")"
-if [ ! -f "$DOC" ]; then
-	printf '# Performance\n\nEvery figure here is written by the script that measured it; rerun the script instead of editing.\n\n' >"$DOC"
-fi
-if grep -qF "$BEGIN" "$DOC"; then
-	awk -v begin="$BEGIN" -v end="$END" -v sec="$section" '
-		$0 == begin { while ((getline line < sec) > 0) print line; skip = 1; next }
-		skip && $0 == end { skip = 0; next }
-		!skip { print }' "$DOC" >"$section.doc"
-	cat "$section.doc" >"$DOC"
-else
-	{ echo; cat "$section"; } >>"$DOC"
-fi
+write_doc_section "$DOC" "$BEGIN" "$END" "$section"
 echo "perf-store: wrote the Store section of $DOC" >&2
