@@ -52,31 +52,8 @@ func (e *closedEngine) run(ctx context.Context, prof *profile, rec *recorder, w 
 	rec.begin(start)
 	e.crew.resize(prof.connsAt(0), pre)
 
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	nextSecond := start.Add(time.Second)
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case now := <-tick.C:
-			t := now.Sub(start)
-			if t >= prof.total {
-				break loop
-			}
-			e.crew.resize(prof.connsAt(t), nil)
-			if !now.Before(nextSecond) {
-				iv := rec.tick(now, e.d.open.Load(), prof.stageAt(t), false)
-				nextSecond = nextSecond.Add(time.Second)
-				if e.cfg.progress != nil {
-					e.cfg.progress(progressInfo{elapsed: t, total: prof.total, iv: iv, requested: prof.connsAt(t)})
-				}
-			}
-		}
-	}
-	timed := min(prof.total, time.Since(start)) // shorter when interrupted
-	close(e.draining)                           // no new requests; in-flight ones complete
+	timed := supervise(ctx, e.cfg, e.d, &e.crew, prof, rec, start, false) // shorter when interrupted
+	close(e.draining)                                                     // no new requests; in-flight ones complete
 	done := make(chan struct{})
 	go func() { e.crew.wg.Wait(); close(done) }()
 	select {

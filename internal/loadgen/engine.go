@@ -182,3 +182,33 @@ const keepAliveIdle = 50 * time.Second
 // bodyPool holds response-body buffers for requests that want the body, so
 // idle connections do not each keep one.
 var bodyPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// supervise runs a model's run until the profile ends or ctx does: every
+// 100 ms it resizes the crew to the profile's connection count (new workers
+// dial on their own), and every second it closes an interval of the
+// recorder and reports progress. It returns how long the run was timed
+// (shorter than the profile when interrupted).
+func supervise(ctx context.Context, cfg *engineConfig, d *dialer, c *crew, prof *profile, rec *recorder, start time.Time, open bool) time.Duration {
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	nextSecond := start.Add(time.Second)
+	for {
+		select {
+		case <-ctx.Done():
+			return min(prof.total, time.Since(start))
+		case now := <-tick.C:
+			t := now.Sub(start)
+			if t >= prof.total {
+				return min(prof.total, time.Since(start))
+			}
+			c.resize(prof.connsAt(t), nil)
+			if !now.Before(nextSecond) {
+				iv := rec.tick(now, d.open.Load(), prof.stageAt(t), open)
+				nextSecond = nextSecond.Add(time.Second)
+				if cfg.progress != nil {
+					cfg.progress(progressInfo{elapsed: t, total: prof.total, iv: iv, requested: prof.connsAt(t)})
+				}
+			}
+		}
+	}
+}

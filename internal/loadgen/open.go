@@ -81,30 +81,7 @@ func (e *openEngine) run(ctx context.Context, prof *profile, rec *recorder) runR
 	lagCh := make(chan Latency, 1)
 	go func() { lagCh <- e.schedule(schedCtx, prof, start, rec) }()
 
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	nextSecond := start.Add(time.Second)
-loop:
-	for {
-		select {
-		case <-ctx.Done():
-			break loop
-		case now := <-tick.C:
-			t := now.Sub(start)
-			if t >= prof.total {
-				break loop
-			}
-			e.crew.resize(prof.connsAt(t), nil) // new workers dial on their own
-			if !now.Before(nextSecond) {
-				iv := rec.tick(now, e.d.open.Load(), prof.stageAt(t), true)
-				nextSecond = nextSecond.Add(time.Second)
-				if e.cfg.progress != nil {
-					e.cfg.progress(progressInfo{elapsed: t, total: prof.total, iv: iv, requested: prof.connsAt(t)})
-				}
-			}
-		}
-	}
-	timed := min(prof.total, time.Since(start)) // shorter when interrupted
+	timed := supervise(ctx, e.cfg, e.d, &e.crew, prof, rec, start, true) // shorter when interrupted
 	// The scheduler stops by itself at prof.total (or when ctx ends).
 	if ctx.Err() != nil {
 		cancelSched()
