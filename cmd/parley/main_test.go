@@ -14,13 +14,16 @@ import (
 
 	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+func TestMain(m *testing.M) {
+	os.Exit(stacktest.Main(m, stacktest.Migrated(postgres.SchemaFingerprint(), postgres.Migrate)))
+}
 
 func TestMigrateTwice(t *testing.T) {
-	s := stack.ForTest(t)
-	db := s.NewDatabase(t)
+	s := stacktest.ForTest(t)
+	db := s.NewEmptyDatabase(t)
 	ctx := context.Background()
 	// Through PgBouncer, as `parley dev` runs the primary pool.
 	for i := 0; i < 2; i++ {
@@ -73,7 +76,7 @@ func getReady(t *testing.T, addr string) (int, readyBody) {
 // everything up, degraded (still 200) with the replica stopped, and a clean
 // shutdown when its context ends.
 func TestServeReadiness(t *testing.T) {
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
 	if err := migrate(context.Background(), db.PrimaryURL); err != nil {
 		t.Fatal(err)

@@ -7,24 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/redis/go-redis/v9"
-
-	"github.com/parley-chat/parley/internal/cache"
-	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/app"
 	"github.com/parley-chat/parley/internal/dbrouter"
-	"github.com/parley-chat/parley/internal/httpapi"
-	"github.com/parley-chat/parley/internal/monitor"
-	"github.com/parley-chat/parley/internal/postgres"
-	"github.com/parley-chat/parley/internal/rollout"
 )
 
 func init() {
@@ -102,102 +90,37 @@ func splitList(s string) []string {
 	return out
 }
 
-// serve runs the API server until ctx ends. ready, when not nil, receives the
-// listening address once the server accepts connections.
-//
-// Wiring: the query tracer (on every pool), the router (primary, replicas,
-// probers), the cache (when a Redis URL is set), the store on the router's
-// primary pool, the rollout state (read before serving, then polled), the
-// database monitors, the readiness checks and the API. On shutdown: stop
-// accepting, finish in-flight requests, stop the background loops, close the
-// pools and the Redis client.
+// serve runs the API server built by app.New until ctx ends. ready, when
+// not nil, receives the listening address once the server accepts
+// connections. On shutdown: stop accepting, finish in-flight requests, stop
+// the background loops, close the pools and the Redis client.
 func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	log := slog.Default()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-
-	qp, err := monitor.NewQueryPerformance(monitor.QueryPerformanceOptions{Registerer: reg, Logger: log})
-	if err != nil {
-		return fmt.Errorf("query monitor: %w", err)
-	}
-	router, err := dbrouter.New(ctx, dbrouter.Config{
-		PrimaryURL:          c.PrimaryURL,
-		PrimaryExecMode:     c.PrimaryExecMode,
-		ReplicaURLs:         c.ReplicaURLs,
-		ReplicaExecMode:     c.ReplicaExecMode,
-		PoolMaxConns:        int32(c.PrimaryPoolConns),
-		ReplicaPoolMaxConns: int32(c.ReplicaPoolConns),
-		MaxLag:              c.MaxReplicaLag,
-		Registerer:          reg,
-		Logger:              log,
-		Tracer:              func(target string) pgx.QueryTracer { return qp.Tracer(target) },
+	a, err := app.New(ctx, app.Config{
+		PrimaryURL:        c.PrimaryURL,
+		PrimaryExecMode:   c.PrimaryExecMode,
+		ReplicaURLs:       c.ReplicaURLs,
+		ReplicaExecMode:   c.ReplicaExecMode,
+		RedisURL:          c.RedisURL,
+		CachePrefix:       c.CachePrefix,
+		PgBouncerAdminURL: c.PgBouncerAdmin,
+		AdminToken:        c.AdminToken,
+		CursorKey:         os.Getenv("PARLEY_CURSOR_KEY"),
+		PrimaryPoolConns:  c.PrimaryPoolConns,
+		ReplicaPoolConns:  c.ReplicaPoolConns,
+		MaxReplicaLag:     c.MaxReplicaLag,
+		ShutdownTimeout:   c.ShutdownTimeout,
+		Logger:            log,
+		AccessLog:         slog.New(slog.NewJSONHandler(os.Stderr, nil)),
 	})
-	if err != nil {
+	if errors.Is(err, app.ErrConfig) {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
-	defer router.Close()
-
-	var rdb redis.UniversalClient
-	if c.RedisURL != "" {
-		redisLoggerOnce.Do(func() { redis.SetLogger(cache.RedisLogger(log)) })
-		if rdb, err = cache.NewClient(c.RedisURL); err != nil {
-			return fmt.Errorf("%w: %v", errUsage, err)
-		}
-		defer rdb.Close()
-	}
-	if strings.ContainsAny(c.CachePrefix, "{}") {
-		return fmt.Errorf("%w: --cache-prefix must not contain braces", errUsage)
-	}
-	cch := cache.New(rdb, cache.Config{Logger: log, Registerer: reg, Prefix: c.CachePrefix})
-
-	store := postgres.New(router.Primary())
-	key, err := postgres.CursorKey(ctx, router.Primary(), os.Getenv("PARLEY_CURSOR_KEY"))
 	if err != nil {
 		return err
 	}
-	cursors, err := chat.NewCursorCodec(key)
-	if err != nil {
-		return err
-	}
-	rollouts := rollout.NewStore(router.Primary(), log, reg)
-	if err := rollouts.Refresh(ctx); err != nil {
-		return fmt.Errorf("rollouts (are the migrations applied?): %w", err)
-	}
-	mon, err := monitor.New(monitor.Config{
-		Logger: log, Registerer: reg, Primary: router.Primary(),
-		PgBouncerAdminURL: c.PgBouncerAdmin, Queries: qp,
-	})
-	if err != nil {
-		return fmt.Errorf("monitors: %w", err)
-	}
-
-	// Background loops, stopped after the HTTP server has drained (and
-	// before the deferred Close of the pools and the Redis client).
-	bg, stopBG := context.WithCancel(context.WithoutCancel(ctx))
-	var wg sync.WaitGroup
-	defer func() {
-		stopBG()
-		wg.Wait()
-	}()
-	wg.Go(func() { rollouts.Run(bg) })
-	wg.Go(func() { cch.Run(bg) })
-	wg.Go(func() { _ = mon.Run(bg) })
-
-	api := httpapi.New(httpapi.Config{
-		Logger:     log,
-		AccessLog:  slog.New(slog.NewJSONHandler(os.Stderr, nil)),
-		Gatherer:   reg,
-		Registerer: reg,
-		Checks:     readinessChecks(router, cch, c.RedisURL != ""),
-		Store:      store,
-		Router:     router,
-		Cache:      cch,
-		Rollouts:   rollouts,
-		Monitors:   mon,
-		Cursors:    cursors,
-		AdminToken: c.AdminToken,
-	})
-	srv := httpapi.NewHTTPServer(c.HTTPAddr, api, log)
+	defer a.Close()
+	a.Start()
 	ln, err := net.Listen("tcp", c.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", c.HTTPAddr, err)
@@ -207,48 +130,11 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	if ready != nil {
 		ready(ln.Addr().String())
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
-	select {
-	case err := <-errc:
-		return fmt.Errorf("http server: %w", err)
-	case <-ctx.Done():
-	}
-	log.Info("shutting down: finishing in-flight requests", "timeout", c.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
-	defer cancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("shutdown: %w", err)
+	if err := a.Serve(ctx, ln); err != nil {
+		return err
 	}
 	log.Info("stopped")
 	return nil
-}
-
-var redisLoggerOnce sync.Once
-
-// readinessChecks are /readyz's components: the primary (required), each
-// replica and the cache (optional: down means "degraded"). A replica is
-// down when it does not answer now, or when its breaker keeps reads off it.
-func readinessChecks(router *dbrouter.Router, cch *cache.Cache, withCache bool) []httpapi.Check {
-	checks := []httpapi.Check{{Name: "primary", Required: true, Probe: router.Ping}}
-	for _, st := range router.Status() {
-		name := st.Name
-		checks = append(checks, httpapi.Check{Name: name, Probe: func(ctx context.Context) error {
-			if err := router.PingReplica(ctx, name); err != nil {
-				return err
-			}
-			for _, st := range router.Status() {
-				if st.Name == name && st.Breaker != dbrouter.BreakerClosed.String() {
-					return fmt.Errorf("not serving reads: state %s, breaker %s", st.State, st.Breaker)
-				}
-			}
-			return nil
-		}})
-	}
-	if withCache {
-		checks = append(checks, httpapi.Check{Name: "cache", Probe: cch.Ping})
-	}
-	return checks
 }
 
 // envDuration returns the environment variable key as a duration, or def

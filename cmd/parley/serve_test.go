@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // TestServeWiring runs the real serve() with everything configured (replica,
@@ -19,7 +20,7 @@ import (
 // endpoint, consistency tokens on writes, the monitors in /admin/status and
 // every component's metrics on /metrics.
 func TestServeWiring(t *testing.T) {
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
 	if err := migrate(context.Background(), db.PrimaryURL); err != nil {
 		t.Fatal(err)

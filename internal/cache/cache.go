@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // Cache is a Redis cache-aside with generation invalidation, fill leases and
@@ -37,11 +39,11 @@ type Fill struct {
 	// the fill may route as it likes.
 	Store bool
 	// MinLSN, with Store: the value is cacheable only if it was read from the
-	// primary or from a replica whose replay position is at least MinLSN (a
-	// position as in SetUserToken). Empty: only a read from the primary is
-	// cacheable. Route the fill accordingly (e.g. a read-your-writes
-	// consistency at max(MinLSN, the user's token); the primary when empty).
-	MinLSN string
+	// primary or from a replica whose replay position is at least MinLSN.
+	// wal.Unknown: only a read from the primary is cacheable. Route the fill
+	// accordingly (e.g. a read-your-writes consistency at max(MinLSN, the
+	// user's token); the primary when unknown).
+	MinLSN wal.LSN
 	// Generation the value will be stored under (for logs and tests).
 	Generation int64
 }
@@ -155,9 +157,11 @@ func (c *Cache) lookup(ctx context.Context, genKey, head, tail string) (lookup, 
 	if err != nil {
 		return lookup{}, fmt.Errorf("cache lookup: generation %q: %w", gen, err)
 	}
-	lk := lookup{dataKey: head + gen + tail, fill: Fill{Store: true, Generation: g}}
-	if l, ok := r[1].(string); ok && l != unknownPosition {
-		lk.fill.MinLSN = l
+	lk := lookup{dataKey: head + gen + tail, fill: Fill{Store: true, Generation: g, MinLSN: wal.Unknown}}
+	if l, ok := r[1].(string); ok {
+		if pos, err := wal.Parse(l); err == nil && pos != 0 {
+			lk.fill.MinLSN = pos
+		}
 	}
 	if v, ok := r[2].(string); ok {
 		lk.value = []byte(v)

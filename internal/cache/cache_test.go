@@ -16,12 +16,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 func TestMain(m *testing.M) {
 	redis.SetLogger(RedisLogger(quiet)) // no "failed to dial" lines while Redis is stopped
-	os.Exit(stack.Main(m))
+	os.Exit(stacktest.Main(m))
 }
 
 var (
@@ -38,7 +39,7 @@ func testCtx(t testing.TB) context.Context {
 // newClient connects to the test stack's Redis with the production options.
 func newClient(t testing.TB) redis.UniversalClient {
 	t.Helper()
-	c, err := NewClient(stack.ForTest(t).RedisURL())
+	c, err := NewClient(stacktest.ForTest(t).RedisURL())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,8 +117,8 @@ func TestGetOrFill(t *testing.T) {
 	if v, r := get(t, c, page, f.fn); v != "page-1" || r != ResultMiss {
 		t.Fatalf("cold read = %q, %v; want page-1, miss", v, r)
 	}
-	if fl := f.last.Load(); !fl.Store || fl.MinLSN != "" || fl.Generation == 0 {
-		t.Errorf("fill of a new owner got %+v, want Store, no MinLSN (primary only), a generation", *fl)
+	if fl := f.last.Load(); !fl.Store || fl.MinLSN != wal.Unknown || fl.Generation == 0 {
+		t.Errorf("fill of a new owner got %+v, want Store, MinLSN unknown (primary only), a generation", *fl)
 	}
 	f.set("changed-in-db-but-not-invalidated")
 	if v, r := get(t, c, page, f.fn); v != "page-1" || r != ResultHit {
@@ -211,13 +212,13 @@ func TestInvalidation(t *testing.T) {
 	listFills[7].set("l7'")
 	listFills[8].set("l8'")
 	listFills[9].set("l9-not-invalidated")
-	c.InvalidateConversation(ctx, 10, []int64{7, 8}, "0/3000")
+	c.InvalidateConversation(ctx, 10, []int64{7, 8}, pos("0/3000"))
 
 	if v, r := get(t, c, hist, histFill.fn); v != "h2" || r != ResultMiss {
 		t.Errorf("history after invalidation = %q, %v; want h2, miss", v, r)
 	}
-	if fl := histFill.last.Load(); fl.MinLSN != "0/3000" {
-		t.Errorf("fill after a write at 0/3000 got MinLSN %q", fl.MinLSN)
+	if fl := histFill.last.Load(); fl.MinLSN != pos("0/3000") {
+		t.Errorf("fill after a write at 0/3000 got MinLSN %v", fl.MinLSN)
 	}
 	for id, want := range map[int64]string{7: "l7'", 8: "l8'", 9: "l9"} {
 		if v, _ := get(t, c, lists[id], listFills[id].fn); v != want {
@@ -230,7 +231,7 @@ func TestInvalidation(t *testing.T) {
 
 	// A read marker moved: only that user's values change.
 	listFills[7].set("l7''")
-	c.InvalidateUser(ctx, 7, "0/3100")
+	c.InvalidateUser(ctx, 7, pos("0/3100"))
 	if v, _ := get(t, c, lists[7], listFills[7].fn); v != "l7''" {
 		t.Errorf("user 7 list after InvalidateUser = %q", v)
 	}
@@ -242,23 +243,22 @@ func TestInvalidation(t *testing.T) {
 	}
 }
 
-// The write position kept with a generation only rises within an epoch,
-// follows a new epoch, and an unknown position restricts fills to the
-// primary (MinLSN "") until a write with a position.
+// The write position kept with a generation only rises, and an unknown
+// position (0, wal.Unknown) restricts fills to the primary (MinLSN
+// wal.Unknown) until the record is re-created.
 func TestGenerationWritePosition(t *testing.T) {
 	c := newCache(t, Config{})
 	ctx := testCtx(t)
 	steps := []struct {
-		lsn  string
-		want string
+		lsn  wal.LSN
+		want wal.LSN
 	}{
-		{"0/200", "0/200"},
-		{"0/100", "0/200"}, // a slower writer's older position
-		{"1/0", "1/0"},
-		{"A:0/50", "A:0/50"}, // failover: new epoch
-		{"A:0/40", "A:0/50"},
-		{"not-an-lsn", ""}, // malformed: treated as unknown
-		{"A:9/0", ""},      // unknown stays until the record is re-created
+		{pos("0/200"), pos("0/200")},
+		{pos("0/100"), pos("0/200")}, // a slower writer's older position
+		{pos("1/0"), pos("1/0")},
+		{0, wal.Unknown},          // unknown
+		{pos("9/0"), wal.Unknown}, // unknown stays until the record is re-created
+		{wal.Unknown, wal.Unknown},
 	}
 	key := ConversationKey(20, KindHistory, "")
 	for i, st := range steps {
@@ -266,7 +266,7 @@ func TestGenerationWritePosition(t *testing.T) {
 		f := newFill(fmt.Sprint(i), false)
 		get(t, c, key, f.fn)
 		if got := f.last.Load().MinLSN; got != st.want {
-			t.Errorf("after write at %q: MinLSN %q, want %q", st.lsn, got, st.want)
+			t.Errorf("after write at %v: MinLSN %v, want %v", st.lsn, got, st.want)
 		}
 	}
 }
@@ -288,8 +288,8 @@ func TestStaleFillNeverServedAfterInvalidation(t *testing.T) {
 		v, _, _ := c.GetOrFill(ctx, "test", key, slow)
 		done <- string(v)
 	}()
-	<-inFill                                       // the slow fill read generation g and the "old" row
-	c.InvalidateConversation(ctx, 30, nil, "0/10") // a write commits: g+1
+	<-inFill                                            // the slow fill read generation g and the "old" row
+	c.InvalidateConversation(ctx, 30, nil, pos("0/10")) // a write commits: g+1
 	fresh := newFill("new", true)
 	if v, _ := get(t, c, key, fresh.fn); v != "new" {
 		t.Fatalf("read after the write = %q, want new", v)
@@ -312,7 +312,7 @@ func TestGenerationRecreatedAboveOld(t *testing.T) {
 	ctx := testCtx(t)
 	key := ConversationKey(40, KindHistory, "")
 	get(t, c, key, newFill("v1", true).fn)
-	c.InvalidateConversation(ctx, 40, nil, "0/1")
+	c.InvalidateConversation(ctx, 40, nil, pos("0/1"))
 	f := newFill("v2", true)
 	get(t, c, key, f.fn)
 	g2 := f.last.Load().Generation
@@ -338,7 +338,7 @@ func TestScriptsReloaded(t *testing.T) {
 	if err := c.client.ScriptFlush(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	c.InvalidateConversation(ctx, 50, []int64{1}, "0/5")
+	c.InvalidateConversation(ctx, 50, []int64{1}, pos("0/5"))
 	if n := c.pending.size(); n != 0 {
 		t.Fatalf("%d invalidations pending after SCRIPT FLUSH", n)
 	}
@@ -358,7 +358,7 @@ func TestNilClientBypasses(t *testing.T) {
 	if f.last.Load().Store {
 		t.Error("bypass fill was told it would be stored")
 	}
-	c.InvalidateConversation(testCtx(t), 1, []int64{2}, "0/1")
+	c.InvalidateConversation(testCtx(t), 1, []int64{2}, pos("0/1"))
 	if c.Up() {
 		t.Error("Up() with no Redis")
 	}
@@ -369,17 +369,17 @@ func TestPendingOverflowBypassesAll(t *testing.T) {
 	if p.blocks("a") {
 		t.Fatal("empty set blocks")
 	}
-	if p.add([]string{"a", "b"}, "0/1", 2, time.Hour) {
+	if p.add([]string{"a", "b"}, pos("0/1"), 2, time.Hour) {
 		t.Fatal("overflow below the limit")
 	}
 	if !p.blocks("a") || p.blocks("c") {
 		t.Fatal("queued owner not blocked, or another owner blocked")
 	}
-	p.add([]string{"a"}, "0/0", 2, time.Hour) // lower position: keeps 0/1
-	if _, pos := p.list(); pos[0] != "0/1" && pos[1] != "0/1" {
+	p.add([]string{"a"}, pos("0/0"), 2, time.Hour) // lower position: keeps 0/1
+	if _, pos := p.list(); pos[0] != 1 && pos[1] != 1 {
 		t.Errorf("positions %v lost the higher 0/1", pos)
 	}
-	if !p.add([]string{"c"}, "0/1", 2, 50*time.Millisecond) {
+	if !p.add([]string{"c"}, pos("0/1"), 2, 50*time.Millisecond) {
 		t.Fatal("no overflow past the limit")
 	}
 	if !p.blocks("z") {
@@ -389,9 +389,18 @@ func TestPendingOverflowBypassesAll(t *testing.T) {
 	if p.blocks("z") {
 		t.Error("still bypassing after the TTL")
 	}
-	p.done("a", "0/1")
-	p.done("b", "0/1")
+	p.done("a", pos("0/1"))
+	p.done("b", pos("0/1"))
 	if p.blocks("a") || p.active.Load() != 0 {
 		t.Errorf("replayed owners still blocked (active %d)", p.active.Load())
 	}
+}
+
+// pos is a WAL position from its text, for tests.
+func pos(s string) wal.LSN {
+	l, err := wal.Parse(s)
+	if err != nil {
+		panic(err)
+	}
+	return l
 }

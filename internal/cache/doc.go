@@ -35,8 +35,9 @@
 // g, and every write acknowledged before a reader's lookup has bumped the
 // owner to at most the generation the reader sees. A fill that races a write
 // lands under the old generation, which no later reader asks for. When l is
-// unknown (MinLSN == "": no write recorded since the record was created) only
-// the primary may fill.
+// unknown (MinLSN == wal.Unknown: no write recorded since the record was
+// created, or a write whose position could not be read) only the primary may
+// fill. Positions are wal.LSN, stored as their text ("16/B374D848").
 //
 // # Stampedes
 //

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // stopRedis stops the stack's Redis and restarts it when the test ends
@@ -16,7 +17,7 @@ import (
 // restart it themselves.
 func stopRedis(t *testing.T) (restart func()) {
 	t.Helper()
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	if err := s.StopComponent(testCtx(t), "redis"); err != nil {
 		t.Fatalf("stop redis: %v", err)
 	}
@@ -122,15 +123,15 @@ func TestRedisDownFailsOpen(t *testing.T) {
 	}
 
 	// A write while Redis is down is queued; this instance bypasses the owner.
-	c.InvalidateConversation(ctx, 300, []int64{7}, "0/900")
+	c.InvalidateConversation(ctx, 300, []int64{7}, pos("0/900"))
 	if c.pending.size() != 2 {
 		t.Errorf("pending invalidations = %d, want 2", c.pending.size())
 	}
 	// Tokens: recorded locally, reported as unknown.
-	if err := c.SetUserToken(ctx, 7, "0/900", time.Minute); !errors.Is(err, ErrUnavailable) {
+	if err := c.SetUserToken(ctx, 7, pos("0/900"), time.Minute); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("SetUserToken with Redis down = %v, want ErrUnavailable", err)
 	}
-	if lsn, ok, err := c.UserToken(ctx, 7); !errors.Is(err, ErrUnavailable) || !ok || lsn != "0/900" {
+	if lsn, ok, err := c.UserToken(ctx, 7); !errors.Is(err, ErrUnavailable) || !ok || lsn != pos("0/900") {
 		t.Errorf("UserToken with Redis down = %q, %v, %v; want the local 0/900 and ErrUnavailable", lsn, ok, err)
 	}
 	if _, ok, err := c.UserToken(ctx, 8); !errors.Is(err, ErrUnavailable) || ok {
@@ -155,11 +156,11 @@ func TestRedisDownFailsOpen(t *testing.T) {
 	if v, r := get(t, c, warm, f.fn); v != "after" || r != ResultHit {
 		t.Errorf("after recovery: %q, %v; want after, hit", v, r)
 	}
-	if got := f.last.Load().MinLSN; got != "0/900" {
+	if got := f.last.Load().MinLSN; got != pos("0/900") {
 		t.Errorf("replayed invalidation left MinLSN %q, want 0/900", got)
 	}
 	// The token lives on locally (Redis lost it in the restart).
-	if lsn, ok, err := c.UserToken(ctx, 7); err != nil || !ok || lsn != "0/900" {
+	if lsn, ok, err := c.UserToken(ctx, 7); err != nil || !ok || lsn != pos("0/900") {
 		t.Errorf("UserToken after recovery = %q, %v, %v", lsn, ok, err)
 	}
 }
@@ -170,7 +171,7 @@ func TestLostInvalidationReplayed(t *testing.T) {
 	c := newCache(t, Config{ProbeInterval: 50 * time.Millisecond})
 	key := ConversationKey(400, KindHistory, "")
 	get(t, c, key, newFill("old", true).fn)
-	c.queue([]string{c.ks.gen(scopeConversation, 400)}, "0/77") // as if the pipeline timed out
+	c.queue([]string{c.ks.gen(scopeConversation, 400)}, pos("0/77")) // as if the pipeline timed out
 	f := newFill("new", true)
 	if v, r := get(t, c, key, f.fn); v != "new" || r != ResultBypass {
 		t.Errorf("owner with a queued invalidation: %q, %v; want new, bypass", v, r)

@@ -7,19 +7,21 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // InvalidateConversation moves the conversation and each member's
 // conversation list to a new generation, raising their write position to
-// lsn (the position captured after the commit, see SetUserToken for the
-// form; "" if unknown, which restricts fills of these owners to the primary).
+// lsn (the position captured after the commit; 0 or wal.Unknown if unknown,
+// which restricts fills of these owners to the primary).
 // Call it after every committed write that changes what the conversation's
 // cached values or its members' lists show (a send, a new conversation, a
 // membership change), before acknowledging the write, whether or not the
 // rollout currently enables the cache. One pipelined round trip. If Redis
 // cannot be reached the bumps are queued for Run to replay, and this
 // instance bypasses the cache for these owners until then.
-func (c *Cache) InvalidateConversation(ctx context.Context, convID int64, memberIDs []int64, lsn string) {
+func (c *Cache) InvalidateConversation(ctx context.Context, convID int64, memberIDs []int64, lsn wal.LSN) {
 	keys := make([]string, 0, 1+len(memberIDs))
 	keys = append(keys, c.ks.gen(scopeConversation, convID))
 	for _, id := range memberIDs {
@@ -33,23 +35,21 @@ func (c *Cache) InvalidateConversation(ctx context.Context, convID int64, member
 // InvalidateUser moves one user's values (conversation list, unread counts)
 // to a new generation: call it after a write that changes only that user's
 // view, e.g. advancing their read marker.
-func (c *Cache) InvalidateUser(ctx context.Context, userID int64, lsn string) {
+func (c *Cache) InvalidateUser(ctx context.Context, userID int64, lsn wal.LSN) {
 	c.m.invalidations.WithLabelValues("user").Inc()
 	c.invalidate(ctx, []string{c.ks.gen(scopeUser, userID)}, c.writePosition(lsn))
 }
 
-func (c *Cache) writePosition(lsn string) string {
-	if lsn == "" {
-		return unknownPosition
-	}
-	if _, err := parsePosition(lsn); err != nil {
-		c.log.Warn("invalidation with a malformed write position; fills of these owners go to the primary", "err", err)
-		return unknownPosition
+// writePosition is the position recorded for a write at lsn: wal.Unknown
+// for an unknown one (0).
+func (c *Cache) writePosition(lsn wal.LSN) wal.LSN {
+	if lsn == 0 {
+		return wal.Unknown
 	}
 	return lsn
 }
 
-func (c *Cache) invalidate(ctx context.Context, keys []string, pos string) {
+func (c *Cache) invalidate(ctx context.Context, keys []string, pos wal.LSN) {
 	if c.client == nil {
 		return
 	}
@@ -60,7 +60,7 @@ func (c *Cache) invalidate(ctx context.Context, keys []string, pos string) {
 	// The write is committed: finish the invalidation even if the client
 	// went away.
 	ctx = context.WithoutCancel(ctx)
-	positions := make([]string, len(keys))
+	positions := make([]wal.LSN, len(keys))
 	for i := range positions {
 		positions[i] = pos
 	}
@@ -76,7 +76,7 @@ func (c *Cache) invalidate(ctx context.Context, keys []string, pos string) {
 
 // bump runs bumpScript for each key in one pipeline and returns the indexes
 // of the keys it could not bump.
-func (c *Cache) bump(ctx context.Context, keys, positions []string) []int {
+func (c *Cache) bump(ctx context.Context, keys []string, positions []wal.LSN) []int {
 	// Budget: a round trip plus the server time of large fan-outs.
 	octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout+time.Duration(len(keys))*20*time.Microsecond)
 	defer cancel()
@@ -96,11 +96,11 @@ func (c *Cache) bump(ctx context.Context, keys, positions []string) []int {
 
 // bumpOnce pipelines the bumps of keys[idx...] and returns the failed
 // indexes, whether any failed with NOSCRIPT, and the first error.
-func (c *Cache) bumpOnce(ctx context.Context, keys, positions []string, idx []int) (failed []int, noScript bool, err error) {
+func (c *Cache) bumpOnce(ctx context.Context, keys []string, positions []wal.LSN, idx []int) (failed []int, noScript bool, err error) {
 	cmds := make([]*redis.Cmd, len(idx))
 	_, err = c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, j := range idx {
-			cmds[i] = bumpScript.EvalSha(ctx, p, []string{keys[j]}, positions[j], c.genTTLMs)
+			cmds[i] = bumpScript.EvalSha(ctx, p, []string{keys[j]}, positions[j].String(), c.genTTLMs)
 		}
 		return nil
 	})
@@ -113,7 +113,7 @@ func (c *Cache) bumpOnce(ctx context.Context, keys, positions []string, idx []in
 	return failed, noScript, err
 }
 
-func (c *Cache) queue(keys []string, pos string) {
+func (c *Cache) queue(keys []string, pos wal.LSN) {
 	if c.pending.add(keys, pos, c.cfg.MaxPending, c.cfg.TTL) {
 		c.log.Error("too many invalidations waiting for Redis: this instance bypasses the cache until every entry cached before now has expired",
 			"max_pending", c.cfg.MaxPending, "ttl", c.cfg.TTL)
@@ -153,7 +153,7 @@ func (c *Cache) replay(ctx context.Context) bool {
 type pendingSet struct {
 	active    atomic.Int64 // len(bumps), plus 1 while lostUntil is set: a lock-free "empty" check
 	mu        sync.Mutex
-	bumps     map[string]string // generation key → position to raise it to
+	bumps     map[string]wal.LSN // generation key → position to raise it to
 	lostUntil time.Time
 }
 
@@ -185,16 +185,16 @@ func (p *pendingSet) blocks(genKey string) bool {
 
 // add queues bumps; it reports whether the queue overflowed, in which case
 // everything is bypassed for ttl.
-func (p *pendingSet) add(keys []string, pos string, limit int, ttl time.Duration) bool {
+func (p *pendingSet) add(keys []string, pos wal.LSN, limit int, ttl time.Duration) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.bumps == nil {
-		p.bumps = make(map[string]string)
+		p.bumps = make(map[string]wal.LSN)
 	}
 	overflow := false
 	for _, k := range keys {
 		if cur, ok := p.bumps[k]; ok {
-			if supersedes(pos, cur) {
+			if pos > cur {
 				p.bumps[k] = pos
 			}
 			continue
@@ -212,7 +212,7 @@ func (p *pendingSet) add(keys []string, pos string, limit int, ttl time.Duration
 	return overflow
 }
 
-func (p *pendingSet) list() (keys, positions []string) {
+func (p *pendingSet) list() (keys []string, positions []wal.LSN) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for k, v := range p.bumps {
@@ -223,7 +223,7 @@ func (p *pendingSet) list() (keys, positions []string) {
 }
 
 // done removes a replayed bump unless a newer one was queued meanwhile.
-func (p *pendingSet) done(key, pos string) {
+func (p *pendingSet) done(key string, pos wal.LSN) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.bumps[key] == pos {

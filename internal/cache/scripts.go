@@ -7,28 +7,24 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// luaNewer is shared by the scripts: does position a replace b (b false:
-// none)? Mirrors supersedes in position.go. Hex halves are at most 8 digits,
-// exact in Lua's doubles.
+// luaNewer is shared by the scripts: does WAL position a (wal.LSN's text
+// form, "HI/LO") replace b (b false: none)? The order is wal.LSN's:
+// a higher position replaces a lower one; a stored value that is not a
+// position is replaced. wal.Unknown ("FFFFFFFF/FFFFFFFF") is the highest of
+// all, so it stays once set. Hex halves are at most 8 digits, exact in Lua's
+// doubles.
 const luaNewer = `
 local function split(s)
-  local e, h, l = string.match(s, '^(.*):(%x+)/(%x+)$')
-  if not e then
-    e = ''
-    h, l = string.match(s, '^(%x+)/(%x+)$')
-  end
+  local h, l = string.match(s, '^(%x+)/(%x+)$')
   if not h then return nil end
-  return e, tonumber(h, 16), tonumber(l, 16)
+  return tonumber(h, 16), tonumber(l, 16)
 end
 local function newer(a, b)
   if not b then return true end
-  if b == '*' then return false end
-  if a == '*' then return true end
-  local eb, hb, lb = split(b)
-  if not eb then return true end
-  local ea, ha, la = split(a)
-  if not ea then return false end
-  if ea ~= eb then return true end
+  local hb, lb = split(b)
+  if not hb then return true end
+  local ha, la = split(a)
+  if not ha then return false end
   if ha ~= hb then return ha > hb end
   return la > lb
 end
@@ -72,7 +68,7 @@ return {g, l, false, 0}
 // bumpScript moves an owner to a new generation after a write and raises its
 // write LSN.
 //
-//	KEYS[1] generation record  ARGV[1] write position ('*': unknown)
+//	KEYS[1] generation record  ARGV[1] write position (wal.Unknown's text: unknown)
 //	ARGV[2] record TTL ms      → the new generation
 var bumpScript = redis.NewScript(luaNewer + luaNewGen + `
 if not redis.call('HEXISTS', KEYS[1], 'g') then

@@ -8,24 +8,25 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // Read-your-writes tokens: after a user's write commits, the caller records
-// the WAL position it captured (pg_current_wal_insert_lsn(), optionally
-// prefixed by an epoch such as the cluster's system identifier:
-// "[epoch:]HI/LO"). A later read by the user may use a replica only if the
-// replica has replayed that position. Tokens live in Redis ({user:7}:tok), so
-// every instance sees them, and are only ever raised; each instance also
-// keeps the tokens of the writes it made, for when Redis is unavailable.
+// the WAL position it captured (pg_current_wal_insert_lsn() read after the
+// commit; wal.Unknown when it could not be read). A later read by the user
+// may use a replica only if the replica has replayed that position. Tokens
+// live in Redis ({user:7}:tok), so every instance sees them, and are only
+// ever raised; each instance also keeps the tokens of the writes it made, for
+// when Redis is unavailable.
 
-// SetUserToken raises the user's token to lsn (a lower position of the same
-// epoch is ignored, a different epoch replaces it) and extends its TTL to at
-// least ttl. The token is always recorded on this instance; an error
-// wrapping ErrUnavailable means Redis did not get it (other instances will
-// not see it), ErrBadPosition that lsn is malformed.
-func (c *Cache) SetUserToken(ctx context.Context, userID int64, lsn string, ttl time.Duration) error {
-	if _, err := parsePosition(lsn); err != nil {
-		return err
+// SetUserToken raises the user's token to lsn (a lower position is ignored;
+// 0 counts as wal.Unknown) and extends its TTL to at least ttl. The token is
+// always recorded on this instance; an error wrapping ErrUnavailable means
+// Redis did not get it (other instances will not see it).
+func (c *Cache) SetUserToken(ctx context.Context, userID int64, lsn wal.LSN, ttl time.Duration) error {
+	if lsn == 0 {
+		lsn = wal.Unknown
 	}
 	c.tokens.raise(userID, lsn, time.Now().Add(ttl))
 	if !c.br.allow() {
@@ -34,7 +35,7 @@ func (c *Cache) SetUserToken(ctx context.Context, userID int64, lsn string, ttl 
 	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.OpTimeout)
 	defer cancel()
 	ms := max(ttl.Milliseconds(), 1)
-	err := raiseScript.Run(octx, c.client, []string{c.ks.token(userID)}, lsn, ms).Err()
+	err := raiseScript.Run(octx, c.client, []string{c.ks.token(userID)}, lsn.String(), ms).Err()
 	c.observe(ctx, "token", err)
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("%w: set token: %w", ErrUnavailable, err)
@@ -46,8 +47,9 @@ func (c *Cache) SetUserToken(ctx context.Context, userID int64, lsn string, ttl 
 // within the token TTL. When err wraps ErrUnavailable the token is unknown:
 // lsn and ok then come from this instance's own record only, and writes the
 // user made through other instances are not included — route such a read to
-// the primary (at least when ok is true, i.e. the user wrote recently).
-func (c *Cache) UserToken(ctx context.Context, userID int64) (lsn string, ok bool, err error) {
+// the primary (at least when ok is true, i.e. the user wrote recently). A
+// value in Redis that is not a position reads as wal.Unknown.
+func (c *Cache) UserToken(ctx context.Context, userID int64) (lsn wal.LSN, ok bool, err error) {
 	local, lok := c.tokens.get(userID, time.Now())
 	if !c.br.allow() {
 		return local, lok, ErrUnavailable
@@ -61,17 +63,15 @@ func (c *Cache) UserToken(ctx context.Context, userID int64) (lsn string, ok boo
 		return local, lok, nil
 	case err != nil:
 		return local, lok, fmt.Errorf("%w: get token: %w", ErrUnavailable, err)
-	case lok && laterInSameEpoch(local, v):
+	}
+	stored, perr := wal.Parse(v)
+	if perr != nil || stored == 0 {
+		stored = wal.Unknown
+	}
+	if lok && local > stored {
 		return local, true, nil
 	}
-	return v, true, nil
-}
-
-// laterInSameEpoch reports whether a is strictly after b within one epoch.
-func laterInSameEpoch(a, b string) bool {
-	pa, err1 := parsePosition(a)
-	pb, err2 := parsePosition(b)
-	return err1 == nil && err2 == nil && pa.epoch == pb.epoch && supersedes(a, b)
+	return stored, true, nil
 }
 
 // localTokens is the per-instance record of tokens, sharded to keep lock
@@ -86,7 +86,7 @@ type tokenShard struct {
 }
 
 type localToken struct {
-	pos     string
+	pos     wal.LSN
 	expires time.Time
 }
 
@@ -103,12 +103,12 @@ func (t *localTokens) shard(userID int64) *tokenShard {
 	return &t.shards[uint64(userID)%uint64(len(t.shards))]
 }
 
-func (t *localTokens) raise(userID int64, pos string, expires time.Time) {
+func (t *localTokens) raise(userID int64, pos wal.LSN, expires time.Time) {
 	s := t.shard(userID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	cur, ok := s.m[userID]
-	if ok && time.Now().Before(cur.expires) && !supersedes(pos, cur.pos) {
+	if ok && time.Now().Before(cur.expires) && pos <= cur.pos {
 		if expires.After(cur.expires) {
 			cur.expires = expires
 			s.m[userID] = cur
@@ -127,13 +127,13 @@ func (t *localTokens) raise(userID int64, pos string, expires time.Time) {
 	s.m[userID] = localToken{pos: pos, expires: expires}
 }
 
-func (t *localTokens) get(userID int64, now time.Time) (string, bool) {
+func (t *localTokens) get(userID int64, now time.Time) (wal.LSN, bool) {
 	s := t.shard(userID)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	tok, ok := s.m[userID]
 	if !ok || !now.Before(tok.expires) {
-		return "", false
+		return 0, false
 	}
 	return tok.pos, true
 }

@@ -107,8 +107,9 @@ type UnreadCount struct {
 	Count          int64
 }
 
-// Endpoints name the read paths that routing, caching and rollouts act on
-// (the rollout API's endpoint names are the first three).
+// Endpoints name the read paths that routing, caching and rollouts act on,
+// here and nowhere else (the metric label endpoint; the rollout API's
+// endpoint names are the first three, RolloutEndpoints).
 const (
 	EndpointMessageHistory   = "message_history"
 	EndpointConversationList = "conversation_list"

@@ -20,14 +20,14 @@ func benchRouter(n int) *Router {
 }
 
 // BenchmarkRouteDecision is the router's per-read overhead without the
-// database: the context lookup, the choice among 2 replicas with a
+// database: the choice among 2 replicas with a
 // read-your-writes token, and the parley_db_reads_total increment.
 func BenchmarkRouteDecision(b *testing.B) {
 	r := benchRouter(2)
-	ctx := WithConsistency(WithReplicaAllowed(context.Background(), true), ReadYourWrites(900))
+	route := Route{Consistency: ReadYourWrites(900), ReplicaAllowed: true}
 	b.ReportAllocs()
 	for b.Loop() {
-		rep, reason := r.pick(optionsFrom(ctx))
+		rep, reason := r.pick(route)
 		target := TargetPrimary
 		if rep != nil {
 			target = TargetReplica
@@ -38,11 +38,11 @@ func BenchmarkRouteDecision(b *testing.B) {
 
 func BenchmarkRouteDecisionParallel(b *testing.B) {
 	r := benchRouter(2)
-	ctx := WithConsistency(WithReplicaAllowed(context.Background(), true), ReadYourWrites(900))
+	route := Route{Consistency: ReadYourWrites(900), ReplicaAllowed: true}
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			rep, reason := r.pick(optionsFrom(ctx))
+			rep, reason := r.pick(route)
 			target := TargetPrimary
 			if rep != nil {
 				target = TargetReplica
@@ -54,19 +54,19 @@ func BenchmarkRouteDecisionParallel(b *testing.B) {
 
 func TestPickDecision(t *testing.T) {
 	r := benchRouter(2)
-	allowed := WithReplicaAllowed(context.Background(), true)
+	allowed := Route{ReplicaAllowed: true}
 	tests := []struct {
 		name       string
-		ctx        context.Context
+		route      Route
 		setup      func()
 		wantNil    bool
 		wantReason string
 	}{
 		{"any replica", allowed, nil, false, ReasonOK},
-		{"token replayed", WithConsistency(allowed, ReadYourWrites(1000)), nil, false, ReasonOK},
-		{"token ahead", WithConsistency(allowed, ReadYourWrites(1001)), nil, true, ReasonTokenAhead},
-		{"strong", WithConsistency(allowed, Strong), nil, true, ReasonStrong},
-		{"not allowed", context.Background(), nil, true, ReasonDisabled},
+		{"token replayed", Route{Consistency: ReadYourWrites(1000), ReplicaAllowed: true}, nil, false, ReasonOK},
+		{"token ahead", Route{Consistency: ReadYourWrites(1001), ReplicaAllowed: true}, nil, true, ReasonTokenAhead},
+		{"strong", Route{Consistency: Strong, ReplicaAllowed: true}, nil, true, ReasonStrong},
+		{"not allowed", Route{}, nil, true, ReasonDisabled},
 		{"one replica open, other serves", allowed, func() {
 			r.replicas[0].view.Store(&replicaView{breaker: BreakerOpen})
 		}, false, ReasonOK},
@@ -78,24 +78,24 @@ func TestPickDecision(t *testing.T) {
 		if tt.setup != nil {
 			tt.setup()
 		}
-		rep, reason := r.pick(optionsFrom(tt.ctx))
+		rep, reason := r.pick(tt.route)
 		if (rep == nil) != tt.wantNil || reason != tt.wantReason {
 			t.Errorf("%s: pick = %v, %s; want nil %v, %s", tt.name, rep, reason, tt.wantNil, tt.wantReason)
 		}
 	}
-	if rep, reason := (&Router{}).pick(optionsFrom(allowed)); rep != nil || reason != ReasonDisabled {
+	if rep, reason := (&Router{}).pick(allowed); rep != nil || reason != ReasonDisabled {
 		t.Errorf("no replicas configured: %v %s", rep, reason)
 	}
 }
 
 func TestPickBalancesByInFlight(t *testing.T) {
 	r := benchRouter(3)
-	ctx := WithReplicaAllowed(context.Background(), true)
+	route := Route{ReplicaAllowed: true}
 	r.replicas[0].inFlight.Store(5)
 	r.replicas[1].inFlight.Store(1)
 	r.replicas[2].inFlight.Store(3)
 	for range 10 {
-		if rep, _ := r.pick(optionsFrom(ctx)); rep != r.replicas[1] {
+		if rep, _ := r.pick(route); rep != r.replicas[1] {
 			t.Fatalf("picked %s, want the least loaded replica2", rep.name)
 		}
 	}
@@ -105,7 +105,7 @@ func TestPickBalancesByInFlight(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for range 30 {
-		rep, _ := r.pick(optionsFrom(ctx))
+		rep, _ := r.pick(route)
 		seen[rep.name]++
 	}
 	if len(seen) != 3 {

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/postgres"
 )
 
 // Config configures a Router. Only PrimaryURL is required; every other zero
@@ -36,7 +38,7 @@ type Config struct {
 	ReplicaPoolMaxConns int32
 	// AcquireTimeout bounds the wait for a pooled connection, on every pool
 	// and for every caller (default 2s). Past it the call fails with
-	// ErrUnavailable (primary) or falls back to the primary (replica).
+	// postgres.ErrUnavailable (primary) or falls back to the primary (replica).
 	AcquireTimeout time.Duration
 
 	// MaxLag and MaxLagBytes are the lag thresholds (default 5s and 16 MiB):
@@ -55,7 +57,7 @@ type Config struct {
 	// MaxSpillover bounds how many reads meant for replicas may run on the
 	// primary at once while no replica is healthy (0: three quarters of the
 	// primary pool; negative: no bound). A read over the bound waits up to
-	// AcquireTimeout for a slot, then fails with ErrUnavailable, so the
+	// AcquireTimeout for a slot, then fails with postgres.ErrUnavailable, so the
 	// primary keeps connections for writes.
 	MaxSpillover int
 
@@ -117,34 +119,9 @@ func (c Config) withDefaults() (Config, error) {
 		if m == "" {
 			continue
 		}
-		if _, err := parseExecMode(m); err != nil {
-			return c, err
+		if _, err := postgres.ParseExecMode(m); err != nil {
+			return c, fmt.Errorf("dbrouter: %w", err)
 		}
 	}
 	return c, nil
-}
-
-var execModes = map[string]pgx.QueryExecMode{
-	"cache_statement": pgx.QueryExecModeCacheStatement,
-	"cache_describe":  pgx.QueryExecModeCacheDescribe,
-	"describe_exec":   pgx.QueryExecModeDescribeExec,
-	"exec":            pgx.QueryExecModeExec,
-	"simple_protocol": pgx.QueryExecModeSimpleProtocol,
-}
-
-func parseExecMode(s string) (pgx.QueryExecMode, error) {
-	m, ok := execModes[s]
-	if !ok {
-		return 0, fmt.Errorf("dbrouter: unknown exec mode %q (want exec, cache_statement, cache_describe, describe_exec or simple_protocol)", s)
-	}
-	return m, nil
-}
-
-func execModeName(m pgx.QueryExecMode) string {
-	for name, v := range execModes {
-		if v == m {
-			return name
-		}
-	}
-	return m.String()
 }

@@ -1,12 +1,21 @@
 package dbrouter
 
-import "context"
+import "github.com/parley-chat/parley/internal/wal"
+
+// Route is what a read may use, passed to Read by its caller: whether a
+// replica may serve it at all (the endpoint's rollout switch) and, if so,
+// which replicas are fresh enough (Consistency). The zero Route reads from
+// the primary.
+type Route struct {
+	Consistency    Consistency
+	ReplicaAllowed bool
+}
 
 // Consistency says which nodes may serve a read. The zero value is
 // AnyReplica.
 type Consistency struct {
 	mode  consistencyMode
-	token LSN
+	token wal.LSN
 }
 
 type consistencyMode uint8
@@ -25,9 +34,10 @@ var (
 )
 
 // ReadYourWrites lets a replica serve the read only if it has replayed the
-// WAL up to token (the LSN CommitLSN returned after the caller's last write);
-// otherwise the primary serves it. A zero token is AnyReplica.
-func ReadYourWrites(token LSN) Consistency {
+// WAL up to token (the commit position of the caller's last write);
+// otherwise the primary serves it. A zero token is AnyReplica; wal.Unknown
+// is never replayed, so it keeps the read on the primary.
+func ReadYourWrites(token wal.LSN) Consistency {
 	if token == 0 {
 		return AnyReplica
 	}
@@ -35,7 +45,7 @@ func ReadYourWrites(token LSN) Consistency {
 }
 
 // Token is the read-your-writes token (0 unless made by ReadYourWrites).
-func (c Consistency) Token() LSN { return c.token }
+func (c Consistency) Token() wal.LSN { return c.token }
 
 // String names the mode: "any_replica", "strong" or "read_your_writes".
 func (c Consistency) String() string {
@@ -47,40 +57,3 @@ func (c Consistency) String() string {
 	}
 	return "any_replica"
 }
-
-// readOptions is what a request carries for the router, under one context
-// key so that routing does a single context lookup.
-type readOptions struct {
-	consistency    Consistency
-	replicaAllowed bool
-}
-
-type readOptionsKey struct{}
-
-func optionsFrom(ctx context.Context) readOptions {
-	o, _ := ctx.Value(readOptionsKey{}).(readOptions)
-	return o
-}
-
-// WithConsistency returns ctx carrying the read consistency c. Without it a
-// read uses AnyReplica.
-func WithConsistency(ctx context.Context, c Consistency) context.Context {
-	o := optionsFrom(ctx)
-	o.consistency = c
-	return context.WithValue(ctx, readOptionsKey{}, o)
-}
-
-// WithReplicaAllowed returns ctx saying whether this request may be served by
-// a replica at all (the per-endpoint rollout switch decides it per request).
-// Without it reads go to the primary (reason "disabled").
-func WithReplicaAllowed(ctx context.Context, allowed bool) context.Context {
-	o := optionsFrom(ctx)
-	o.replicaAllowed = allowed
-	return context.WithValue(ctx, readOptionsKey{}, o)
-}
-
-// ConsistencyFrom returns the consistency ctx carries (AnyReplica if none).
-func ConsistencyFrom(ctx context.Context) Consistency { return optionsFrom(ctx).consistency }
-
-// ReplicaAllowed reports whether ctx allows a replica to serve reads.
-func ReplicaAllowed(ctx context.Context) bool { return optionsFrom(ctx).replicaAllowed }

@@ -8,11 +8,13 @@
 // of primary WAL samples) and drive a circuit breaker per replica. Routing
 // reads only the probers' latest snapshots (atomics); it never queries lag.
 //
-// A request says what it may read through its context: WithReplicaAllowed
-// (the endpoint's rollout switch) and WithConsistency (Strong,
+// Every read says what it may use with an explicit Route: ReplicaAllowed
+// (the endpoint's rollout switch) and a Consistency (Strong,
 // ReadYourWrites(token) or AnyReplica). Read runs the caller's function on
-// the node that fits and retries it once on the primary if a replica fails
-// with a connection error. Writes go to Primary() or InTx; CommitLSN after a
-// commit gives the read-your-writes token. Errors meaning "the primary cannot
-// serve now" wrap ErrUnavailable. See docs/routing.md.
+// the node that fits, hands it a postgres.Querier, and retries it once on the
+// primary if a replica fails with a connection error. Writes go to Primary()
+// or InTx; NormalizeCommitLSN turns the position a write read after its
+// commit into a read-your-writes token (CommitLSN reads one anew). Errors
+// meaning "the primary cannot serve now" wrap postgres.ErrUnavailable (the
+// router classifies with postgres.Classify). See docs/routing.md.
 package dbrouter

@@ -3,6 +3,8 @@ package dbrouter
 import (
 	"sync"
 	"time"
+
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // walHistory is a ring of primary WAL positions and the time each was first
@@ -21,7 +23,7 @@ type walHistory struct {
 }
 
 type walSample struct {
-	lsn LSN
+	lsn wal.LSN
 	at  time.Time
 }
 
@@ -35,7 +37,7 @@ func newWALHistory(size int) *walHistory {
 // record notes the primary's position at time at. A position that did not
 // advance is ignored (its first sighting is what matters); a position that
 // went backwards (a new primary after failover) restarts the history.
-func (h *walHistory) record(lsn LSN, at time.Time) {
+func (h *walHistory) record(lsn wal.LSN, at time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.n > 0 {
@@ -55,7 +57,7 @@ func (h *walHistory) record(lsn LSN, at time.Time) {
 }
 
 // latest returns the newest primary position (ok false before any sample).
-func (h *walHistory) latest() (LSN, bool) {
+func (h *walHistory) latest() (wal.LSN, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.n == 0 {
@@ -68,7 +70,7 @@ func (h *walHistory) latest() (LSN, bool) {
 // sample, and now minus the time of the oldest sample beyond replay (0 when
 // replay is at or past the newest sample). When even the oldest sample in the
 // ring is beyond replay, the age of that sample is returned (a lower bound).
-func (h *walHistory) lag(replay LSN, now time.Time) (bytes int64, seconds float64) {
+func (h *walHistory) lag(replay wal.LSN, now time.Time) (bytes int64, seconds float64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.n == 0 {

@@ -4,6 +4,8 @@ import (
 	"math"
 	"testing"
 	"time"
+
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 func TestWALHistoryLag(t *testing.T) {
@@ -18,7 +20,7 @@ func TestWALHistoryLag(t *testing.T) {
 	h.record(300, at(2.5))
 	tests := []struct {
 		name      string
-		replay    LSN
+		replay    wal.LSN
 		now       float64
 		wantBytes int64
 		wantSecs  float64
@@ -48,14 +50,14 @@ func TestWALHistoryEmptyWrapAndReset(t *testing.T) {
 		t.Fatalf("empty history: %d, %f", b, s)
 	}
 	t0 := time.Unix(1000, 0)
-	for i := range 10 { // wraps: keeps samples 6..9 (LSN 70..100 at 6..9 s)
-		h.record(LSN(10*(i+1)), t0.Add(time.Duration(i)*time.Second))
+	for i := range 10 { // wraps: keeps samples 6..9 (wal.LSN 70..100 at 6..9 s)
+		h.record(wal.LSN(10*(i+1)), t0.Add(time.Duration(i)*time.Second))
 	}
 	if _, s := h.lag(5, t0.Add(20*time.Second)); math.Abs(s-14) > 1e-9 {
 		t.Errorf("older than the ring: lag %.3f s, want the oldest sample's age 14", s)
 	}
 	if _, s := h.lag(85, t0.Add(20*time.Second)); math.Abs(s-12) > 1e-9 {
-		t.Errorf("lag %.3f s, want 12 (first sample beyond 85 is LSN 90 at 8 s)", s)
+		t.Errorf("lag %.3f s, want 12 (first sample beyond 85 is wal.LSN 90 at 8 s)", s)
 	}
 	// A lower position (a new primary after failover) restarts the history.
 	h.record(5, t0.Add(30*time.Second))

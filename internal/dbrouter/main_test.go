@@ -15,16 +15,18 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/parley-chat/parley/internal/stack"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // TestMain runs the package against a real primary, replica and PgBouncer.
 // With PARLEY_UPDATE_DOCS=1 it also writes the figures the tests measured
 // (and the routing benchmark) into docs/routing.md.
 func TestMain(m *testing.M) {
-	code := stack.Main(m)
+	code := stacktest.Main(m)
 	if code == 0 && os.Getenv("PARLEY_UPDATE_DOCS") != "" {
 		if err := updateDocs("../../docs/routing.md"); err != nil {
 			fmt.Fprintf(os.Stderr, "update docs: %v\n", err)
@@ -169,7 +171,7 @@ func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool)
 func breakerOf(r *Router, i int) string { return r.Status()[i].Breaker }
 
 // isReplica reads pg_is_in_recovery() through q: which node really served.
-func isReplica(ctx context.Context, q Querier) (bool, error) {
+func isReplica(ctx context.Context, q postgres.Querier) (bool, error) {
 	var rec bool
 	err := q.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&rec)
 	return rec, err

@@ -33,7 +33,7 @@ func newMetrics() *metrics {
 		}, []string{"replica", "to"}),
 		spillRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "parley_db_spillover_rejected_total",
-			Help: "Reads meant for a replica that found no healthy replica and no free spill-over slot on the primary (failed with ErrUnavailable).",
+			Help: "Reads meant for a replica that found no healthy replica and no free spill-over slot on the primary (failed with postgres.ErrUnavailable).",
 		}, []string{"endpoint"}),
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5/multitracer"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/postgres"
 )
 
 // Targets, the values of the target label and of Read's first result.
@@ -38,9 +40,9 @@ func openNode(ctx context.Context, name, target, url, execMode, defaultMode stri
 		execMode = defaultMode
 	}
 	if execMode != "" {
-		m, err := parseExecMode(execMode)
+		m, err := postgres.ParseExecMode(execMode)
 		if err != nil {
-			return nil, err
+			return nil, fmt.Errorf("dbrouter: %s: %w", name, err)
 		}
 		pc.ConnConfig.DefaultQueryExecMode = m
 	}
@@ -134,7 +136,7 @@ type PoolStat struct {
 func (n *node) stat() PoolStat {
 	s := n.pool.Stat()
 	ps := PoolStat{
-		Name: n.name, ExecMode: execModeName(n.execMode),
+		Name: n.name, ExecMode: postgres.ExecModeName(n.execMode),
 		Max: s.MaxConns(), InUse: s.AcquiredConns(), Idle: s.IdleConns(), Total: s.TotalConns(),
 		AcquireCount: s.AcquireCount(), EmptyAcquireCount: s.EmptyAcquireCount(), CanceledAcquireCount: s.CanceledAcquireCount(),
 	}

@@ -9,6 +9,9 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // prober owns one node's probe connection: a single connection of its own,
@@ -102,8 +105,8 @@ func (r *Router) probePrimary(ctx context.Context) {
 	at := time.Now()
 	row, err := p.query(ctx, primaryProbeSQL)
 	if err == nil {
-		var lsn LSN
-		if lsn, err = ParseLSN(row[0]); err == nil {
+		var lsn wal.LSN
+		if lsn, err = wal.Parse(row[0]); err == nil {
 			r.history.record(normalizeInsertLSN(lsn, r.walGeometry()), at)
 		}
 	}
@@ -150,8 +153,8 @@ const replicaProbeSQL = `SELECT pg_is_in_recovery()::text,
 type replicaProbe struct {
 	err        error
 	inRecovery bool
-	receive    LSN
-	replay     LSN
+	receive    wal.LSN
+	replay     wal.LSN
 	pauseState string // "not paused", "pause requested" or "paused"
 }
 
@@ -162,12 +165,12 @@ func (r *Router) queryReplica(ctx context.Context, rep *replica) replicaProbe {
 	}
 	res := replicaProbe{inRecovery: row[0] == "true", pauseState: row[3]}
 	if row[1] != "" {
-		if res.receive, err = ParseLSN(row[1]); err != nil {
+		if res.receive, err = wal.Parse(row[1]); err != nil {
 			return replicaProbe{err: err}
 		}
 	}
 	if row[2] != "" {
-		if res.replay, err = ParseLSN(row[2]); err != nil {
+		if res.replay, err = wal.Parse(row[2]); err != nil {
 			return replicaProbe{err: err}
 		}
 	}
@@ -189,7 +192,7 @@ func (r *Router) probeReplica(ctx context.Context, rep *replica) {
 	switch {
 	case res.err != nil:
 		v.state, v.err = StateDown, res.err
-		o.connError = IsConnectionError(res.err)
+		o.connError = postgres.IsConnectionError(res.err)
 		o.failed = !o.connError
 		if prev != nil { // keep the last known position for the status page
 			v.replay, v.receive, v.lagBytes, v.lagSeconds = prev.replay, prev.receive, prev.lagBytes, prev.lagSeconds

@@ -10,8 +10,10 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // Reasons, the values of the reason label of parley_db_reads_total: why a
@@ -23,24 +25,6 @@ const (
 	ReasonTokenAhead       = "token_ahead"        // healthy replicas exist but none has replayed the caller's token
 	ReasonNoHealthyReplica = "no_healthy_replica" // every replica's breaker is open or half-open: spill-over
 	ReasonFallbackError    = "fallback_error"     // the replica failed (connection error, no connection free); retried on the primary
-)
-
-// Querier is what a read runs its statements on: a connection of the pool
-// the router chose. *pgxpool.Pool, *pgxpool.Conn, *pgx.Conn and pgx.Tx all
-// satisfy it, so store code can take a Querier and run inside or outside the
-// router.
-type Querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
-}
-
-var (
-	_ Querier = (*pgxpool.Pool)(nil)
-	_ Querier = (*pgxpool.Conn)(nil)
-	_ Querier = (*pgx.Conn)(nil)
-	_ Querier = (pgx.Tx)(nil)
 )
 
 // Router owns the primary pool, one pool per replica and their probers, and
@@ -81,8 +65,8 @@ type replica struct {
 type replicaView struct {
 	breaker    BreakerState
 	state      string
-	replay     LSN
-	receive    LSN
+	replay     wal.LSN
+	receive    wal.LSN
 	lagBytes   int64
 	lagSeconds float64
 	stalled    bool
@@ -190,11 +174,11 @@ func (r *Router) Primary() *pgxpool.Pool { return r.primary.pool }
 
 // pick is the routing decision: the replica to use, or nil and why not. It
 // reads only the replicas' latest views (atomics) and never blocks.
-func (r *Router) pick(o readOptions) (*replica, string) {
-	if !o.replicaAllowed || len(r.replicas) == 0 {
+func (r *Router) pick(o Route) (*replica, string) {
+	if !o.ReplicaAllowed || len(r.replicas) == 0 {
 		return nil, ReasonDisabled
 	}
-	if o.consistency.mode == modeStrong {
+	if o.Consistency.mode == modeStrong {
 		return nil, ReasonStrong
 	}
 	n := len(r.replicas)
@@ -212,7 +196,7 @@ func (r *Router) pick(o readOptions) (*replica, string) {
 			continue
 		}
 		closed = true
-		if o.consistency.mode == modeToken && v.replay < o.consistency.token {
+		if o.Consistency.mode == modeToken && v.replay < o.Consistency.token {
 			continue
 		}
 		if load := rep.inFlight.Load(); best == nil || load < bestLoad {
@@ -228,20 +212,20 @@ func (r *Router) pick(o readOptions) (*replica, string) {
 	return nil, ReasonNoHealthyReplica
 }
 
-// Read runs fn on the node that ctx's consistency allows: a replica (the one
-// with the fewest reads in flight among those whose breaker is closed and,
-// for ReadYourWrites, that have replayed the token) when ctx allows replicas
-// (WithReplicaAllowed), else the primary. If the replica fails with a
+// Read runs fn on the node that route allows: a replica (the one with the
+// fewest reads in flight among those whose breaker is closed and, for
+// ReadYourWrites, that have replayed the token) when route.ReplicaAllowed,
+// else the primary. If the replica fails with a
 // connection error, or no replica connection is free within AcquireTimeout,
 // fn is run again on the primary in the same call, so fn must not keep state
 // from a failed attempt (reset what it fills at its start).
 //
 // It returns the target that served ("primary" or "replica") and fn's error;
-// primary unavailability is wrapped in ErrUnavailable. Each call counts once
+// primary unavailability is wrapped in postgres.ErrUnavailable. Each call counts once
 // in parley_db_reads_total{endpoint,target,reason}; endpoint must come from
 // a small fixed set (it is a label).
-func (r *Router) Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q Querier) error) (string, error) {
-	rep, reason := r.pick(optionsFrom(ctx))
+func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func(ctx context.Context, q postgres.Querier) error) (string, error) {
+	rep, reason := r.pick(route)
 	if rep != nil {
 		err, retry := r.readReplica(ctx, rep, fn)
 		if !retry {
@@ -264,7 +248,7 @@ func (r *Router) Read(ctx context.Context, endpoint string, fn func(ctx context.
 }
 
 // readReplica runs fn on rep; retry says the primary should take the read.
-func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.Context, Querier) error) (err error, retry bool) {
+func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.Context, postgres.Querier) error) (err error, retry bool) {
 	rep.inFlight.Add(1)
 	defer rep.inFlight.Add(-1)
 	conn, err := rep.pool.Acquire(ctx)
@@ -272,14 +256,14 @@ func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.
 		if ctx.Err() != nil {
 			return err, false
 		}
-		if IsConnectionError(err) {
+		if postgres.IsConnectionError(err) {
 			r.replicaConnError(rep, err)
 		}
 		return fmt.Errorf("acquire %s connection: %w", rep.name, err), true
 	}
 	err = fn(ctx, conn)
 	conn.Release()
-	if err != nil && ctx.Err() == nil && IsConnectionError(err) {
+	if err != nil && ctx.Err() == nil && postgres.IsConnectionError(err) {
 		r.replicaConnError(rep, err)
 		return err, true
 	}
@@ -287,13 +271,13 @@ func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.
 }
 
 // onPrimary runs fn on a primary connection.
-func (r *Router) onPrimary(ctx context.Context, fn func(context.Context, Querier) error) error {
+func (r *Router) onPrimary(ctx context.Context, fn func(context.Context, postgres.Querier) error) error {
 	conn, err := r.primary.pool.Acquire(ctx)
 	if err != nil {
-		return Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
+		return postgres.Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
 	}
 	defer conn.Release()
-	return Classify(ctx, fn(ctx, conn))
+	return postgres.Classify(ctx, fn(ctx, conn))
 }
 
 // acquireSpill takes a spill-over slot, waiting up to AcquireTimeout.
@@ -310,7 +294,7 @@ func (r *Router) acquireSpill(ctx context.Context) (release func(), err error) {
 			case <-ctx.Done():
 				return nil, ctx.Err()
 			case <-t.C:
-				return nil, fmt.Errorf("%w: %d spill-over reads already on the primary (MaxSpillover)", ErrUnavailable, cap(r.spill))
+				return nil, fmt.Errorf("%w: %d spill-over reads already on the primary (MaxSpillover)", postgres.ErrUnavailable, cap(r.spill))
 			}
 		}
 		release = func() { r.spillInFlight.Add(-1); <-r.spill }
@@ -320,26 +304,26 @@ func (r *Router) acquireSpill(ctx context.Context) (release func(), err error) {
 }
 
 // InTx runs fn in a transaction on the primary (BEGIN … COMMIT, or ROLLBACK
-// if fn fails) and classifies the error (ErrUnavailable). It never retries:
+// if fn fails) and classifies the error (postgres.ErrUnavailable). It never retries:
 // after a connection error the commit's outcome is unknown.
 func (r *Router) InTx(ctx context.Context, opts pgx.TxOptions, fn func(ctx context.Context, tx pgx.Tx) error) error {
 	conn, err := r.primary.pool.Acquire(ctx)
 	if err != nil {
-		return Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
+		return postgres.Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
 	}
 	defer conn.Release()
-	return Classify(ctx, pgx.BeginTxFunc(ctx, conn, opts, func(tx pgx.Tx) error { return fn(ctx, tx) }))
+	return postgres.Classify(ctx, pgx.BeginTxFunc(ctx, conn, opts, func(tx pgx.Tx) error { return fn(ctx, tx) }))
 }
 
 // CommitLSN returns the primary's WAL insert position. Called after a commit
 // it is a read-your-writes token: a replica that has replayed up to it has
 // that commit. (Called inside the transaction it would be too early.)
-func (r *Router) CommitLSN(ctx context.Context) (LSN, error) {
+func (r *Router) CommitLSN(ctx context.Context) (wal.LSN, error) {
 	var s string
 	if err := r.primary.pool.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&s); err != nil {
-		return 0, Classify(ctx, fmt.Errorf("commit LSN: %w", err))
+		return 0, postgres.Classify(ctx, fmt.Errorf("commit wal.LSN: %w", err))
 	}
-	l, err := ParseLSN(s)
+	l, err := wal.Parse(s)
 	if err != nil {
 		return 0, err
 	}
@@ -350,13 +334,13 @@ func (r *Router) CommitLSN(ctx context.Context) (LSN, error) {
 // (on any primary connection, e.g. the write's own) into a token: at a WAL
 // page boundary the insert position points past the page header, which a
 // caught-up replica never reports as replayed.
-func (r *Router) NormalizeCommitLSN(l LSN) LSN {
+func (r *Router) NormalizeCommitLSN(l wal.LSN) wal.LSN {
 	return normalizeInsertLSN(l, r.walGeometry())
 }
 
 // Ping checks that the primary answers (for /readyz).
 func (r *Router) Ping(ctx context.Context) error {
-	return Classify(ctx, r.primary.pool.Ping(ctx))
+	return postgres.Classify(ctx, r.primary.pool.Ping(ctx))
 }
 
 // RecordRead counts one read in parley_db_reads_total, for reads the router

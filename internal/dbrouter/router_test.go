@@ -11,13 +11,16 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // setupDB makes a fresh database with a table "items" present on the replica.
-func setupDB(t *testing.T) stack.Database {
+func setupDB(t *testing.T) stacktest.Database {
 	t.Helper()
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
 	exec(t, db.PrimaryURL, `CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text NOT NULL)`)
 	exec(t, db.PrimaryURL, `CREATE TABLE other (id int PRIMARY KEY)`)
@@ -30,9 +33,7 @@ func setupDB(t *testing.T) stack.Database {
 	return db
 }
 
-func replicaCtx(c Consistency) context.Context {
-	return WithConsistency(WithReplicaAllowed(context.Background(), true), c)
-}
+func replicaRoute(c Consistency) Route { return Route{Consistency: c, ReplicaAllowed: true} }
 
 func TestReadRouting(t *testing.T) {
 	db := setupDB(t)
@@ -43,21 +44,21 @@ func TestReadRouting(t *testing.T) {
 
 	tests := []struct {
 		name        string
-		ctx         context.Context
+		route       Route
 		wantTarget  string
 		wantReason  string
 		wantReplica bool
 	}{
-		{"replica allowed, any replica", replicaCtx(AnyReplica), TargetReplica, ReasonOK, true},
-		{"replica allowed, no consistency set", WithReplicaAllowed(context.Background(), true), TargetReplica, ReasonOK, true},
-		{"strong", replicaCtx(Strong), TargetPrimary, ReasonStrong, false},
-		{"replica not allowed", WithConsistency(context.Background(), AnyReplica), TargetPrimary, ReasonDisabled, false},
-		{"nothing in ctx", context.Background(), TargetPrimary, ReasonDisabled, false},
-		{"replica allowed explicitly off", WithReplicaAllowed(replicaCtx(AnyReplica), false), TargetPrimary, ReasonDisabled, false},
+		{"replica allowed, any replica", replicaRoute(AnyReplica), TargetReplica, ReasonOK, true},
+		{"replica allowed, no consistency set", Route{ReplicaAllowed: true}, TargetReplica, ReasonOK, true},
+		{"strong", replicaRoute(Strong), TargetPrimary, ReasonStrong, false},
+		{"replica not allowed", Route{Consistency: AnyReplica}, TargetPrimary, ReasonDisabled, false},
+		{"zero route", Route{}, TargetPrimary, ReasonDisabled, false},
+		{"replica allowed explicitly off", Route{Consistency: AnyReplica, ReplicaAllowed: false}, TargetPrimary, ReasonDisabled, false},
 	}
 	for _, tt := range tests {
 		var onReplica bool
-		target, err := r.Read(tt.ctx, "test", func(ctx context.Context, q Querier) (err error) {
+		target, err := r.Read(context.Background(), "test", tt.route, func(ctx context.Context, q postgres.Querier) (err error) {
 			onReplica, err = isReplica(ctx, q)
 			return err
 		})
@@ -73,11 +74,11 @@ func TestReadRouting(t *testing.T) {
 	}
 
 	// A read's SQL error comes back as it is, from the node that ran it.
-	target, err := r.Read(replicaCtx(AnyReplica), "test", func(ctx context.Context, q Querier) error {
+	target, err := r.Read(context.Background(), "test", replicaRoute(AnyReplica), func(ctx context.Context, q postgres.Querier) error {
 		_, err := q.Exec(ctx, `SELECT * FROM no_such_table`)
 		return err
 	})
-	if target != TargetReplica || err == nil || errors.Is(err, ErrUnavailable) {
+	if target != TargetReplica || err == nil || errors.Is(err, postgres.ErrUnavailable) {
 		t.Errorf("SQL error on the replica: target %s err %v; want replica and the SQL error, not retried", target, err)
 	}
 }
@@ -105,14 +106,14 @@ func TestReadYourWritesTokenAheadGoesToPrimary(t *testing.T) {
 		t.Fatalf("BestReplicaLSN = %v, %v; token %v", best, ok, token)
 	}
 
-	count := func(q Querier, ctx context.Context) (n int, err error) {
+	count := func(q postgres.Querier, ctx context.Context) (n int, err error) {
 		err = q.QueryRow(ctx, `SELECT count(*) FROM items WHERE v = 'mine'`).Scan(&n)
 		return n, err
 	}
 	const reads = 200
 	for i := range reads {
 		var n int
-		target, err := r.Read(replicaCtx(ReadYourWrites(token)), "test", func(ctx context.Context, q Querier) (err error) {
+		target, err := r.Read(context.Background(), "test", replicaRoute(ReadYourWrites(token)), func(ctx context.Context, q postgres.Querier) (err error) {
 			n, err = count(q, ctx)
 			return err
 		})
@@ -127,7 +128,7 @@ func TestReadYourWritesTokenAheadGoesToPrimary(t *testing.T) {
 	// Another caller, without a token, stays on the replica (and does not see
 	// the write yet: that is what the token is for).
 	var n int
-	target, err := r.Read(replicaCtx(AnyReplica), "test", func(ctx context.Context, q Querier) (err error) {
+	target, err := r.Read(context.Background(), "test", replicaRoute(AnyReplica), func(ctx context.Context, q postgres.Querier) (err error) {
 		n, err = count(q, ctx)
 		return err
 	})
@@ -136,7 +137,7 @@ func TestReadYourWritesTokenAheadGoesToPrimary(t *testing.T) {
 	}
 	// A token the replica has replayed is served by the replica.
 	best, _ := r.BestReplicaLSN()
-	if target, err := r.Read(replicaCtx(ReadYourWrites(best)), "test", func(ctx context.Context, q Querier) error {
+	if target, err := r.Read(context.Background(), "test", replicaRoute(ReadYourWrites(best)), func(ctx context.Context, q postgres.Querier) error {
 		_, err := count(q, ctx)
 		return err
 	}); err != nil || target != TargetReplica {
@@ -152,7 +153,7 @@ type loadResult struct {
 	lastTarget                          atomic.Value
 }
 
-func runLoad(t *testing.T, r *Router, db stack.Database, readers int, stop <-chan struct{}) (*loadResult, *sync.WaitGroup) {
+func runLoad(t *testing.T, r *Router, db stacktest.Database, readers int, stop <-chan struct{}) (*loadResult, *sync.WaitGroup) {
 	t.Helper()
 	res := &loadResult{}
 	var wg sync.WaitGroup
@@ -164,8 +165,8 @@ func runLoad(t *testing.T, r *Router, db stack.Database, readers int, stop <-cha
 					return
 				default:
 				}
-				ctx, cancel := context.WithTimeout(replicaCtx(AnyReplica), 5*time.Second)
-				target, err := r.Read(ctx, "load", func(ctx context.Context, q Querier) error {
+				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				target, err := r.Read(ctx, "load", replicaRoute(AnyReplica), func(ctx context.Context, q postgres.Querier) error {
 					var id int
 					return q.QueryRow(ctx, `SELECT id FROM other WHERE id = 1`).Scan(&id)
 				})
@@ -362,7 +363,7 @@ func TestLagSecondsStaysZeroOnIdlePrimary(t *testing.T) {
 // restartReplica starts the stopped replica again (tests share the stack).
 func restartReplica(t *testing.T) {
 	t.Helper()
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	if _, err := stack.Up(ctx, stack.Config{DataDir: s.Dir}); err != nil {
@@ -372,14 +373,14 @@ func restartReplica(t *testing.T) {
 
 func TestFallbackWhenReplicaDown(t *testing.T) {
 	db := setupDB(t)
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	// r1 never probes again after New: its breaker stays closed, so the stop
 	// is discovered by a user read, inside Read.
 	r1, reg1 := newRouter(t, Config{PrimaryURL: db.PrimaryURL, ReplicaURLs: []string{db.ReplicaURL}, ProbeInterval: time.Hour})
 	r2, reg2 := newRouter(t, Config{PrimaryURL: db.PrimaryURL, ReplicaURLs: []string{db.ReplicaURL}})
 	read := func(r *Router) (string, bool, error) {
 		var rec bool
-		target, err := r.Read(replicaCtx(AnyReplica), "test", func(ctx context.Context, q Querier) (err error) {
+		target, err := r.Read(context.Background(), "test", replicaRoute(AnyReplica), func(ctx context.Context, q postgres.Querier) (err error) {
 			rec, err = isReplica(ctx, q)
 			return err
 		})
@@ -473,7 +474,7 @@ func TestPrimaryThroughPgBouncer(t *testing.T) {
 	}
 	for range 20 {
 		var n int
-		if _, err := r.Read(replicaCtx(Strong), "test", func(ctx context.Context, q Querier) error {
+		if _, err := r.Read(context.Background(), "test", replicaRoute(Strong), func(ctx context.Context, q postgres.Querier) error {
 			return q.QueryRow(ctx, `SELECT count(*) FROM items WHERE v LIKE $1`, "b%").Scan(&n)
 		}); err != nil || n != 20 {
 			t.Fatalf("strong read through PgBouncer: %d rows, %v", n, err)
@@ -482,7 +483,7 @@ func TestPrimaryThroughPgBouncer(t *testing.T) {
 	// The replica catches up to the token and then serves it.
 	waitFor(t, 5*time.Second, "replica past the token", func() bool { return r.ReplicaCanServe(token) })
 	var n int
-	if target, err := r.Read(replicaCtx(ReadYourWrites(token)), "test", func(ctx context.Context, q Querier) error {
+	if target, err := r.Read(context.Background(), "test", replicaRoute(ReadYourWrites(token)), func(ctx context.Context, q postgres.Querier) error {
 		return q.QueryRow(ctx, `SELECT count(*) FROM items WHERE v LIKE $1`, "b%").Scan(&n)
 	}); err != nil || target != TargetReplica || n != 20 {
 		t.Fatalf("read-your-writes after catch-up: %s %d %v; want replica with 20 rows", target, n, err)
@@ -512,25 +513,25 @@ func TestErrUnavailable(t *testing.T) {
 		}
 		defer held.Release()
 		start := time.Now()
-		_, err = r.Read(ctx, "test", func(ctx context.Context, q Querier) error { return nil })
-		if !errors.Is(err, ErrUnavailable) {
-			t.Fatalf("read with the pool exhausted: %v, want ErrUnavailable", err)
+		_, err = r.Read(ctx, "test", Route{}, func(ctx context.Context, q postgres.Querier) error { return nil })
+		if !errors.Is(err, postgres.ErrUnavailable) {
+			t.Fatalf("read with the pool exhausted: %v, want postgres.ErrUnavailable", err)
 		}
 		if d := time.Since(start); d < 150*time.Millisecond || d > 2*time.Second {
 			t.Errorf("gave up after %v, want ~200ms", d)
 		}
-		if err := r.InTx(ctx, pgx.TxOptions{}, func(context.Context, pgx.Tx) error { return nil }); !errors.Is(err, ErrUnavailable) {
+		if err := r.InTx(ctx, pgx.TxOptions{}, func(context.Context, pgx.Tx) error { return nil }); !errors.Is(err, postgres.ErrUnavailable) {
 			t.Errorf("InTx with the pool exhausted: %v", err)
 		}
 		// Direct use of the pool is bounded too; Classify recognises it.
 		_, err = r.Primary().Exec(ctx, `SELECT 1`)
-		if !errors.Is(Classify(ctx, err), ErrUnavailable) {
+		if !errors.Is(postgres.Classify(ctx, err), postgres.ErrUnavailable) {
 			t.Errorf("Primary().Exec with the pool exhausted: %v", err)
 		}
 		// The caller's own cancellation is not "unavailable".
 		cctx, cancel := context.WithTimeout(ctx, 20*time.Millisecond)
 		defer cancel()
-		if _, err := r.Read(cctx, "test", func(ctx context.Context, q Querier) error { return nil }); err == nil || errors.Is(err, ErrUnavailable) {
+		if _, err := r.Read(cctx, "test", Route{}, func(ctx context.Context, q postgres.Querier) error { return nil }); err == nil || errors.Is(err, postgres.ErrUnavailable) {
 			t.Errorf("caller deadline: %v, want a plain context error", err)
 		}
 		if v, _ := metricValue(t, reg, "parley_db_pool_acquire_duration_seconds", map[string]string{"pool": "primary"}); v < 4 {
@@ -543,14 +544,14 @@ func TestErrUnavailable(t *testing.T) {
 	t.Run("primary unreachable", func(t *testing.T) {
 		r, _ := newRouter(t, Config{PrimaryURL: closedPortURL(t)})
 		ctx := context.Background()
-		if _, err := r.Read(ctx, "test", func(ctx context.Context, q Querier) error { return nil }); !errors.Is(err, ErrUnavailable) {
-			t.Errorf("read: %v, want ErrUnavailable", err)
+		if _, err := r.Read(ctx, "test", Route{}, func(ctx context.Context, q postgres.Querier) error { return nil }); !errors.Is(err, postgres.ErrUnavailable) {
+			t.Errorf("read: %v, want postgres.ErrUnavailable", err)
 		}
-		if _, err := r.CommitLSN(ctx); !errors.Is(err, ErrUnavailable) {
-			t.Errorf("CommitLSN: %v, want ErrUnavailable", err)
+		if _, err := r.CommitLSN(ctx); !errors.Is(err, postgres.ErrUnavailable) {
+			t.Errorf("CommitLSN: %v, want postgres.ErrUnavailable", err)
 		}
-		if err := r.Ping(ctx); !errors.Is(err, ErrUnavailable) {
-			t.Errorf("Ping: %v, want ErrUnavailable", err)
+		if err := r.Ping(ctx); !errors.Is(err, postgres.ErrUnavailable) {
+			t.Errorf("Ping: %v, want postgres.ErrUnavailable", err)
 		}
 	})
 }
@@ -562,11 +563,11 @@ func TestSpilloverBound(t *testing.T) {
 	if st := r.Status()[0]; st.State != StateDown || st.Breaker != "open" {
 		t.Fatalf("unreachable replica: %+v", st)
 	}
-	ctx := replicaCtx(AnyReplica)
+	ctx, route := context.Background(), replicaRoute(AnyReplica)
 	inside, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error)
 	go func() {
-		_, err := r.Read(ctx, "test", func(ctx context.Context, q Querier) error {
+		_, err := r.Read(ctx, "test", route, func(ctx context.Context, q postgres.Querier) error {
 			close(inside)
 			<-release
 			return nil
@@ -577,18 +578,18 @@ func TestSpilloverBound(t *testing.T) {
 	if v, _ := metricValue(t, reg, "parley_db_spillover_in_flight", nil); v != 1 {
 		t.Errorf("spillover_in_flight = %v, want 1", v)
 	}
-	if _, err := r.Read(ctx, "test", func(ctx context.Context, q Querier) error { return nil }); !errors.Is(err, ErrUnavailable) {
-		t.Errorf("second spill-over read over the bound: %v, want ErrUnavailable", err)
+	if _, err := r.Read(ctx, "test", route, func(ctx context.Context, q postgres.Querier) error { return nil }); !errors.Is(err, postgres.ErrUnavailable) {
+		t.Errorf("second spill-over read over the bound: %v, want postgres.ErrUnavailable", err)
 	}
 	// Reads the router was not asked to put on a replica are not bounded.
-	if target, err := r.Read(replicaCtx(Strong), "test", func(ctx context.Context, q Querier) error { return nil }); err != nil || target != TargetPrimary {
+	if target, err := r.Read(context.Background(), "test", replicaRoute(Strong), func(ctx context.Context, q postgres.Querier) error { return nil }); err != nil || target != TargetPrimary {
 		t.Errorf("strong read during spill-over saturation: %s %v", target, err)
 	}
 	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	if target, err := r.Read(ctx, "test", func(ctx context.Context, q Querier) error { return nil }); err != nil || target != TargetPrimary {
+	if target, err := r.Read(ctx, "test", route, func(ctx context.Context, q postgres.Querier) error { return nil }); err != nil || target != TargetPrimary {
 		t.Errorf("spill-over read after the slot freed: %s %v", target, err)
 	}
 	if v, _ := metricValue(t, reg, "parley_db_spillover_rejected_total", map[string]string{"endpoint": "test"}); v != 1 {
@@ -602,7 +603,7 @@ func TestSpilloverBound(t *testing.T) {
 func TestMetricsExported(t *testing.T) {
 	db := setupDB(t)
 	r, reg := newRouter(t, Config{PrimaryURL: db.PrimaryURL, ReplicaURLs: []string{db.ReplicaURL}})
-	if _, err := r.Read(replicaCtx(AnyReplica), "message_history", func(ctx context.Context, q Querier) error {
+	if _, err := r.Read(context.Background(), "message_history", replicaRoute(AnyReplica), func(ctx context.Context, q postgres.Querier) error {
 		_, err := isReplica(ctx, q)
 		return err
 	}); err != nil {
@@ -653,5 +654,38 @@ func TestConfigErrors(t *testing.T) {
 	defer r.Close()
 	if len(r.Status()) != 0 {
 		t.Errorf("blank replica URLs made replicas: %+v", r.Status())
+	}
+}
+
+// TestStoreOnExhaustedPool: the store's writes on the router's primary pool
+// are bounded by its acquire wait: a pool whose only connection is busy
+// gives postgres.ErrUnavailable (wrapping the deadline) within the bound,
+// and the caller's own cancellation is not "unavailable".
+func TestStoreOnExhaustedPool(t *testing.T) {
+	db := setupDB(t)
+	ctx := context.Background()
+	r, _ := newRouter(t, Config{PrimaryURL: db.PrimaryURL, PoolMaxConns: 1, AcquireTimeout: 100 * time.Millisecond})
+	if _, err := postgres.Migrate(ctx, r.Primary(), nil); err != nil {
+		t.Fatal(err)
+	}
+	busy := postgres.New(r.Primary())
+	held, err := r.Primary().Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, _, _, err = busy.CreateUser(ctx, "waiting", "")
+	if !errors.Is(err, postgres.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("CreateUser with the pool exhausted: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("waited %v for the 100ms bound", d)
+	}
+	held.Release()
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	_, _, _, err = busy.CreateUser(cctx, "cancelled", "")
+	if err == nil || errors.Is(err, postgres.ErrUnavailable) {
+		t.Fatalf("cancelled call: %v", err)
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"time"
+
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // Replica states (the "state" of /admin/status).
@@ -24,7 +26,7 @@ type ReplicaStatus struct {
 	// Stalled: replay did not advance over a probe interval although WAL
 	// was waiting to be replayed (state "lagging").
 	Stalled   bool      `json:"stalled,omitempty"`
-	ReplayLSN LSN       `json:"replay_lsn"`
+	ReplayLSN wal.LSN   `json:"replay_lsn"`
 	InFlight  int64     `json:"in_flight"` // reads running on it now
 	ProbedAt  time.Time `json:"probed_at"`
 }
@@ -46,7 +48,7 @@ func (r *Router) Status() []ReplicaStatus {
 
 // BestReplicaLSN returns the highest replay position among the replicas
 // that serve reads now (breaker closed); ok is false when none does.
-func (r *Router) BestReplicaLSN() (lsn LSN, ok bool) {
+func (r *Router) BestReplicaLSN() (lsn wal.LSN, ok bool) {
 	for _, rep := range r.replicas {
 		if v := rep.view.Load(); v != nil && v.breaker == BreakerClosed && (!ok || v.replay > lsn) {
 			lsn, ok = v.replay, true
@@ -59,7 +61,7 @@ func (r *Router) BestReplicaLSN() (lsn LSN, ok bool) {
 // replayed up to token (a zero token: whether any replica serves reads). The
 // cache layer uses it so as never to fill the cache from a replica behind a
 // writer's token.
-func (r *Router) ReplicaCanServe(token LSN) bool {
+func (r *Router) ReplicaCanServe(token wal.LSN) bool {
 	best, ok := r.BestReplicaLSN()
 	return ok && best >= token
 }

@@ -5,24 +5,24 @@ import (
 	"testing"
 
 	"github.com/parley-chat/parley/internal/chat"
-	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 func TestParseReadOptions(t *testing.T) {
-	lsn, _ := dbrouter.ParseLSN("16/B374D848")
+	lsn, _ := wal.Parse("16/B374D848")
 	tests := []struct {
 		name        string
 		consistency string
 		token       string
-		want        readOptions
+		want        chat.ReadOptions
 		invalid     bool
 	}{
 		{name: "none"},
-		{name: "strong", consistency: "strong", want: readOptions{strong: true}},
-		{name: "strong, any case and spaces", consistency: " Strong ", want: readOptions{strong: true}},
+		{name: "strong", consistency: "strong", want: chat.ReadOptions{Strong: true}},
+		{name: "strong, any case and spaces", consistency: " Strong ", want: chat.ReadOptions{Strong: true}},
 		{name: "unknown level", consistency: "eventual", invalid: true},
-		{name: "token", token: "16/B374D848", want: readOptions{token: lsn}},
-		{name: "token and strong", consistency: "strong", token: "16/B374D848", want: readOptions{strong: true, token: lsn}},
+		{name: "token", token: "16/B374D848", want: chat.ReadOptions{Token: lsn}},
+		{name: "token and strong", consistency: "strong", token: "16/B374D848", want: chat.ReadOptions{Strong: true, Token: lsn}},
 		{name: "token without slash", token: "16B374D848", invalid: true},
 		{name: "token not hex", token: "16/XYZ", invalid: true},
 		{name: "token too long", token: "123456789/0", invalid: true},
@@ -45,25 +45,6 @@ func TestParseReadOptions(t *testing.T) {
 		}
 		if err != nil || got != tt.want {
 			t.Errorf("%s: %+v, %v; want %+v", tt.name, got, err, tt.want)
-		}
-	}
-}
-
-func TestParsePosition(t *testing.T) {
-	for _, tt := range []struct {
-		in   string
-		want string
-		ok   bool
-	}{
-		{"16/B374D848", "16/B374D848", true},
-		{"7311052189873582153:16/B374D848", "16/B374D848", true},
-		{"", "", false},
-		{"*", "", false},
-		{"x/y", "", false},
-	} {
-		got, err := parsePosition(tt.in)
-		if (err == nil) != tt.ok || (tt.ok && got.String() != tt.want) {
-			t.Errorf("parsePosition(%q) = %v, %v", tt.in, got, err)
 		}
 	}
 }

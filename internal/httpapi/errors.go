@@ -6,7 +6,6 @@ import (
 	"net/http"
 
 	"github.com/parley-chat/parley/internal/chat"
-	"github.com/parley-chat/parley/internal/dbrouter"
 )
 
 // statusOf maps the domain error codes to HTTP statuses, once, here.
@@ -44,33 +43,24 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	writeJSON(w, status, errorBody{Error: errorDetail{Code: code, Message: message}})
 }
 
-// unavailable reports whether err means the database could not serve the
-// request: unreachable, a broken connection, the pool's acquire bound, or
-// the request's own time bound (while the client is still there).
-func unavailable(r *http.Request, err error) bool {
-	if errors.Is(err, dbrouter.ErrUnavailable) || dbrouter.IsConnectionError(err) {
-		return true
-	}
-	return errors.Is(err, context.DeadlineExceeded) && !errors.Is(context.Cause(r.Context()), context.Canceled)
-}
-
-// fail answers err: a domain error with its code and status; a database
-// that cannot serve with 503 unavailable and Retry-After; anything else with
-// 500 and no details (they go to the log with the request id).
+// fail answers err: a domain error with its code and status (503 with
+// Retry-After when the database cannot serve); the request's own deadline
+// with 503 too; anything else with 500 and no details (they go to the log
+// with the request id). A client that has gone gets 499 in the log.
 func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	st := stateFrom(r.Context())
 	code := chat.ErrorCode(err)
-	if code == chat.EINTERNAL {
-		switch {
-		case errors.Is(r.Context().Err(), context.Canceled):
+	if code == chat.EINTERNAL || code == chat.EUNAVAILABLE {
+		if errors.Is(r.Context().Err(), context.Canceled) {
 			st.err = errClientGone
 			writeError(w, statusClientClosed, "canceled", "the request was cancelled")
 			return
-		case unavailable(r, err):
-			st.err = err
-			writeError(w, http.StatusServiceUnavailable, chat.EUNAVAILABLE, "the database is unavailable; retry shortly")
-			return
 		}
+		if code == chat.EINTERNAL && errors.Is(err, context.DeadlineExceeded) && !errors.Is(context.Cause(r.Context()), context.Canceled) {
+			code, err = chat.EUNAVAILABLE, &chat.Error{Code: chat.EUNAVAILABLE, Message: "the database is unavailable; retry shortly", Err: err}
+		}
+	}
+	if code == chat.EINTERNAL {
 		st.err = err
 		writeError(w, http.StatusInternalServerError, chat.EINTERNAL, "internal error (request id "+st.id+")")
 		return

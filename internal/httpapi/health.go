@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/chat"
 )
 
 func (s *Server) handleHealthz(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +76,7 @@ func probeError(ctx context.Context, err error) string {
 	switch {
 	case ctx.Err() != nil || errors.Is(err, context.DeadlineExceeded):
 		return "timed out"
-	case errors.Is(err, dbrouter.ErrUnavailable) || dbrouter.IsConnectionError(err):
+	case chat.ErrorCode(err) == chat.EUNAVAILABLE:
 		return "unreachable"
 	}
 	return "not answering"

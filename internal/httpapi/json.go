@@ -7,8 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strconv"
-	"time"
 	"unicode/utf8"
 
 	"github.com/parley-chat/parley/internal/chat"
@@ -91,19 +89,10 @@ func jsonKind(goKind string) string {
 	return "a number"
 }
 
-// formatID is an id on the wire: a decimal string.
-func formatID(id int64) string { return strconv.FormatInt(id, 10) }
-
-// parseID parses a wire id: the canonical decimal form of a positive int64.
-func parseID(s string) (int64, bool) {
-	n, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || n <= 0 || strconv.FormatInt(n, 10) != s {
-		return 0, false
-	}
-	return n, true
+// writeBody writes a JSON body made by chat.EncodeJSON (or stored by the
+// cache).
+func writeBody(w http.ResponseWriter, code int, body []byte) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
 }
-
-// timeLayout is RFC 3339 with microseconds, for UTC times.
-const timeLayout = "2006-01-02T15:04:05.000000Z"
-
-func formatTime(t time.Time) string { return t.UTC().Format(timeLayout) }

@@ -1,239 +1,208 @@
 package httpapi
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/http/httptest"
-	"os"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/parley-chat/parley/internal/chat"
-	"github.com/parley-chat/parley/internal/dbrouter"
-	"github.com/parley-chat/parley/internal/postgres"
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
+	"github.com/parley-chat/parley/internal/wal"
 )
 
-func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+// The handler tests run on a fake chat.Service: they check what the HTTP
+// edge does (decoding, auth, headers, errors, metrics, logs), not where data
+// comes from. The whole service on the real stack is test/integration's.
 
 const adminToken = "adm_test_token"
 
-// syncBuffer is a log sink safe for concurrent handlers.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
+// fakeService answers with what its fields say and records the calls.
+type fakeService struct {
+	mu    sync.Mutex
+	calls []string // method names, in order
+
+	users map[string]chat.User // bearer token → user
+	// authSource is Authenticate's source (default primary).
+	authSource chat.Source
+
+	// read answers History, Conversations, Conversation and Unread.
+	read    func(method string) (chat.Read, error)
+	members map[int64][]int64 // conversation → members, for CheckMember
+	// write answers the writes: the error, and the token of their Ack.
+	writeErr   error
+	writeToken wal.LSN
+	replayed   bool // Send says the message existed (Created false)
+
+	// the last requests, for assertions
+	lastHistory chat.HistoryRequest
+	lastList    chat.ListRequest
+	lastOpts    chat.ReadOptions
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
+func newFake() *fakeService {
+	return &fakeService{
+		users: map[string]chat.User{"plt_alice": {ID: 1, Handle: "alice", DisplayName: "Alice"}, "plt_bob": {ID: 2, Handle: "bob", DisplayName: "Bob"},
+			"plt_carol": {ID: 3, Handle: "carol", DisplayName: "Carol"}}, // not a member of 10
+		members: map[int64][]int64{10: {1, 2}},
+		read: func(string) (chat.Read, error) {
+			return chat.Read{Body: []byte("{\"ok\":true}\n"), Source: chat.SourcePrimary, Cohort: chat.CohortBaseline}, nil
+		},
+	}
 }
 
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+func (f *fakeService) record(method string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, method)
 }
 
-// api is a real server (httptest) on a real store for one test.
+func (f *fakeService) called(method string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, c := range f.calls {
+		if c == method {
+			n++
+		}
+	}
+	return n
+}
+
+func (f *fakeService) Authenticate(_ context.Context, token string, opts chat.ReadOptions) (chat.User, chat.Source, error) {
+	f.record("Authenticate")
+	src := f.authSource
+	if src == "" {
+		src = chat.SourcePrimary
+	}
+	u, ok := f.users[token]
+	if !ok {
+		return chat.User{}, src, chat.Errorf(chat.EUNAUTHENTICATED, "unknown token")
+	}
+	return u, src, nil
+}
+
+func (f *fakeService) CheckMember(_ context.Context, u chat.User, convID int64) error {
+	f.record("CheckMember")
+	for _, m := range f.members[convID] {
+		if m == u.ID {
+			return nil
+		}
+	}
+	return chat.Errorf(chat.ENOTFOUND, "conversation not found")
+}
+
+func ack[T any](f *fakeService, v T) (chat.Ack[T], error) {
+	if f.writeErr != nil {
+		return chat.Ack[T]{}, f.writeErr
+	}
+	return chat.Ack[T]{Value: v, Token: f.writeToken}, nil
+}
+
+func (f *fakeService) CreateUser(_ context.Context, handle, name string) (chat.Ack[chat.NewUser], error) {
+	f.record("CreateUser")
+	return ack(f, chat.NewUser{User: chat.User{ID: 7, Handle: handle, DisplayName: name}, Token: "plt_new"})
+}
+
+func (f *fakeService) CreateConversation(_ context.Context, u chat.User, title string, ids []int64) (chat.Ack[chat.Conversation], error) {
+	f.record("CreateConversation")
+	return ack(f, chat.Conversation{ID: 11, Title: title, MemberIDs: append([]int64{u.ID}, ids...)})
+}
+
+func (f *fakeService) Send(_ context.Context, u chat.User, req chat.SendRequest) (chat.Ack[chat.SendResult], error) {
+	f.record("Send")
+	return ack(f, chat.SendResult{Message: chat.Message{ID: 100, ConversationID: req.ConversationID, SenderID: u.ID, Body: req.Body}, Created: !f.replayed})
+}
+
+func (f *fakeService) MarkRead(_ context.Context, u chat.User, convID, messageID int64) (chat.Ack[int64], error) {
+	f.record("MarkRead")
+	return ack(f, int64(3))
+}
+
+func (f *fakeService) History(_ context.Context, u chat.User, req chat.HistoryRequest, opts chat.ReadOptions) (chat.Read, error) {
+	f.record("History")
+	f.mu.Lock()
+	f.lastHistory, f.lastOpts = req, opts
+	f.mu.Unlock()
+	return f.read("History")
+}
+
+func (f *fakeService) Conversations(_ context.Context, u chat.User, req chat.ListRequest, opts chat.ReadOptions) (chat.Read, error) {
+	f.record("Conversations")
+	f.mu.Lock()
+	f.lastList, f.lastOpts = req, opts
+	f.mu.Unlock()
+	return f.read("Conversations")
+}
+
+func (f *fakeService) Conversation(_ context.Context, u chat.User, convID int64, opts chat.ReadOptions) (chat.Read, error) {
+	f.record("Conversation")
+	f.mu.Lock()
+	f.lastOpts = opts
+	f.mu.Unlock()
+	return f.read("Conversation")
+}
+
+func (f *fakeService) Unread(_ context.Context, u chat.User, opts chat.ReadOptions) (chat.Read, error) {
+	f.record("Unread")
+	f.mu.Lock()
+	f.lastOpts = opts
+	f.mu.Unlock()
+	return f.read("Unread")
+}
+
+func (f *fakeService) Status(context.Context) chat.Status {
+	f.record("Status")
+	return chat.Status{Replicas: []string{}, Cache: chat.CacheStatus{State: "up"}, Rollouts: map[string]chat.Rollout{}}
+}
+
+func (f *fakeService) Rollouts(context.Context) ([]chat.Rollout, error) {
+	f.record("Rollouts")
+	return []chat.Rollout{{Endpoint: chat.EndpointMessageHistory, Percent: 10}}, nil
+}
+
+func (f *fakeService) SetRollout(_ context.Context, endpoint string, u chat.RolloutUpdate) (chat.Rollout, error) {
+	f.record("SetRollout")
+	if err := u.Validate(); err != nil {
+		return chat.Rollout{}, err
+	}
+	r := chat.Rollout{Endpoint: endpoint}
+	if u.Percent != nil {
+		r.Percent = *u.Percent
+	}
+	return r, nil
+}
+
+// api is a Server on a fake service, served by httptest.
 type api struct {
-	t      *testing.T
-	srv    *httptest.Server
-	s      *Server
-	store  *postgres.Store
-	pool   *pgxpool.Pool
-	reg    *prometheus.Registry
-	logs   *syncBuffer
-	client *http.Client
+	t    *testing.T
+	fake *fakeService
+	s    *Server
+	srv  *httptest.Server
+	reg  *prometheus.Registry
+	logs *stacktest.LogBuffer
+	c    *stacktest.Client
 }
 
-// openRouter is a router on the primary at url only (exec mode: the URL may
-// be PgBouncer's), with the 500 ms acquire bound the tests rely on.
-func openRouter(t *testing.T, url string, maxConns int32) *dbrouter.Router {
+func newAPI(t *testing.T, mod ...func(*Config)) *api {
 	t.Helper()
-	r, err := dbrouter.New(context.Background(), dbrouter.Config{
-		PrimaryURL: url, PrimaryExecMode: "exec", PoolMaxConns: maxConns, AcquireTimeout: 500 * time.Millisecond,
-		Logger: slog.New(slog.DiscardHandler),
-	})
-	if err != nil {
-		t.Fatal(err)
+	a := &api{t: t, fake: newFake(), reg: prometheus.NewRegistry(), logs: &stacktest.LogBuffer{}}
+	cfg := Config{Logger: slog.New(slog.NewJSONHandler(a.logs, nil)), Gatherer: a.reg, Registerer: a.reg,
+		Service: a.fake, Admin: a.fake, AdminToken: adminToken}
+	for _, m := range mod {
+		m(&cfg)
 	}
-	t.Cleanup(r.Close)
-	return r
-}
-
-// newAPI serves the API on a fresh, migrated database through PgBouncer
-// (the production topology, exec mode), reads and writes through a router.
-func newAPI(t *testing.T) *api {
-	t.Helper()
-	db := stack.ForTest(t).NewDatabase(t)
-	ctx := context.Background()
-	r := openRouter(t, db.PgBouncerURL, 10)
-	if _, err := postgres.Migrate(ctx, r.Primary(), nil); err != nil {
-		t.Fatal(err)
-	}
-	key, err := postgres.CursorKey(ctx, r.Primary(), "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cursors, err := chat.NewCursorCodec(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return startAPI(t, r, cursors)
-}
-
-func startAPI(t *testing.T, r *dbrouter.Router, cursors *chat.CursorCodec) *api {
-	t.Helper()
-	a := &api{t: t, store: postgres.New(r.Primary()), pool: r.Primary(),
-		reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
-	log := slog.New(slog.NewJSONHandler(a.logs, nil))
-	a.s = New(Config{Logger: log, Gatherer: a.reg, Registerer: a.reg, Store: a.store, Router: r, Cursors: cursors, AdminToken: adminToken,
-		RequestTimeout: 5 * time.Second})
+	a.s = New(cfg)
 	a.srv = httptest.NewServer(a.s)
 	t.Cleanup(a.srv.Close)
-	a.client = a.srv.Client()
+	a.c = stacktest.NewClient(t, a.srv.URL, adminToken)
 	return a
 }
 
-// response is one answer.
-type response struct {
-	status int
-	header http.Header
-	body   []byte
-}
-
-func (r response) json(t *testing.T, v any) {
-	t.Helper()
-	if err := json.Unmarshal(r.body, v); err != nil {
-		t.Fatalf("response %d %q: %v", r.status, r.body, err)
-	}
-}
-
-func (r response) errorCode(t *testing.T) string {
-	t.Helper()
-	var e errorBody
-	r.json(t, &e)
-	return e.Error.Code
-}
-
-// do sends a request; body is sent as is when it is []byte or string, and
-// JSON-encoded otherwise.
-func (a *api) do(method, path, token string, body any, header ...string) response {
+func (a *api) do(method, path, token string, body any, header ...string) stacktest.Reply {
 	a.t.Helper()
-	var rd io.Reader
-	switch b := body.(type) {
-	case nil:
-	case []byte:
-		rd = bytes.NewReader(b)
-	case string:
-		rd = strings.NewReader(b)
-	default:
-		j, err := json.Marshal(b)
-		if err != nil {
-			a.t.Fatal(err)
-		}
-		rd = bytes.NewReader(j)
-	}
-	req, err := http.NewRequest(method, a.srv.URL+path, rd)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	for i := 0; i+1 < len(header); i += 2 {
-		req.Header.Add(header[i], header[i+1])
-	}
-	resp, err := a.client.Do(req)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return response{status: resp.StatusCode, header: resp.Header, body: b}
-}
-
-// want fails unless r has status (and, for errors, code).
-func want(t *testing.T, r response, status int, code string) {
-	t.Helper()
-	if r.status != status {
-		t.Fatalf("status %d, want %d: %s", r.status, status, r.body)
-	}
-	if code != "" {
-		if got := r.errorCode(t); got != code {
-			t.Fatalf("error code %q, want %q: %s", got, code, r.body)
-		}
-	}
-}
-
-var handleSeq atomic.Int64
-
-type testUser struct {
-	ID, Handle, DisplayName, Token string
-}
-
-func (a *api) createUser() testUser {
-	a.t.Helper()
-	h := fmt.Sprintf("user%d", handleSeq.Add(1))
-	r := a.do("POST", "/v1/users", adminToken, map[string]string{"handle": h, "display_name": "User " + h})
-	want(a.t, r, 201, "")
-	var u struct {
-		ID          string `json:"id"`
-		Handle      string `json:"handle"`
-		DisplayName string `json:"display_name"`
-		Token       string `json:"token"`
-	}
-	r.json(a.t, &u)
-	return testUser{u.ID, u.Handle, u.DisplayName, u.Token}
-}
-
-func (a *api) createConversation(owner testUser, members ...testUser) conversationJSON {
-	a.t.Helper()
-	ids := []string{}
-	for _, m := range members {
-		ids = append(ids, m.ID)
-	}
-	r := a.do("POST", "/v1/conversations", owner.Token, map[string]any{"title": "t", "member_ids": ids})
-	want(a.t, r, 201, "")
-	var c conversationJSON
-	r.json(a.t, &c)
-	return c
-}
-
-func (a *api) send(conv string, from testUser, body string) messageJSON {
-	a.t.Helper()
-	r := a.do("POST", "/v1/conversations/"+conv+"/messages", from.Token, map[string]string{"body": body})
-	want(a.t, r, 201, "")
-	var m messageJSON
-	r.json(a.t, &m)
-	return m
-}
-
-// counts is a fingerprint of everything the API can write.
-func (a *api) counts() string {
-	a.t.Helper()
-	var s string
-	err := a.pool.QueryRow(context.Background(), `
-		SELECT format('users=%s conversations=%s members=%s messages=%s markers=%s last=%s',
-			(SELECT count(*) FROM users), (SELECT count(*) FROM conversations),
-			(SELECT count(*) FROM conversation_members), (SELECT count(*) FROM messages),
-			(SELECT coalesce(sum(last_read_seq), 0) FROM conversation_members),
-			(SELECT coalesce(sum(last_seq), 0) FROM conversations))`).Scan(&s)
-	if err != nil {
-		a.t.Fatal(err)
-	}
-	return s
+	return a.c.Do(method, path, token, body, header...)
 }

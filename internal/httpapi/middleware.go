@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	mrand "math/rand/v2"
 	"net/http"
 	"runtime/debug"
 	"strconv"
@@ -21,11 +22,12 @@ import (
 const MaxBodyBytes = 64 << 10
 
 // requestState is what the middleware and handlers share about one request.
+// Only the handlers of this package write it, from what the service
+// returned.
 type requestState struct {
 	id         string
 	cohort     string
-	readSource string
-	read       readOptions // a GET's consistency headers
+	readSource chat.Source
 	userID     int64
 	err        error // the cause of a 5xx, for the log only
 }
@@ -37,34 +39,16 @@ func stateFrom(ctx context.Context) *requestState {
 	return st
 }
 
-// CohortBaseline and CohortOptimized are the values of the cohort label.
-const (
-	CohortBaseline  = "baseline"
-	CohortOptimized = "optimized"
-)
-
-// SetCohort labels the request's metrics with cohort (CohortBaseline by
-// default); the rollout logic calls it once it has bucketed the user.
-func SetCohort(ctx context.Context, cohort string) {
-	if st := stateFrom(ctx); st != nil {
-		st.cohort = cohort
+// served records what a read returned: its cohort (the metrics' label) and
+// its source (X-Read-Source), when set.
+func served(r *http.Request, rd chat.Read) {
+	st := stateFrom(r.Context())
+	if rd.Cohort != "" {
+		st.cohort = rd.Cohort
 	}
-}
-
-// SetReadSource records where the request's read ran ("primary", "replica"
-// or "cache"), for X-Read-Source; a Reader calls it.
-func SetReadSource(ctx context.Context, source string) {
-	if st := stateFrom(ctx); st != nil {
-		st.readSource = source
+	if rd.Source != "" {
+		st.readSource = rd.Source
 	}
-}
-
-// RequestID is the request's id (the X-Request-Id of the response).
-func RequestID(ctx context.Context) string {
-	if st := stateFrom(ctx); st != nil {
-		return st.id
-	}
-	return ""
 }
 
 // requestID accepts a client's X-Request-Id when it is 1–128 characters of
@@ -106,11 +90,11 @@ func (w *statusWriter) WriteHeader(code int) {
 		w.status = code
 		src := w.st.readSource
 		if src == "" && w.apiRead {
-			src = sourcePrimary
+			src = chat.SourcePrimary
 		}
 		if w.read && src != "" {
 			if h := w.Header(); h.Get(headerReadSource) == "" {
-				h.Set(headerReadSource, src)
+				h.Set(headerReadSource, string(src))
 			}
 		}
 	}
@@ -133,11 +117,12 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 // access-log line and the HTTP metrics.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	st := &requestState{id: requestID(r), cohort: CohortBaseline}
+	st := &requestState{id: requestID(r), cohort: chat.CohortBaseline}
 	w.Header().Set("X-Request-Id", st.id)
 	read := r.Method == http.MethodGet || r.Method == http.MethodHead
 	sw := &statusWriter{ResponseWriter: w, st: st, read: read, apiRead: read && strings.HasPrefix(r.URL.Path, "/v1/")}
-	ctx, cancel := context.WithTimeout(context.WithValue(r.Context(), stateKey{}, st), s.cfg.RequestTimeout)
+	ctx := chat.WithRequestID(context.WithValue(r.Context(), stateKey{}, st), st.id)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.RequestTimeout)
 	defer cancel()
 	r = r.WithContext(ctx)
 	if r.Body != nil {
@@ -156,6 +141,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	elapsed := time.Since(start)
 	s.metrics.observe(route, status, st.cohort, elapsed)
+	if status < 500 && !s.sampled() {
+		return
+	}
 	attrs := []slog.Attr{
 		slog.String("method", r.Method),
 		slog.String("route", route),
@@ -240,6 +228,19 @@ func (r *recorder) Write(b []byte) (int, error) {
 		r.status = http.StatusOK
 	}
 	return r.body.Write(b)
+}
+
+// sampled decides whether an ordinary request is written to the access log
+// (Config.AccessLogSample).
+func (s *Server) sampled() bool {
+	switch p := s.cfg.AccessLogSample; {
+	case p >= 1:
+		return true
+	case p <= 0:
+		return false
+	default:
+		return mrand.Float64() < p
+	}
 }
 
 // retryAfter is the Retry-After of 503 answers, in seconds.

@@ -16,10 +16,10 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/parley-chat/parley/internal/postgres"
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+func TestMain(m *testing.M) { os.Exit(stacktest.Main(m)) }
 
 // newPool opens a pool on url, closed in Cleanup. Pools through PgBouncer
 // (transaction pooling) must not use protocol-level prepared statements.
@@ -43,9 +43,9 @@ func newPool(t testing.TB, url string, throughPgBouncer bool, tracer pgx.QueryTr
 }
 
 // migratedDB is a fresh database with Parley's schema and a pool on its primary.
-func migratedDB(t *testing.T) (stack.Database, *pgxpool.Pool) {
+func migratedDB(t *testing.T) (stacktest.Database, *pgxpool.Pool) {
 	t.Helper()
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
 	pool := newPool(t, db.PrimaryURL, false, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)

@@ -9,7 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // The monitors together, as `parley serve` runs them: autovacuum settings
@@ -17,7 +17,7 @@ import (
 // the context, and a JSON summary.
 func TestMonitorsRunAndSummary(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db, pool := migratedDB(t)
 	mustExec(t, ctx, pool, `ALTER TABLE messages SET (autovacuum_vacuum_threshold = 123)`)
 

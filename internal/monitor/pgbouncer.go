@@ -269,7 +269,7 @@ func (p *PgBouncer) read(ctx context.Context) ([]PgBouncerDatabase, error) {
 				return nil, err
 			}
 			for _, r := range pools {
-				if name := r.str("database"); poolSize[name] == 0 && size > 0 {
+				if name := r.str("database"); name != "" && name != "pgbouncer" && poolSize[name] == 0 && size > 0 {
 					poolSize[name] = size
 					d := get(name)
 					d.PoolSize, d.Saturation = size, 0

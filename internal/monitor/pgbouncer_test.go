@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 func findDB(dbs []PgBouncerDatabase, name string) (PgBouncerDatabase, bool) {
@@ -26,7 +27,7 @@ func findDB(dbs []PgBouncerDatabase, name string) (PgBouncerDatabase, bool) {
 // the pool is saturated and clients queue.
 func TestPgBouncerSaturation(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
 	pool := newPool(t, db.PgBouncerURL, true, nil)
 	reg := prometheus.NewRegistry()
@@ -127,7 +128,7 @@ func TestPgBouncerSaturation(t *testing.T) {
 // running, and recovers when PgBouncer is back.
 func TestPgBouncerDown(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	reg := prometheus.NewRegistry()
 	logs := &logBuffer{}
 	mon, err := NewPgBouncer(PgBouncerOptions{AdminURL: s.PgBouncerAdminURL(), Registerer: reg,

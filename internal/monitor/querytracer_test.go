@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 func TestSQLQueryName(t *testing.T) {
@@ -67,7 +68,7 @@ func TestErrorClass(t *testing.T) {
 
 func TestQueryPerformance(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
 	reg := prometheus.NewRegistry()
 	logs := &logBuffer{}
@@ -288,7 +289,7 @@ func BenchmarkQueryTracerRoundTrip(b *testing.B) {
 // roundTripPools opens two warmed pools on the primary's app database, the
 // second with the tracer.
 func roundTripPools(tb testing.TB) (untraced, traced *pgxpool.Pool) {
-	s := stack.ForTest(tb)
+	s := stacktest.ForTest(tb)
 	url := s.PrimaryURLFor(stack.AppDB)
 	qp, err := NewQueryPerformance(QueryPerformanceOptions{Registerer: prometheus.NewRegistry()})
 	if err != nil {

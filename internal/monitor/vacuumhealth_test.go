@@ -10,7 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // newVacuumTables creates two tables of 20k rows with autovacuum off, so the
@@ -32,7 +32,7 @@ func flushStats(t *testing.T, ctx context.Context, conn execer) {
 
 func TestVacuumHealth(t *testing.T) {
 	ctx := testCtx(t, 90*time.Second)
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
 	pool := newPool(t, db.PrimaryURL, false, nil)
 	newVacuumTables(t, ctx, pool, "bloated", "fresh", "never_analyzed")
@@ -142,7 +142,7 @@ func TestVacuumHealth(t *testing.T) {
 // slowed down with cost-based delay so the poll catches it.
 func TestVacuumHealthSeesRunningVacuum(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
 	pool := newPool(t, db.PrimaryURL, false, nil)
 	newVacuumTables(t, ctx, pool, "slow_vacuum")
@@ -191,7 +191,7 @@ func TestVacuumHealthSeesRunningVacuum(t *testing.T) {
 // The label set is bounded: only the largest MaxTables tables are watched.
 func TestVacuumHealthCapsTables(t *testing.T) {
 	ctx := testCtx(t, 60*time.Second)
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
 	pool := newPool(t, db.PrimaryURL, false, nil)
 	mustExec(t, ctx, pool, `CREATE TABLE small (id int)`)

@@ -135,7 +135,7 @@ func BenchmarkStore(b *testing.B) {
 		})
 		b.Run("send/"+m.name, func(b *testing.B) {
 			measure(b, func() error {
-				_, err := s.SendMessage(ctx, senders[0])
+				_, _, err := s.SendMessage(ctx, senders[0])
 				return err
 			})
 		})
@@ -147,7 +147,7 @@ func BenchmarkStore(b *testing.B) {
 		})
 		b.Run("send_c8/"+m.name, func(b *testing.B) {
 			measureConcurrent(b, 8, func(w int) error {
-				_, err := s.SendMessage(ctx, senders[w])
+				_, _, err := s.SendMessage(ctx, senders[w])
 				return err
 			})
 		})

@@ -10,23 +10,25 @@ import (
 	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // CreateConversation stores a conversation of creatorID and memberIDs (the
-// creator is always a member; duplicates are ignored) and returns it. An
-// unknown member id is EINVALID and nothing is written. The returned
-// MemberIDs are the users whose conversation lists changed.
-func (s *Store) CreateConversation(ctx context.Context, creatorID int64, title string, memberIDs []int64) (chat.Conversation, error) {
+// creator is always a member; duplicates are ignored) and returns it with
+// the commit position. An unknown member id is EINVALID and nothing is
+// written. The returned MemberIDs are the users whose conversation lists
+// changed.
+func (s *Store) CreateConversation(ctx context.Context, creatorID int64, title string, memberIDs []int64) (chat.Conversation, wal.LSN, error) {
 	if err := chat.ValidateTitle(title); err != nil {
-		return chat.Conversation{}, err
+		return chat.Conversation{}, 0, err
 	}
 	members, err := chat.Members(creatorID, memberIDs)
 	if err != nil {
-		return chat.Conversation{}, err
+		return chat.Conversation{}, 0, err
 	}
 	c := chat.Conversation{Title: title, MemberIDs: members}
 	var missing []int64
-	err = s.inTx(ctx, func(tx pgx.Tx) error {
+	pos, err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `
 			INSERT INTO conversations (created_by, title) VALUES ($1, $2)
 			RETURNING id, created_at`, creatorID, title).Scan(&c.ID, &c.CreatedAt); err != nil {
@@ -52,13 +54,13 @@ func (s *Store) CreateConversation(ctx context.Context, creatorID int64, title s
 		return errRollback
 	})
 	if errors.Is(err, errRollback) {
-		return chat.Conversation{}, chat.Errorf(chat.EINVALID, "member_ids: no user has the id(s) %v", missing)
+		return chat.Conversation{}, 0, chat.Errorf(chat.EINVALID, "member_ids: no user has the id(s) %v", missing)
 	}
 	if err != nil {
-		return chat.Conversation{}, fmt.Errorf("create conversation: %w", err)
+		return chat.Conversation{}, 0, fmt.Errorf("create conversation: %w", err)
 	}
 	c.CreatedAt = c.CreatedAt.UTC()
-	return c, nil
+	return c, pos, nil
 }
 
 // errRollback makes inTx roll back without it being a failure of the database.

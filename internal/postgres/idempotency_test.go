@@ -36,7 +36,7 @@ func TestIdempotentSend(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					<-start
-					results[i], errs[i] = s.SendMessage(ctx, req)
+					results[i], _, errs[i] = s.SendMessage(ctx, req)
 				}()
 			}
 			close(start)
@@ -59,15 +59,15 @@ func TestIdempotentSend(t *testing.T) {
 		})
 
 		t.Run("key reused with another body", func(t *testing.T) {
-			first, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: a.ID, Body: "one", IdempotencyKey: "k2"})
+			first, _, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: a.ID, Body: "one", IdempotencyKey: "k2"})
 			if err != nil || !first.Created {
 				t.Fatal(first, err)
 			}
-			_, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: a.ID, Body: "two", IdempotencyKey: "k2"})
+			_, _, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: a.ID, Body: "two", IdempotencyKey: "k2"})
 			wantCode(t, err, chat.ECONFLICT)
-			_, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: other.ID, SenderID: a.ID, Body: "one", IdempotencyKey: "k2"})
+			_, _, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: other.ID, SenderID: a.ID, Body: "one", IdempotencyKey: "k2"})
 			wantCode(t, err, chat.ECONFLICT)
-			again, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: a.ID, Body: "one", IdempotencyKey: "k2"})
+			again, _, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: a.ID, Body: "one", IdempotencyKey: "k2"})
 			if err != nil || again.Created || again.Message.ID != first.Message.ID {
 				t.Fatalf("replay = %+v, %v", again, err)
 			}
@@ -75,7 +75,7 @@ func TestIdempotentSend(t *testing.T) {
 				t.Fatalf("%d rows with key k2", count("k2"))
 			}
 			// Keys belong to their sender.
-			theirs, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: b.ID, Body: "one", IdempotencyKey: "k2"})
+			theirs, _, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: b.ID, Body: "one", IdempotencyKey: "k2"})
 			if err != nil || !theirs.Created || theirs.Message.ID == first.Message.ID {
 				t.Fatalf("another sender's k2: %+v, %v", theirs, err)
 			}
@@ -96,7 +96,7 @@ func TestIdempotentSend(t *testing.T) {
 						c = other.ID
 					}
 					<-start
-					results[i], errs[i] = s.SendMessage(ctx, chat.SendRequest{ConversationID: c, SenderID: a.ID, Body: "x", IdempotencyKey: "k3"})
+					results[i], _, errs[i] = s.SendMessage(ctx, chat.SendRequest{ConversationID: c, SenderID: a.ID, Body: "x", IdempotencyKey: "k3"})
 				}()
 			}
 			close(start)

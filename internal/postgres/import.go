@@ -58,7 +58,7 @@ func (s *Store) ImportHistory(ctx context.Context, batch []HistoryImport) (int64
 		return 0, nil
 	}
 	var n int64
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	_, err := s.inTx(ctx, func(tx pgx.Tx) error {
 		var busy int64
 		if err := tx.QueryRow(ctx, `
 			SELECT count(*) FILTER (WHERE last_seq > 0) FROM (
@@ -101,8 +101,9 @@ func (s *Store) ImportHistory(ctx context.Context, batch []HistoryImport) (int64
 // Analyze refreshes the planner statistics and the visibility map of the
 // tables (VACUUM (ANALYZE)), as autovacuum would after a bulk load.
 func (s *Store) Analyze(ctx context.Context) error {
-	return s.write(ctx, func(q Querier) error {
+	_, err := s.write(ctx, func(q Querier) error {
 		_, err := q.Exec(ctx, `VACUUM (ANALYZE) users, conversations, conversation_members, messages`, pgx.QueryExecModeSimpleProtocol)
 		return err
 	})
+	return err
 }

@@ -12,10 +12,12 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parley-chat/parley/internal/chat"
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+func TestMain(m *testing.M) {
+	os.Exit(stacktest.Main(m, stacktest.Migrated(SchemaFingerprint(), Migrate)))
+}
 
 func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -43,9 +45,24 @@ func connect(t testing.TB, url string, mode pgx.QueryExecMode, maxConns int32) *
 }
 
 // migratedDB is a fresh, migrated database for the test.
-func migratedDB(t testing.TB) stack.Database {
+// emptyMigratedDB is a database migrated from empty (not a copy of the
+// package's template).
+func emptyMigratedDB(t testing.TB) stacktest.Database {
 	t.Helper()
-	db := stack.ForTest(t).NewDatabase(t)
+	db := stacktest.ForTest(t).NewEmptyDatabase(t)
+	pool := connect(t, db.PrimaryURL, pgx.QueryExecModeExec, 2)
+	if _, err := Migrate(testCtx(t), pool, nil); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	pool.Close()
+	return db
+}
+
+// migratedDB is a migrated database: a copy of the package's template,
+// migrated again (a no-op that checks Migrate is idempotent).
+func migratedDB(t testing.TB) stacktest.Database {
+	t.Helper()
+	db := stacktest.ForTest(t).NewDatabase(t)
 	pool := connect(t, db.PrimaryURL, pgx.QueryExecModeExec, 2)
 	if _, err := Migrate(testCtx(t), pool, nil); err != nil {
 		t.Fatalf("migrate: %v", err)
@@ -57,18 +74,18 @@ func migratedDB(t testing.TB) stack.Database {
 // mode is one way of reaching the primary: the store's tests run under both.
 type mode struct {
 	name string
-	url  func(stack.Database) string
+	url  func(stacktest.Database) string
 	exec pgx.QueryExecMode
 }
 
 var modes = []mode{
-	{"direct", func(db stack.Database) string { return db.PrimaryURL }, pgx.QueryExecModeCacheStatement},
-	{"pgbouncer", func(db stack.Database) string { return db.PgBouncerURL }, pgx.QueryExecModeExec},
+	{"direct", func(db stacktest.Database) string { return db.PrimaryURL }, pgx.QueryExecModeCacheStatement},
+	{"pgbouncer", func(db stacktest.Database) string { return db.PgBouncerURL }, pgx.QueryExecModeExec},
 }
 
 // eachMode runs fn once directly against the primary (prepared statements)
 // and once through PgBouncer (exec mode), on the same database.
-func eachMode(t *testing.T, db stack.Database, fn func(t *testing.T, s *Store)) {
+func eachMode(t *testing.T, db stacktest.Database, fn func(t *testing.T, s *Store)) {
 	for _, m := range modes {
 		t.Run(m.name, func(t *testing.T) {
 			fn(t, New(connect(t, m.url(db), m.exec, 20)))
@@ -88,7 +105,7 @@ type fixture struct {
 func (f fixture) user() chat.User {
 	f.t.Helper()
 	n := seq.Add(1)
-	u, _, err := f.s.CreateUser(f.ctx, fmt.Sprintf("u%d_%d", n, time.Now().UnixNano()%1e6), "")
+	u, _, _, err := f.s.CreateUser(f.ctx, fmt.Sprintf("u%d_%d", n, time.Now().UnixNano()%1e6), "")
 	if err != nil {
 		f.t.Fatalf("create user: %v", err)
 	}
@@ -101,7 +118,7 @@ func (f fixture) conversation(creator chat.User, others ...chat.User) chat.Conve
 	for i, u := range others {
 		ids[i] = u.ID
 	}
-	c, err := f.s.CreateConversation(f.ctx, creator.ID, "", ids)
+	c, _, err := f.s.CreateConversation(f.ctx, creator.ID, "", ids)
 	if err != nil {
 		f.t.Fatalf("create conversation: %v", err)
 	}
@@ -110,7 +127,7 @@ func (f fixture) conversation(creator chat.User, others ...chat.User) chat.Conve
 
 func (f fixture) send(conv chat.Conversation, from chat.User, body string) chat.Message {
 	f.t.Helper()
-	r, err := f.s.SendMessage(f.ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: from.ID, Body: body})
+	r, _, err := f.s.SendMessage(f.ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: from.ID, Body: body})
 	if err != nil {
 		f.t.Fatalf("send: %v", err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // SendMessage stores a message in one transaction:
@@ -27,20 +28,22 @@ import (
 //     the sender's read marker, all in one statement. ON CONFLICT DO NOTHING
 //     on the key covers a retry racing in another conversation.
 //
-// The result names the members (whose lists and unread counts changed).
-func (s *Store) SendMessage(ctx context.Context, req chat.SendRequest) (chat.SendResult, error) {
+// The result names the members (whose lists and unread counts changed); the
+// position is the commit's, read right after it (0 when it could not be
+// read; for a replayed key, a position at or after the first commit's).
+func (s *Store) SendMessage(ctx context.Context, req chat.SendRequest) (chat.SendResult, wal.LSN, error) {
 	if err := chat.ValidateBody(req.Body); err != nil {
-		return chat.SendResult{}, err
+		return chat.SendResult{}, 0, err
 	}
 	var key *string
 	if req.IdempotencyKey != "" {
 		if err := chat.ValidateIdempotencyKey(req.IdempotencyKey); err != nil {
-			return chat.SendResult{}, err
+			return chat.SendResult{}, 0, err
 		}
 		key = &req.IdempotencyKey
 	}
 	res := chat.SendResult{Message: chat.Message{ConversationID: req.ConversationID, SenderID: req.SenderID, Body: req.Body}}
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
+	pos, err := s.inTx(ctx, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
 			SELECT ARRAY(SELECT user_id FROM conversation_members WHERE conversation_id = c.id ORDER BY user_id)
 			FROM conversations c
@@ -100,10 +103,10 @@ func (s *Store) SendMessage(ctx context.Context, req chat.SendRequest) (chat.Sen
 		return nil
 	})
 	if err != nil {
-		return chat.SendResult{}, fmt.Errorf("send message: %w", err)
+		return chat.SendResult{}, 0, fmt.Errorf("send message: %w", err)
 	}
 	res.Message.CreatedAt = res.Message.CreatedAt.UTC()
-	return res, nil
+	return res, pos, nil
 }
 
 func messageByKey(ctx context.Context, q Querier, senderID int64, key string) (chat.Message, bool, error) {
@@ -243,10 +246,10 @@ func cmpInt(a, b int64) int {
 // to message messageID (never back) and returns the conversation's unread
 // count for userID. A non-member gets ENOTFOUND; a message that is not in
 // the conversation is EINVALID. One statement, no explicit transaction.
-func (s *Store) MarkRead(ctx context.Context, userID, convID, messageID int64) (int64, error) {
+func (s *Store) MarkRead(ctx context.Context, userID, convID, messageID int64) (int64, wal.LSN, error) {
 	var readSeq, lastSeq int64
 	var target *int64
-	err := s.write(ctx, func(q Querier) error {
+	pos, err := s.write(ctx, func(q Querier) error {
 		return q.QueryRow(ctx, `
 			WITH me AS (
 				SELECT cm.last_read_seq, c.last_seq
@@ -262,13 +265,13 @@ func (s *Store) MarkRead(ctx context.Context, userID, convID, messageID int64) (
 			convID, userID, messageID).Scan(&readSeq, &lastSeq, &target)
 	})
 	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, errConversationNotFound()
+		return 0, 0, errConversationNotFound()
 	}
 	if err != nil {
-		return 0, fmt.Errorf("mark read: %w", err)
+		return 0, 0, fmt.Errorf("mark read: %w", err)
 	}
 	if target == nil {
-		return 0, chat.Errorf(chat.EINVALID, "message_id: no message %d in this conversation", messageID)
+		return 0, 0, chat.Errorf(chat.EINVALID, "message_id: no message %d in this conversation", messageID)
 	}
-	return lastSeq - max(readSeq, *target), nil
+	return lastSeq - max(readSeq, *target), pos, nil
 }

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"crypto/sha256"
 	"embed"
 	"fmt"
 	"io/fs"
@@ -64,12 +65,6 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) ([]int, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := pool.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
-		version    integer PRIMARY KEY,
-		name       text NOT NULL,
-		applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
-		return nil, fmt.Errorf("create schema_migrations: %w", err)
-	}
 	var applied []int
 	for _, m := range ms {
 		done, err := applyOne(ctx, pool, m)
@@ -86,6 +81,11 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool, log *slog.Logger) ([]int, 
 	return applied, nil
 }
 
+const createMigrationsTable = `CREATE TABLE IF NOT EXISTS schema_migrations (
+	version    integer PRIMARY KEY,
+	name       text NOT NULL,
+	applied_at timestamptz NOT NULL DEFAULT now())`
+
 func applyOne(ctx context.Context, pool *pgxpool.Pool, m Migration) (bool, error) {
 	tx, err := pool.Begin(ctx)
 	if err != nil {
@@ -94,6 +94,10 @@ func applyOne(ctx context.Context, pool *pgxpool.Pool, m Migration) (bool, error
 	defer tx.Rollback(context.Background())
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7311, 1)`); err != nil {
 		return false, err
+	}
+	// Under the lock: two first runs at once must not both create it.
+	if _, err := tx.Exec(ctx, createMigrationsTable); err != nil {
+		return false, fmt.Errorf("create schema_migrations: %w", err)
 	}
 	var exists bool
 	if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = $1)`, m.Version).Scan(&exists); err != nil {
@@ -110,6 +114,21 @@ func applyOne(ctx context.Context, pool *pgxpool.Pool, m Migration) (bool, error
 		return false, err
 	}
 	return true, tx.Commit(ctx)
+}
+
+// SchemaFingerprint names the embedded schema: the latest version and a
+// hash of every migration's text ("v60-1a2b3c4d"). It changes whenever a
+// migration is added or edited (test templates are keyed on it).
+func SchemaFingerprint() string {
+	ms, err := Migrations()
+	if err != nil || len(ms) == 0 {
+		return "invalid"
+	}
+	h := sha256.New()
+	for _, m := range ms {
+		fmt.Fprintf(h, "%d %s\n%s\n", m.Version, m.Name, m.SQL)
+	}
+	return fmt.Sprintf("v%d-%x", ms[len(ms)-1].Version, h.Sum(nil)[:4])
 }
 
 // SchemaVersion returns the highest applied migration version (0 when none).

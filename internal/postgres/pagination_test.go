@@ -137,7 +137,7 @@ func sendConcurrently(t *testing.T, ctx context.Context, s *Store, conv chat.Con
 		go func() {
 			defer wg.Done()
 			for i := range n {
-				if _, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: u.ID, Body: fmt.Sprintf("%d:%d", u.ID, i)}); err != nil {
+				if _, _, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: u.ID, Body: fmt.Sprintf("%d:%d", u.ID, i)}); err != nil {
 					t.Errorf("concurrent send: %v", err)
 					return
 				}

@@ -9,37 +9,45 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/wal"
 )
 
-// Querier is what a read needs from a database connection: a
-// *pgxpool.Pool, a *pgxpool.Conn, a *pgx.Conn or a pgx.Tx. Read methods take
-// one, so the caller chooses where they run (the primary, a replica picked
-// by the router, a transaction in a test).
+// Querier is what SQL runs on: a *pgxpool.Pool, a *pgxpool.Conn, a *pgx.Conn
+// or a pgx.Tx. Read methods take one, so the caller chooses where they run
+// (the primary, a replica picked by the router, a transaction in a test).
+// It is Parley's one Querier: the router hands its reads one too.
 type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 }
+
+var (
+	_ Querier = (*pgxpool.Pool)(nil)
+	_ Querier = (*pgxpool.Conn)(nil)
+	_ Querier = (*pgx.Conn)(nil)
+	_ Querier = (pgx.Tx)(nil)
+)
 
 // Store runs Parley's SQL. Writes (CreateUser, CreateConversation,
 // SendMessage, MarkRead) run on the primary pool, each in one transaction or
-// one statement, and return what a cache must invalidate. Reads (UserByToken,
-// Conversation, Conversations, Messages, Unread) take a Querier and never
-// open a transaction, so a router can run them on a replica; Read runs one on
-// the primary.
+// one statement, and return what a cache must invalidate and the write's
+// commit position. Reads (UserByToken, Conversation, Conversations, Messages,
+// Unread, MemberIDs) take a Querier and never open a transaction, so a router
+// can run them on a replica.
 //
 // The store does not bound the wait for a pooled connection itself: that is
-// the pool's job (dbrouter's pools bound every Acquire, Router.Primary
-// included). Errors that mean the database cannot serve are classified by
-// dbrouter.Classify: errors.Is(err, dbrouter.ErrUnavailable).
+// the pool's job (the router's pools bound every Acquire). Errors that mean
+// the database cannot serve are classified by Classify:
+// errors.Is(err, ErrUnavailable).
 type Store struct {
 	pool *pgxpool.Pool
 }
 
 // New returns a store whose writes go to pool: the primary, direct or
 // through PgBouncer with QueryExecModeExec — in the server, the router's
-// (dbrouter.Router.Primary), whose Acquire waits are bounded.
+// primary pool, whose Acquire waits are bounded.
 func New(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool}
 }
@@ -51,61 +59,45 @@ func (s *Store) Pool() *pgxpool.Pool { return s.pool }
 func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 	c, err := s.pool.Acquire(ctx)
 	if err != nil {
-		return nil, dbrouter.Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
+		return nil, Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))
 	}
 	return c, nil
 }
 
-// TargetPrimary is the source Read reports (X-Read-Source).
-const TargetPrimary = dbrouter.TargetPrimary
-
-// Read runs fn on a primary connection and reports "primary" as where it
-// ran. It is the reader of the API until a router chooses between the
-// primary and replicas (dbrouter.Router.Read has the same shape); endpoint
-// names the read (chat.Endpoint*) for such a router and is unused here.
-func (s *Store) Read(ctx context.Context, endpoint string, fn func(ctx context.Context, q Querier) error) (string, error) {
+// inTx runs fn in a transaction on a primary connection, commits, and
+// returns the commit position (commitPosition).
+func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) (wal.LSN, error) {
 	c, err := s.acquire(ctx)
 	if err != nil {
-		return TargetPrimary, err
-	}
-	defer c.Release()
-	return TargetPrimary, dbrouter.Classify(ctx, fn(ctx, c))
-}
-
-// inTx runs fn in a transaction on a primary connection and commits.
-func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	c, err := s.acquire(ctx)
-	if err != nil {
-		return err
+		return 0, err
 	}
 	defer c.Release()
 	tx, err := c.Begin(ctx)
 	if err != nil {
-		return dbrouter.Classify(ctx, fmt.Errorf("begin: %w", err))
+		return 0, Classify(ctx, fmt.Errorf("begin: %w", err))
 	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if err := fn(tx); err != nil {
-		return dbrouter.Classify(ctx, err)
+		return 0, Classify(ctx, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return dbrouter.Classify(ctx, fmt.Errorf("commit: %w", err))
+		return 0, Classify(ctx, fmt.Errorf("commit: %w", err))
 	}
-	recordPosition(ctx, c)
-	return nil
+	return commitPosition(ctx, c), nil
 }
 
-// write runs one statement outside an explicit transaction on the primary.
-func (s *Store) write(ctx context.Context, fn func(q Querier) error) error {
+// write runs one statement outside an explicit transaction on the primary
+// and returns its commit position (commitPosition).
+func (s *Store) write(ctx context.Context, fn func(q Querier) error) (wal.LSN, error) {
 	c, err := s.acquire(ctx)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	defer c.Release()
 	if err := fn(c); err != nil {
-		return dbrouter.Classify(ctx, err)
+		return 0, Classify(ctx, err)
 	}
-	recordPosition(ctx, c)
-	return nil
+	return commitPosition(ctx, c), nil
 }
 
 // pgCode is the SQLSTATE of a PostgreSQL error in err's chain, or "".

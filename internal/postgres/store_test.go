@@ -2,18 +2,18 @@ package postgres
 
 import (
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parley-chat/parley/internal/chat"
-	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 func TestUsers(t *testing.T) {
@@ -21,7 +21,7 @@ func TestUsers(t *testing.T) {
 	eachMode(t, db, func(t *testing.T, s *Store) {
 		ctx := testCtx(t)
 		handle := "alice_" + t.Name()[len(t.Name())-6:]
-		u, token, err := s.CreateUser(ctx, handle, "Alice")
+		u, token, _, err := s.CreateUser(ctx, handle, "Alice")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -34,9 +34,9 @@ func TestUsers(t *testing.T) {
 		}
 		_, err = s.UserByToken(ctx, s.Pool(), token+"x")
 		wantCode(t, err, chat.EUNAUTHENTICATED)
-		_, _, err = s.CreateUser(ctx, handle, "Other")
+		_, _, _, err = s.CreateUser(ctx, handle, "Other")
 		wantCode(t, err, chat.ECONFLICT)
-		_, _, err = s.CreateUser(ctx, "Bad Handle", "")
+		_, _, _, err = s.CreateUser(ctx, "Bad Handle", "")
 		wantCode(t, err, chat.EINVALID)
 
 		// The token is not stored, only its SHA-256.
@@ -60,7 +60,7 @@ func TestConversationsAndMessages(t *testing.T) {
 		// Unknown member: EINVALID, nothing written.
 		var before int
 		_ = s.Pool().QueryRow(ctx, `SELECT count(*) FROM conversations`).Scan(&before)
-		_, err := s.CreateConversation(ctx, alice.ID, "x", []int64{bob.ID, 1 << 40})
+		_, _, err := s.CreateConversation(ctx, alice.ID, "x", []int64{bob.ID, 1 << 40})
 		wantCode(t, err, chat.EINVALID)
 		var after int
 		_ = s.Pool().QueryRow(ctx, `SELECT count(*) FROM conversations`).Scan(&after)
@@ -68,7 +68,7 @@ func TestConversationsAndMessages(t *testing.T) {
 			t.Fatalf("a failed create left %d conversations", after-before)
 		}
 
-		conv, err := s.CreateConversation(ctx, alice.ID, "team", []int64{bob.ID, carol.ID, bob.ID})
+		conv, _, err := s.CreateConversation(ctx, alice.ID, "team", []int64{bob.ID, carol.ID, bob.ID})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -101,7 +101,7 @@ func TestConversationsAndMessages(t *testing.T) {
 		if m1.CreatedAt.Location() != time.UTC || m1.CreatedAt.Nanosecond()%1000 != 0 {
 			t.Fatalf("created_at %v is not UTC microseconds", m1.CreatedAt)
 		}
-		res, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: bob.ID, Body: "hi all"})
+		res, _, err := s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: bob.ID, Body: "hi all"})
 		if err != nil || !res.Created || len(res.MemberIDs) != 3 {
 			t.Fatalf("send = %+v, %v", res, err)
 		}
@@ -113,29 +113,29 @@ func TestConversationsAndMessages(t *testing.T) {
 		if got.UnreadCount != 0 {
 			t.Fatalf("bob's unread after his own send = %d, want 0", got.UnreadCount)
 		}
-		_, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: mallory.ID, Body: "let me in"})
+		_, _, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: mallory.ID, Body: "let me in"})
 		wantCode(t, err, chat.ENOTFOUND)
-		_, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: alice.ID, Body: "  "})
+		_, _, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: conv.ID, SenderID: alice.ID, Body: "  "})
 		wantCode(t, err, chat.EINVALID)
 
 		// Read markers move forward only; a foreign message is EINVALID.
-		n, err := s.MarkRead(ctx, carol.ID, conv.ID, m1.ID)
+		n, _, err := s.MarkRead(ctx, carol.ID, conv.ID, m1.ID)
 		if err != nil || n != 1 { // m3 is carol's own and advanced her marker already
 			t.Fatalf("MarkRead(m1) = %d, %v; want 1", n, err)
 		}
-		n, err = s.MarkRead(ctx, alice.ID, conv.ID, res.Message.ID)
+		n, _, err = s.MarkRead(ctx, alice.ID, conv.ID, res.Message.ID)
 		if err != nil || n != 0 {
 			t.Fatalf("MarkRead(last) = %d, %v", n, err)
 		}
-		n, err = s.MarkRead(ctx, alice.ID, conv.ID, m1.ID)
+		n, _, err = s.MarkRead(ctx, alice.ID, conv.ID, m1.ID)
 		if err != nil || n != 0 {
 			t.Fatalf("MarkRead backwards = %d, %v; want 0 (marker stays)", n, err)
 		}
 		other := f.conversation(mallory, alice)
 		foreign := f.send(other, mallory, "elsewhere")
-		_, err = s.MarkRead(ctx, alice.ID, conv.ID, foreign.ID)
+		_, _, err = s.MarkRead(ctx, alice.ID, conv.ID, foreign.ID)
 		wantCode(t, err, chat.EINVALID)
-		_, err = s.MarkRead(ctx, mallory.ID, conv.ID, m1.ID)
+		_, _, err = s.MarkRead(ctx, mallory.ID, conv.ID, m1.ID)
 		wantCode(t, err, chat.ENOTFOUND)
 
 		un, err := s.Unread(ctx, s.Pool(), alice.ID)
@@ -188,7 +188,9 @@ func TestConversationList(t *testing.T) {
 }
 
 func TestCursorKey(t *testing.T) {
-	db := migratedDB(t)
+	// Each database migrated from empty makes its own key (a copy of a
+	// template database would share the template's).
+	db := emptyMigratedDB(t)
 	ctx := testCtx(t)
 	pool := connect(t, db.PgBouncerURL, pgx.QueryExecModeExec, 2)
 	k1, err := CursorKey(ctx, pool, "")
@@ -206,57 +208,27 @@ func TestCursorKey(t *testing.T) {
 		t.Fatal("a 5-character override was accepted")
 	}
 	// Another database has another key.
-	other := migratedDB(t)
+	other := emptyMigratedDB(t)
 	k3, err := CursorKey(ctx, connect(t, other.PrimaryURL, pgx.QueryExecModeExec, 1), "")
 	if err != nil || bytes.Equal(k1, k3) {
 		t.Fatalf("second database key %x (%v) equals the first", k3, err)
 	}
 }
 
+// TestUnavailable: a write on a primary that refuses connections fails with
+// ErrUnavailable. (With the pool's wait bound exceeded, see dbrouter's
+// TestStoreOnExhaustedPool: the bound is the router's pools'.)
 func TestUnavailable(t *testing.T) {
 	ctx := testCtx(t)
 	// Nothing listens on port 1: connection refused.
 	s := New(connect(t, "postgres://parley:x@127.0.0.1:1/parley?sslmode=disable&connect_timeout=2", pgx.QueryExecModeExec, 2))
-	_, _, err := s.CreateUser(ctx, "nobody", "")
-	if !errors.Is(err, dbrouter.ErrUnavailable) {
+	_, _, _, err := s.CreateUser(ctx, "nobody", "")
+	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("CreateUser on a refused connection: %v, want ErrUnavailable", err)
 	}
-	_, err = s.Read(ctx, chat.EndpointAuth, func(ctx context.Context, q Querier) error {
-		_, err := s.UserByToken(ctx, q, "plt_x")
-		return err
-	})
-	if !errors.Is(err, dbrouter.ErrUnavailable) {
-		t.Fatalf("Read on a refused connection: %v, want ErrUnavailable", err)
-	}
-
-	// A pool whose only connection is busy: the acquire bound (the router's,
-	// which bounds every Acquire of its pools) gives dbrouter.ErrUnavailable.
-	db := migratedDB(t)
-	r, err := dbrouter.New(ctx, dbrouter.Config{PrimaryURL: db.PrimaryURL, PoolMaxConns: 1, AcquireTimeout: 100 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	busy := New(r.Primary())
-	held, err := r.Primary().Acquire(context.WithoutCancel(ctx))
-	if err != nil {
-		t.Fatal(err)
-	}
-	start := time.Now()
-	_, _, err = busy.CreateUser(ctx, "waiting", "")
-	if !errors.Is(err, dbrouter.ErrUnavailable) || !errors.Is(err, context.DeadlineExceeded) {
-		t.Fatalf("CreateUser with the pool exhausted: %v", err)
-	}
-	if d := time.Since(start); d > 2*time.Second {
-		t.Fatalf("waited %v for the 100ms bound", d)
-	}
-	held.Release()
-	// The caller's own cancellation is not "unavailable".
-	cctx, cancel := context.WithCancel(ctx)
-	cancel()
-	_, _, err = busy.CreateUser(cctx, "cancelled", "")
-	if err == nil || errors.Is(err, dbrouter.ErrUnavailable) {
-		t.Fatalf("cancelled call: %v", err)
+	_, _, err = s.SendMessage(ctx, chat.SendRequest{ConversationID: 1, SenderID: 1, Body: "hi"})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("SendMessage on a refused connection: %v, want ErrUnavailable", err)
 	}
 }
 
@@ -296,5 +268,46 @@ func TestImportHistory(t *testing.T) {
 	_ = s.Pool().QueryRow(ctx, `SELECT count(*) FROM messages`).Scan(&count)
 	if count != 31 {
 		t.Fatalf("%d messages stored, want 31", count)
+	}
+}
+
+// TestMigrateConcurrentFirstRuns: several instances starting at once on an
+// empty database apply every migration exactly once (the tracking table is
+// created under the same lock as the migrations).
+func TestMigrateConcurrentFirstRuns(t *testing.T) {
+	db := stacktest.ForTest(t).NewEmptyDatabase(t)
+	ctx := testCtx(t)
+	const runs = 8
+	var wg sync.WaitGroup
+	errs := make([]error, runs)
+	start := make(chan struct{})
+	for i := range runs {
+		pool := connect(t, db.PrimaryURL, pgx.QueryExecModeExec, 2)
+		if err := pool.Ping(ctx); err != nil { // connected before the start
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			<-start
+			_, errs[i] = Migrate(ctx, pool, nil)
+		})
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Errorf("run %d: %v", i, err)
+		}
+	}
+	ms, err := Migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rows, distinct int
+	pool := connect(t, db.PrimaryURL, pgx.QueryExecModeExec, 1)
+	if err := pool.QueryRow(ctx, `SELECT count(*), count(DISTINCT version) FROM schema_migrations`).Scan(&rows, &distinct); err != nil {
+		t.Fatal(err)
+	}
+	if rows != len(ms) || distinct != len(ms) {
+		t.Errorf("schema_migrations has %d rows (%d versions), want %d", rows, distinct, len(ms))
 	}
 }

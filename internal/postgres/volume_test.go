@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parley-chat/parley/internal/chat"
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // volume describes the data set seedVolume makes: realistic sizes and skew
@@ -29,7 +29,7 @@ type volume struct {
 // traffic would be; user 1 is in 200 conversations. Then it
 // sets last_message_*, seqs and read markers as sends would have, and runs
 // VACUUM (ANALYZE) so that statistics and the visibility map are fresh.
-func seedVolume(t testing.TB, ctx context.Context, db stack.Database, s *Store) volume {
+func seedVolume(t testing.TB, ctx context.Context, db stacktest.Database, s *Store) volume {
 	t.Helper()
 	start := time.Now()
 	v := volume{users: 2000, convs: 10000, messages: 130000, hotConv: 1, hotUser: 1}
@@ -82,7 +82,7 @@ func seedVolume(t testing.TB, ctx context.Context, db stack.Database, s *Store) 
 	// As the superuser, with foreign-key triggers off for the bulk insert
 	// (session_replication_role = replica): the generated rows are
 	// consistent by construction, and the checks would triple the time.
-	conn, err := pgx.Connect(ctx, stack.ForTest(t).SuperuserURL(db.Name))
+	conn, err := pgx.Connect(ctx, stacktest.ForTest(t).SuperuserURL(db.Name))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,11 +3,13 @@ package rollout
 import (
 	"math"
 	"testing"
+
+	"github.com/parley-chat/parley/internal/chat"
 )
 
 func TestBucketStableAndMonotonic(t *testing.T) {
 	const n = 10000
-	for _, ep := range Endpoints() {
+	for _, ep := range chat.RolloutEndpoints() {
 		// Stable: the same input always gives the same bucket.
 		for id := int64(1); id <= 100; id++ {
 			if Bucket(ep, id) != Bucket(ep, id) {
@@ -45,7 +47,7 @@ func TestBucketIndependentPerEndpoint(t *testing.T) {
 	both := 0
 	const n = 10000
 	for id := int64(1); id <= n; id++ {
-		if InRollout(MessageHistory, id, 10) && InRollout(ConversationList, id, 10) {
+		if InRollout(chat.EndpointMessageHistory, id, 10) && InRollout(chat.EndpointConversationList, id, 10) {
 			both++
 		}
 	}
@@ -56,7 +58,7 @@ func TestBucketIndependentPerEndpoint(t *testing.T) {
 
 func TestBucketRange(t *testing.T) {
 	for _, id := range []int64{math.MinInt64, -1, 0, 1, math.MaxInt64} {
-		if b := Bucket(MessageHistory, id); b < 0 || b >= Buckets {
+		if b := Bucket(chat.EndpointMessageHistory, id); b < 0 || b >= Buckets {
 			t.Errorf("Bucket(%d) = %d out of range", id, b)
 		}
 	}
@@ -66,14 +68,14 @@ func TestUpdateValidate(t *testing.T) {
 	ip := func(v int) *int { return &v }
 	tests := []struct {
 		name    string
-		u       Update
+		u       chat.RolloutUpdate
 		wantErr bool
 	}{
-		{"empty", Update{}, false},
-		{"zero", Update{Percent: ip(0)}, false},
-		{"hundred", Update{Percent: ip(100)}, false},
-		{"negative", Update{Percent: ip(-1)}, true},
-		{"over", Update{Percent: ip(101)}, true},
+		{"empty", chat.RolloutUpdate{}, false},
+		{"zero", chat.RolloutUpdate{Percent: ip(0)}, false},
+		{"hundred", chat.RolloutUpdate{Percent: ip(100)}, false},
+		{"negative", chat.RolloutUpdate{Percent: ip(-1)}, true},
+		{"over", chat.RolloutUpdate{Percent: ip(101)}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,6 +88,6 @@ func TestUpdateValidate(t *testing.T) {
 
 func BenchmarkBucket(b *testing.B) {
 	for i := 0; b.Loop(); i++ {
-		_ = Bucket(MessageHistory, int64(i))
+		_ = Bucket(chat.EndpointMessageHistory, int64(i))
 	}
 }

@@ -12,6 +12,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/chat"
 )
 
 // DefaultPollInterval is how often Run reads the table. With the jitter and
@@ -36,7 +38,7 @@ type Store struct {
 // entry is one endpoint's state with the row version it came from (0 until
 // read from the database).
 type entry struct {
-	State
+	chat.Rollout
 	version int64
 }
 
@@ -69,8 +71,8 @@ func NewStore(pool *pgxpool.Pool, log *slog.Logger, reg prometheus.Registerer, o
 		o(s)
 	}
 	var sn snapshot
-	for i, e := range Endpoints() {
-		sn.entries[i] = entry{State: State{Endpoint: e}}
+	for i, e := range chat.RolloutEndpoints() {
+		sn.entries[i] = entry{Rollout: chat.Rollout{Endpoint: e}}
 	}
 	s.snap.Store(&sn)
 	s.metrics.observe(&sn)
@@ -89,16 +91,16 @@ func (s *Store) Decide(endpoint string, userID int64) Decision {
 	if !InRollout(endpoint, userID, e.Percent) {
 		return baseline
 	}
-	return Decision{Optimized: true, Cache: e.Cache, Replica: e.Replica, Cohort: CohortOptimized}
+	return Decision{Optimized: true, Cache: e.Cache, Replica: e.Replica, Cohort: chat.CohortOptimized}
 }
 
 // Snapshot returns this instance's current state of every endpoint, in the
 // order of Endpoints.
-func (s *Store) Snapshot() []State {
+func (s *Store) Snapshot() []chat.Rollout {
 	sn := s.snap.Load()
-	out := make([]State, numEndpoints)
+	out := make([]chat.Rollout, numEndpoints)
 	for i := range sn.entries {
-		out[i] = sn.entries[i].State
+		out[i] = sn.entries[i].Rollout
 	}
 	return out
 }
@@ -130,7 +132,7 @@ func (s *Store) Refresh(ctx context.Context) error {
 }
 
 // List reads every endpoint's state from the database (and applies it).
-func (s *Store) List(ctx context.Context) ([]State, error) {
+func (s *Store) List(ctx context.Context) ([]chat.Rollout, error) {
 	if err := s.Refresh(ctx); err != nil {
 		return nil, err
 	}
@@ -138,15 +140,15 @@ func (s *Store) List(ctx context.Context) ([]State, error) {
 }
 
 // Get reads one endpoint's state from the database (and applies it).
-func (s *Store) Get(ctx context.Context, endpoint string) (State, error) {
+func (s *Store) Get(ctx context.Context, endpoint string) (chat.Rollout, error) {
 	i, ok := endpointIndex(endpoint)
 	if !ok {
-		return State{}, fmt.Errorf("%w: %q", ErrUnknownEndpoint, endpoint)
+		return chat.Rollout{}, chat.CheckRolloutEndpoint(endpoint)
 	}
 	if err := s.Refresh(ctx); err != nil {
-		return State{}, err
+		return chat.Rollout{}, err
 	}
-	return s.snap.Load().entries[i].State, nil
+	return s.snap.Load().entries[i].Rollout, nil
 }
 
 // upsert changes the given fields; a missing row (deleted by hand) is
@@ -165,15 +167,16 @@ RETURNING endpoint, percent, cache, replica, version`
 
 // Set applies u to the endpoint in PostgreSQL and to this instance's
 // snapshot at once; the other instances follow within a poll interval.
-// Errors wrap ErrUnknownEndpoint or ErrInvalid for bad input.
-func (s *Store) Set(ctx context.Context, endpoint string, u Update) (State, error) {
+// Bad input is a *chat.Error: ENOTFOUND for an endpoint without a switch,
+// EINVALID for a value out of range.
+func (s *Store) Set(ctx context.Context, endpoint string, u chat.RolloutUpdate) (chat.Rollout, error) {
 	if _, ok := endpointIndex(endpoint); !ok {
-		return State{}, fmt.Errorf("%w: %q", ErrUnknownEndpoint, endpoint)
+		return chat.Rollout{}, chat.CheckRolloutEndpoint(endpoint)
 	}
 	if err := u.Validate(); err != nil {
-		return State{}, err
+		return chat.Rollout{}, err
 	}
-	if u.Percent == nil && u.Cache == nil && u.Replica == nil {
+	if u.Empty() {
 		return s.Get(ctx, endpoint)
 	}
 	var pct *int16
@@ -183,16 +186,16 @@ func (s *Store) Set(ctx context.Context, endpoint string, u Update) (State, erro
 	}
 	rows, err := s.pool.Query(ctx, upsert, endpoint, pct, u.Cache, u.Replica)
 	if err != nil {
-		return State{}, fmt.Errorf("set rollout %s: %w", endpoint, err)
+		return chat.Rollout{}, fmt.Errorf("set rollout %s: %w", endpoint, err)
 	}
 	e, err := pgx.CollectExactlyOneRow(rows, scanEntry)
 	if err != nil {
-		return State{}, fmt.Errorf("set rollout %s: %w", endpoint, err)
+		return chat.Rollout{}, fmt.Errorf("set rollout %s: %w", endpoint, err)
 	}
 	s.merge(e)
 	s.log.Info("rollout changed", "endpoint", e.Endpoint, "percent", e.Percent,
 		"cache", e.Cache, "replica", e.Replica, "version", e.version)
-	return e.State, nil
+	return e.Rollout, nil
 }
 
 func scanEntry(row pgx.CollectableRow) (entry, error) {
@@ -217,7 +220,7 @@ func (s *Store) merge(es ...entry) {
 		if !ok || e.version < next.entries[i].version || e == next.entries[i] {
 			continue
 		}
-		if e.State != next.entries[i].State && next.entries[i].version != 0 {
+		if e.Rollout != next.entries[i].Rollout && next.entries[i].version != 0 {
 			s.log.Info("rollout applied", "endpoint", e.Endpoint, "percent", e.Percent,
 				"cache", e.Cache, "replica", e.Replica, "version", e.version)
 		}

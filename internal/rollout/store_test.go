@@ -2,7 +2,6 @@ package rollout
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"os"
@@ -14,11 +13,14 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/postgres"
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+func TestMain(m *testing.M) {
+	os.Exit(stacktest.Main(m, stacktest.Migrated(postgres.SchemaFingerprint(), postgres.Migrate)))
+}
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
 
@@ -47,9 +49,9 @@ func newPool(t *testing.T, ctx context.Context, url string, viaPgBouncer bool) *
 	return pool
 }
 
-func migratedDB(t *testing.T, ctx context.Context) stack.Database {
+func migratedDB(t *testing.T, ctx context.Context) stacktest.Database {
 	t.Helper()
-	db := stack.ForTest(t).NewDatabase(t)
+	db := stacktest.ForTest(t).NewDatabase(t)
 	pool := newPool(t, ctx, db.PrimaryURL, false)
 	if _, err := postgres.Migrate(ctx, pool, quiet); err != nil {
 		t.Fatalf("migrate: %v", err)
@@ -75,7 +77,7 @@ func TestSetGetRoundTrip(t *testing.T) {
 		t.Fatalf("List = %+v, want 3 endpoints", got)
 	}
 	for i, st := range got {
-		if want := (State{Endpoint: Endpoints()[i]}); st != want {
+		if want := (chat.Rollout{Endpoint: chat.RolloutEndpoints()[i]}); st != want {
 			t.Errorf("default %d = %+v, want %+v", i, st, want)
 		}
 	}
@@ -83,14 +85,14 @@ func TestSetGetRoundTrip(t *testing.T) {
 	steps := []struct {
 		name string
 		ep   string
-		u    Update
-		want State
+		u    chat.RolloutUpdate
+		want chat.Rollout
 	}{
-		{"percent only", MessageHistory, Update{Percent: ip(25)}, State{MessageHistory, 25, false, false}},
-		{"cache only", MessageHistory, Update{Cache: bp(true)}, State{MessageHistory, 25, true, false}},
-		{"all", MessageHistory, Update{Percent: ip(100), Cache: bp(false), Replica: bp(true)}, State{MessageHistory, 100, false, true}},
-		{"empty is a read", MessageHistory, Update{}, State{MessageHistory, 100, false, true}},
-		{"other endpoint", UnreadCount, Update{Replica: bp(true), Percent: ip(0)}, State{UnreadCount, 0, false, true}},
+		{"percent only", chat.EndpointMessageHistory, chat.RolloutUpdate{Percent: ip(25)}, ro(chat.EndpointMessageHistory, 25, false, false)},
+		{"cache only", chat.EndpointMessageHistory, chat.RolloutUpdate{Cache: bp(true)}, ro(chat.EndpointMessageHistory, 25, true, false)},
+		{"all", chat.EndpointMessageHistory, chat.RolloutUpdate{Percent: ip(100), Cache: bp(false), Replica: bp(true)}, ro(chat.EndpointMessageHistory, 100, false, true)},
+		{"empty is a read", chat.EndpointMessageHistory, chat.RolloutUpdate{}, ro(chat.EndpointMessageHistory, 100, false, true)},
+		{"other endpoint", chat.EndpointUnreadCount, chat.RolloutUpdate{Replica: bp(true), Percent: ip(0)}, ro(chat.EndpointUnreadCount, 0, false, true)},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
@@ -111,13 +113,13 @@ func TestSetGetRoundTrip(t *testing.T) {
 			}
 		})
 	}
-	if v := testutil.ToFloat64(s.metrics.percent.WithLabelValues(MessageHistory)); v != 100 {
+	if v := testutil.ToFloat64(s.metrics.percent.WithLabelValues(chat.EndpointMessageHistory)); v != 100 {
 		t.Errorf("parley_rollout_percent{message_history} = %v, want 100", v)
 	}
-	if d := s.Decide(MessageHistory, 42); d != (Decision{Optimized: true, Replica: true, Cohort: CohortOptimized}) {
+	if d := s.Decide(chat.EndpointMessageHistory, 42); d != (Decision{Optimized: true, Replica: true, Cohort: chat.CohortOptimized}) {
 		t.Errorf("Decide at 100%% = %+v", d)
 	}
-	if d := s.Decide(ConversationList, 42); d != (Decision{Cohort: CohortBaseline}) {
+	if d := s.Decide(chat.EndpointConversationList, 42); d != (Decision{Cohort: chat.CohortBaseline}) {
 		t.Errorf("Decide at 0%% = %+v", d)
 	}
 }
@@ -129,31 +131,31 @@ func TestSetRejects(t *testing.T) {
 	tests := []struct {
 		name string
 		ep   string
-		u    Update
-		want error
+		u    chat.RolloutUpdate
+		want string // chat error code
 	}{
-		{"percent 101", MessageHistory, Update{Percent: ip(101)}, ErrInvalid},
-		{"percent -1", MessageHistory, Update{Percent: ip(-1)}, ErrInvalid},
-		{"unknown endpoint", "search", Update{Percent: ip(10)}, ErrUnknownEndpoint},
-		{"empty endpoint", "", Update{}, ErrUnknownEndpoint},
+		{"percent 101", chat.EndpointMessageHistory, chat.RolloutUpdate{Percent: ip(101)}, chat.EINVALID},
+		{"percent -1", chat.EndpointMessageHistory, chat.RolloutUpdate{Percent: ip(-1)}, chat.EINVALID},
+		{"unknown endpoint", "search", chat.RolloutUpdate{Percent: ip(10)}, chat.ENOTFOUND},
+		{"empty endpoint", "", chat.RolloutUpdate{}, chat.ENOTFOUND},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if _, err := s.Set(ctx, tt.ep, tt.u); !errors.Is(err, tt.want) {
-				t.Errorf("Set = %v, want %v", err, tt.want)
+			if _, err := s.Set(ctx, tt.ep, tt.u); chat.ErrorCode(err) != tt.want {
+				t.Errorf("Set = %v, want code %s", err, tt.want)
 			}
 		})
 	}
-	if _, err := s.Get(ctx, "search"); !errors.Is(err, ErrUnknownEndpoint) {
-		t.Errorf("Get(unknown) = %v, want ErrUnknownEndpoint", err)
+	if _, err := s.Get(ctx, "search"); chat.ErrorCode(err) != chat.ENOTFOUND {
+		t.Errorf("Get(unknown) = %v, want ENOTFOUND", err)
 	}
 	// Nothing was written.
-	st, err := s.Get(ctx, MessageHistory)
+	st, err := s.Get(ctx, chat.EndpointMessageHistory)
 	if err != nil || st.Percent != 0 {
 		t.Errorf("after rejected updates: %+v, %v", st, err)
 	}
 	// The database refuses out-of-range values too (the CHECK constraint).
-	if err := stack.ForTest(t).Exec(ctx, db.Name, `UPDATE rollouts SET percent = 101`); err == nil {
+	if err := stacktest.ForTest(t).Exec(ctx, db.Name, `UPDATE rollouts SET percent = 101`); err == nil {
 		t.Error("CHECK constraint let percent = 101 in")
 	}
 }
@@ -169,7 +171,7 @@ func TestChangePropagatesToOtherInstance(t *testing.T) {
 	go func() { b.Run(runCtx); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
 
-	waitFor := func(want State) time.Duration {
+	waitFor := func(want chat.Rollout) time.Duration {
 		start := time.Now()
 		for time.Since(start) < 2*time.Second {
 			if got := b.Snapshot()[0]; got == want {
@@ -181,9 +183,9 @@ func TestChangePropagatesToOtherInstance(t *testing.T) {
 		return 0
 	}
 	// Wait for b's first read, so the timings below measure propagation only.
-	waitFor(State{Endpoint: MessageHistory})
+	waitFor(chat.Rollout{Endpoint: chat.EndpointMessageHistory})
 	for _, pct := range []int{10, 20, 0} {
-		st, err := a.Set(ctx, MessageHistory, Update{Percent: ip(pct), Cache: bp(pct > 0)})
+		st, err := a.Set(ctx, chat.EndpointMessageHistory, chat.RolloutUpdate{Percent: ip(pct), Cache: bp(pct > 0)})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,14 +196,14 @@ func TestChangePropagatesToOtherInstance(t *testing.T) {
 // A poll that read the table before a Set must not undo the Set.
 func TestMergeKeepsNewerVersion(t *testing.T) {
 	s := NewStore(nil, quiet, nil)
-	newer := entry{State: State{MessageHistory, 30, true, false}, version: 9}
-	older := entry{State: State{MessageHistory, 10, false, false}, version: 7}
+	newer := entry{Rollout: ro(chat.EndpointMessageHistory, 30, true, false), version: 9}
+	older := entry{Rollout: ro(chat.EndpointMessageHistory, 10, false, false), version: 7}
 	s.merge(newer)
 	s.merge(older)
-	if got := s.Snapshot()[0]; got != newer.State {
-		t.Errorf("after an older read: %+v, want %+v", got, newer.State)
+	if got := s.Snapshot()[0]; got != newer.Rollout {
+		t.Errorf("after an older read: %+v, want %+v", got, newer.Rollout)
 	}
-	s.merge(entry{State: State{Endpoint: "search", Percent: 50}, version: 100})
+	s.merge(entry{Rollout: chat.Rollout{Endpoint: "search", Percent: 50}, version: 100})
 	if got := len(s.Snapshot()); got != 3 {
 		t.Errorf("unknown endpoint added a state: %d", got)
 	}
@@ -209,9 +211,9 @@ func TestMergeKeepsNewerVersion(t *testing.T) {
 
 func TestDecideAllocationFree(t *testing.T) {
 	s := NewStore(nil, quiet, nil)
-	s.merge(entry{State: State{MessageHistory, 50, true, true}, version: 1})
+	s.merge(entry{Rollout: ro(chat.EndpointMessageHistory, 50, true, true), version: 1})
 	allocs := testing.AllocsPerRun(1000, func() {
-		_ = s.Decide(MessageHistory, 123456789)
+		_ = s.Decide(chat.EndpointMessageHistory, 123456789)
 		_ = s.Decide("unknown", 1)
 	})
 	if allocs != 0 {
@@ -219,13 +221,13 @@ func TestDecideAllocationFree(t *testing.T) {
 	}
 	in := 0
 	for id := int64(0); id < 10000; id++ {
-		d := s.Decide(MessageHistory, id)
+		d := s.Decide(chat.EndpointMessageHistory, id)
 		if d.Optimized {
 			in++
-			if !d.Cache || !d.Replica || d.Cohort != CohortOptimized {
+			if !d.Cache || !d.Replica || d.Cohort != chat.CohortOptimized {
 				t.Fatalf("optimized decision %+v", d)
 			}
-		} else if d.Cache || d.Replica || d.Cohort != CohortBaseline {
+		} else if d.Cache || d.Replica || d.Cohort != chat.CohortBaseline {
 			t.Fatalf("baseline decision %+v", d)
 		}
 	}
@@ -236,13 +238,18 @@ func TestDecideAllocationFree(t *testing.T) {
 
 func BenchmarkDecide(b *testing.B) {
 	s := NewStore(nil, quiet, nil)
-	s.merge(entry{State: State{MessageHistory, 50, true, true}, version: 1})
+	s.merge(entry{Rollout: ro(chat.EndpointMessageHistory, 50, true, true), version: 1})
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		var id int64
 		for pb.Next() {
 			id++
-			_ = s.Decide(MessageHistory, id)
+			_ = s.Decide(chat.EndpointMessageHistory, id)
 		}
 	})
+}
+
+// ro is a rollout state, for tables.
+func ro(endpoint string, percent int, cache, replica bool) chat.Rollout {
+	return chat.Rollout{Endpoint: endpoint, Percent: percent, Cache: cache, Replica: replica}
 }

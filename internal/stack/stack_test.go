@@ -1,4 +1,4 @@
-package stack
+package stack_test
 
 import (
 	"context"
@@ -8,10 +8,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
+
 	"github.com/jackc/pgx/v5"
 )
 
-func TestMain(m *testing.M) { os.Exit(Main(m)) }
+func TestMain(m *testing.M) { os.Exit(stacktest.Main(m)) }
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -19,7 +22,7 @@ func ctxT(t *testing.T) context.Context {
 	return ctx
 }
 
-func componentByName(t *testing.T, sts []ComponentStatus, name string) ComponentStatus {
+func componentByName(t *testing.T, sts []stack.ComponentStatus, name string) stack.ComponentStatus {
 	t.Helper()
 	for _, c := range sts {
 		if c.Name == name {
@@ -27,14 +30,14 @@ func componentByName(t *testing.T, sts []ComponentStatus, name string) Component
 		}
 	}
 	t.Fatalf("no component %q in %+v", name, sts)
-	return ComponentStatus{}
+	return stack.ComponentStatus{}
 }
 
 func TestStackComponentsAnswer(t *testing.T) {
-	s := ForTest(t)
+	s := stacktest.ForTest(t)
 	ctx := ctxT(t)
 	sts := s.Status(ctx)
-	if !Healthy(sts) {
+	if !stack.Healthy(sts) {
 		t.Fatalf("stack not healthy: %+v", sts)
 	}
 	if d := componentByName(t, sts, "replica").Detail; !strings.Contains(d, "streaming") {
@@ -42,7 +45,7 @@ func TestStackComponentsAnswer(t *testing.T) {
 	}
 
 	// PgBouncer's admin console answers SHOW POOLS and lists the _ro entry.
-	admin, err := connectAdmin(ctx, s.PgBouncerAdminURL())
+	admin, err := stack.ConnectAdmin(ctx, s.PgBouncerAdminURL())
 	if err != nil {
 		t.Fatalf("admin console: %v", err)
 	}
@@ -59,8 +62,8 @@ func TestStackComponentsAnswer(t *testing.T) {
 		}
 		names[vals[0].(string)] = true
 	}
-	if !names[AppDB] || !names[AppDB+"_ro"] {
-		t.Errorf("PgBouncer databases = %v, want %s and %s_ro", names, AppDB, AppDB)
+	if !names[stack.AppDB] || !names[stack.AppDB+"_ro"] {
+		t.Errorf("PgBouncer databases = %v, want %s and %s_ro", names, stack.AppDB, stack.AppDB)
 	}
 	if _, err := admin.Exec(ctx, "SHOW POOLS"); err != nil {
 		t.Errorf("SHOW POOLS: %v", err)
@@ -71,8 +74,8 @@ func TestStackComponentsAnswer(t *testing.T) {
 	for _, tc := range []struct {
 		name, db     string
 		wantRecovery bool
-	}{{"primary via pgbouncer", AppDB, false}, {"replica via pgbouncer _ro", AppDB + "_ro", true}} {
-		cfg, err := pgx.ParseConfig(strings.Replace(s.PgBouncerURL(), "/"+AppDB+"?", "/"+tc.db+"?", 1))
+	}{{"primary via pgbouncer", stack.AppDB, false}, {"replica via pgbouncer _ro", stack.AppDB + "_ro", true}} {
+		cfg, err := pgx.ParseConfig(strings.Replace(s.PgBouncerURL(), "/"+stack.AppDB+"?", "/"+tc.db+"?", 1))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -91,13 +94,13 @@ func TestStackComponentsAnswer(t *testing.T) {
 		}
 	}
 
-	if err := RedisPing(ctx, s.RedisAddr()); err != nil {
+	if err := stack.RedisPing(ctx, s.RedisAddr()); err != nil {
 		t.Errorf("redis PING: %v", err)
 	}
 }
 
 func TestReplicaStreamsWrites(t *testing.T) {
-	s := ForTest(t)
+	s := stacktest.ForTest(t)
 	ctx := ctxT(t)
 	db := s.NewDatabase(t)
 	p, err := pgx.Connect(ctx, db.PrimaryURL)
@@ -108,7 +111,7 @@ func TestReplicaStreamsWrites(t *testing.T) {
 	if _, err := p.Exec(ctx, `CREATE TABLE probe (v text); INSERT INTO probe VALUES ('hello')`); err != nil {
 		t.Fatal(err)
 	}
-	if err := WaitReplicaCaughtUp(ctx, db.PrimaryURL, db.ReplicaURL); err != nil {
+	if err := stack.WaitReplicaCaughtUp(ctx, db.PrimaryURL, db.ReplicaURL); err != nil {
 		t.Fatal(err)
 	}
 	r, err := pgx.Connect(ctx, db.ReplicaURL)
@@ -134,9 +137,9 @@ func TestReplicaStreamsWrites(t *testing.T) {
 }
 
 // TestUpIsIdempotentAndRepairs kills Redis, sees it in Status, and checks that
-// Up (run twice) restarts it and reuses everything else.
+// stack.Up (run twice) restarts it and reuses everything else.
 func TestUpIsIdempotentAndRepairs(t *testing.T) {
-	s := ForTest(t)
+	s := stacktest.ForTest(t)
 	ctx := ctxT(t)
 	before := s.Status(ctx)
 	if err := s.StopComponent(ctx, "redis"); err != nil {
@@ -146,7 +149,7 @@ func TestUpIsIdempotentAndRepairs(t *testing.T) {
 		t.Fatalf("redis still running after stop: %+v", r)
 	}
 	for i := 0; i < 2; i++ {
-		s2, err := Up(ctx, Config{DataDir: s.Dir})
+		s2, err := stack.Up(ctx, stack.Config{DataDir: s.Dir})
 		if err != nil {
 			t.Fatalf("up #%d: %v", i+1, err)
 		}
@@ -155,7 +158,7 @@ func TestUpIsIdempotentAndRepairs(t *testing.T) {
 		}
 	}
 	after := s.Status(ctx)
-	if !Healthy(after) {
+	if !stack.Healthy(after) {
 		t.Fatalf("not healthy after up: %+v", after)
 	}
 	for _, name := range []string{"primary", "replica", "pgbouncer"} {
@@ -166,7 +169,7 @@ func TestUpIsIdempotentAndRepairs(t *testing.T) {
 }
 
 func TestReplicaRestart(t *testing.T) {
-	s := ForTest(t)
+	s := stacktest.ForTest(t)
 	ctx := ctxT(t)
 	if err := s.StopComponent(ctx, "replica"); err != nil {
 		t.Fatal(err)
@@ -174,7 +177,7 @@ func TestReplicaRestart(t *testing.T) {
 	if r := componentByName(t, s.Status(ctx), "replica"); r.Running {
 		t.Fatalf("replica running after stop")
 	}
-	if _, err := Up(ctx, Config{DataDir: s.Dir}); err != nil {
+	if _, err := stack.Up(ctx, stack.Config{DataDir: s.Dir}); err != nil {
 		t.Fatal(err)
 	}
 	if d := componentByName(t, s.Status(ctx), "replica").Detail; !strings.Contains(d, "streaming") {
@@ -194,11 +197,11 @@ func TestUpDownLeavesNothing(t *testing.T) {
 	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	s, err := Up(ctx, Config{DataDir: dir, Fast: true})
+	s, err := stack.Up(ctx, stack.Config{DataDir: dir, Fast: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pids []ComponentStatus
+	var pids []stack.ComponentStatus
 	for _, c := range s.Status(ctx) {
 		if !c.Running || c.PID == 0 {
 			t.Fatalf("component not running after up: %+v", c)
@@ -215,11 +218,11 @@ func TestUpDownLeavesNothing(t *testing.T) {
 		} else if want == "redis" {
 			want = "redis-server"
 		}
-		if alive(c.PID, want) {
+		if stack.Alive(c.PID, want) {
 			t.Errorf("%s (pid %d) still running after down", c.Name, c.PID)
 		}
 	}
-	if Healthy(s.Status(ctx)) {
+	if stack.Healthy(s.Status(ctx)) {
 		t.Error("status healthy after down")
 	}
 	// A second down is harmless.
@@ -231,15 +234,13 @@ func TestUpDownLeavesNothing(t *testing.T) {
 func TestMissingBinaryMessage(t *testing.T) {
 	t.Setenv("PATH", "/nonexistent")
 	t.Setenv("PARLEY_PG_BINDIR", "/nonexistent")
-	old := debianPGBin
-	debianPGBin = "/nonexistent"
-	t.Cleanup(func() { debianPGBin = old })
-	_, err := FindBinaries()
+	t.Cleanup(stack.SetDebianPGBin("/nonexistent"))
+	_, err := stack.FindBinaries()
 	if err == nil {
-		t.Fatal("FindBinaries found PostgreSQL with nothing on PATH")
+		t.Fatal("stack.FindBinaries found PostgreSQL with nothing on PATH")
 	}
 	msg := err.Error()
-	if !errors.Is(err, ErrMissingBinary) || !strings.Contains(msg, "apt-get install postgresql-15") || strings.Contains(msg, "\n") {
+	if !errors.Is(err, stack.ErrMissingBinary) || !strings.Contains(msg, "apt-get install postgresql-15") || strings.Contains(msg, "\n") {
 		t.Errorf("want one line naming the Debian package, got %q", msg)
 	}
 }

@@ -3,6 +3,8 @@ package integration
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // TestAdminEndpoints: who may call them, what they show, and how PUT
@@ -10,7 +12,7 @@ import (
 func TestAdminEndpoints(t *testing.T) {
 	svc := newService(t)
 	a := svc.instance()
-	u := a.createUser()
+	u := a.CreateUser()
 
 	for _, tc := range []struct {
 		method, path string
@@ -20,10 +22,10 @@ func TestAdminEndpoints(t *testing.T) {
 		{"GET", "/admin/rollouts", nil},
 		{"PUT", "/admin/rollouts/message_history", map[string]int{"percent": 100}},
 	} {
-		if r := a.do(tc.method, tc.path, u.Token, tc.body); r.Status != 403 || r.code(t) != "permission_denied" {
+		if r := a.Do(tc.method, tc.path, u.Token, tc.body); r.Status != 403 || r.Code(t) != "permission_denied" {
 			t.Errorf("user token on %s %s: %d %s", tc.method, tc.path, r.Status, r.Body)
 		}
-		if r := a.do(tc.method, tc.path, "", tc.body); r.Status != 401 || r.code(t) != "unauthenticated" {
+		if r := a.Do(tc.method, tc.path, "", tc.body); r.Status != 401 || r.Code(t) != "unauthenticated" {
 			t.Errorf("no token on %s %s: %d %s", tc.method, tc.path, r.Status, r.Body)
 		}
 	}
@@ -38,7 +40,7 @@ func TestAdminEndpoints(t *testing.T) {
 		var l struct {
 			Rollouts []state `json:"rollouts"`
 		}
-		a.must(200, a.do("GET", "/admin/rollouts", adminToken, nil)).decode(t, &l)
+		a.Must(200, a.Do("GET", "/admin/rollouts", adminToken, nil)).Decode(t, &l)
 		out := map[string]state{}
 		for _, s := range l.Rollouts {
 			out[s.Endpoint] = s
@@ -57,15 +59,15 @@ func TestAdminEndpoints(t *testing.T) {
 
 	// Any subset of the fields; the others stay.
 	var st state
-	a.must(200, a.do("PUT", "/admin/rollouts/message_history", adminToken, map[string]int{"percent": 25})).decode(t, &st)
+	a.Must(200, a.Do("PUT", "/admin/rollouts/message_history", adminToken, map[string]int{"percent": 25})).Decode(t, &st)
 	if st != (state{"message_history", 25, false, false}) {
 		t.Fatalf("after percent 25: %+v", st)
 	}
-	a.must(200, a.do("PUT", "/admin/rollouts/message_history", adminToken, map[string]bool{"cache": true})).decode(t, &st)
+	a.Must(200, a.Do("PUT", "/admin/rollouts/message_history", adminToken, map[string]bool{"cache": true})).Decode(t, &st)
 	if st != (state{"message_history", 25, true, false}) {
 		t.Fatalf("after cache on: %+v", st)
 	}
-	a.must(200, a.do("PUT", "/admin/rollouts/unread_count", adminToken, map[string]any{"percent": 100, "cache": true, "replica": true})).decode(t, &st)
+	a.Must(200, a.Do("PUT", "/admin/rollouts/unread_count", adminToken, map[string]any{"percent": 100, "cache": true, "replica": true})).Decode(t, &st)
 	if st != (state{"unread_count", 100, true, true}) {
 		t.Fatalf("unread_count: %+v", st)
 	}
@@ -73,7 +75,7 @@ func TestAdminEndpoints(t *testing.T) {
 
 	for _, tc := range []struct {
 		name, path string
-		body       raw
+		body       stacktest.Raw
 		status     int
 		code       string
 	}{
@@ -90,8 +92,8 @@ func TestAdminEndpoints(t *testing.T) {
 		{"unknown endpoint", "send_message", `{"percent":10}`, 404, "not_found"},
 		{"unknown endpoint, bad body", "nope", `{"percent":1000}`, 404, "not_found"},
 	} {
-		r := a.do("PUT", "/admin/rollouts/"+tc.path, adminToken, tc.body)
-		if r.Status != tc.status || r.code(t) != tc.code {
+		r := a.Do("PUT", "/admin/rollouts/"+tc.path, adminToken, tc.body)
+		if r.Status != tc.status || r.Code(t) != tc.code {
 			t.Errorf("%s: %d %s, want %d %s", tc.name, r.Status, r.Body, tc.status, tc.code)
 		}
 	}
@@ -99,15 +101,15 @@ func TestAdminEndpoints(t *testing.T) {
 		t.Fatalf("rejected updates changed the state: %+v, want %+v", got, want)
 	}
 	// An empty update is a read.
-	a.must(200, a.do("PUT", "/admin/rollouts/message_history", adminToken, raw(`{}`))).decode(t, &st)
+	a.Must(200, a.Do("PUT", "/admin/rollouts/message_history", adminToken, stacktest.Raw(`{}`))).Decode(t, &st)
 	if st != want["message_history"] {
 		t.Fatalf("empty update: %+v", st)
 	}
 
 	// /admin/status: replicas, cache, pools, this instance's rollouts, monitors.
-	r := a.must(200, a.do("GET", "/admin/status", adminToken, nil))
+	r := a.Must(200, a.Do("GET", "/admin/status", adminToken, nil))
 	var raw map[string]json.RawMessage
-	r.decode(t, &raw)
+	r.Decode(t, &raw)
 	for _, k := range []string{"replicas", "cache", "pools", "rollouts", "monitors"} {
 		if _, ok := raw[k]; !ok {
 			t.Errorf("/admin/status has no %q: %s", k, r.Body)
@@ -138,9 +140,9 @@ func TestAdminEndpoints(t *testing.T) {
 func TestConsistencyHeaders(t *testing.T) {
 	svc := newService(t)
 	a := svc.instance()
-	u, v := a.createUser(), a.createUser()
-	conv := a.createConversation(u, "", v)
-	sent := a.must(201, a.do("POST", "/v1/conversations/"+conv.ID+"/messages", u.Token, map[string]string{"body": "x"}))
+	u, v := a.CreateUser(), a.CreateUser()
+	conv := a.CreateConversation(u, "", v)
+	sent := a.Must(201, a.Do("POST", "/v1/conversations/"+conv.ID+"/messages", u.Token, map[string]string{"body": "x"}))
 	token := sent.Header.Get("X-Consistency-Token")
 	if token == "" {
 		t.Fatal("a send without X-Consistency-Token")
@@ -151,24 +153,24 @@ func TestConsistencyHeaders(t *testing.T) {
 			{"X-Consistency-Token", "0/XYZ"},
 			{"X-Consistency", "eventual"},
 		} {
-			if r := a.do("GET", path, u.Token, nil, h...); r.Status != 400 || r.code(t) != "invalid_argument" {
+			if r := a.Do("GET", path, u.Token, nil, h...); r.Status != 400 || r.Code(t) != "invalid_argument" {
 				t.Errorf("%s with %s: %v: %d %s", path, h[0], h[1], r.Status, r.Body)
 			}
 		}
 		for _, h := range [][]string{nil, {"X-Consistency-Token", token}, {"X-Consistency", "strong"}} {
-			r := a.must(200, a.do("GET", path, v.Token, nil, h...))
-			if src := r.source(); src != "primary" && src != "replica" && src != "cache" {
+			r := a.Must(200, a.Do("GET", path, v.Token, nil, h...))
+			if src := r.Source(); src != "primary" && src != "replica" && src != "cache" {
 				t.Errorf("%s %v: X-Read-Source %q", path, h, src)
 			}
 		}
 	}
-	if r := a.do("GET", "/v1/conversations/999999/messages", v.Token, nil); r.Status != 404 || r.source() == "" {
-		t.Errorf("a 404 read: %d, X-Read-Source %q", r.Status, r.source())
+	if r := a.Do("GET", "/v1/conversations/999999/messages", v.Token, nil); r.Status != 404 || r.Source() == "" {
+		t.Errorf("a 404 read: %d, X-Read-Source %q", r.Status, r.Source())
 	}
 	for _, w := range []reply{
-		a.do("POST", "/v1/conversations", u.Token, map[string]any{"member_ids": []string{v.ID}}),
-		a.do("POST", "/v1/conversations/"+conv.ID+"/read", v.Token, map[string]string{"message_id": mustID(t, sent)}),
-		a.do("POST", "/v1/users", adminToken, map[string]string{"handle": "tok" + u.Handle}),
+		a.Do("POST", "/v1/conversations", u.Token, map[string]any{"member_ids": []string{v.ID}}),
+		a.Do("POST", "/v1/conversations/"+conv.ID+"/read", v.Token, map[string]string{"message_id": mustID(t, sent)}),
+		a.Do("POST", "/v1/users", adminToken, map[string]string{"handle": "tok" + u.Handle}),
 	} {
 		if w.Status/100 != 2 || w.Header.Get("X-Consistency-Token") == "" {
 			t.Errorf("write %d without X-Consistency-Token: %s", w.Status, w.Body)
@@ -179,6 +181,6 @@ func TestConsistencyHeaders(t *testing.T) {
 func mustID(t *testing.T, r reply) string {
 	t.Helper()
 	var m message
-	r.decode(t, &m)
+	r.Decode(t, &m)
 	return m.ID
 }

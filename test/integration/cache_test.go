@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // TestCacheServesAndInvalidates: with the cache rolled out, a repeated read
@@ -16,57 +18,57 @@ import (
 func TestCacheServesAndInvalidates(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
-	alice, bob, carol, eve := a.createUser(), a.createUser(), a.createUser(), a.createUser()
-	group := a.createConversation(alice, "group", bob, carol)
+	alice, bob, carol, eve := a.CreateUser(), a.CreateUser(), a.CreateUser(), a.CreateUser()
+	group := a.CreateConversation(alice, "group", bob, carol)
 	for i := range 5 {
-		a.send(group.ID, []user{alice, bob, carol}[i%3], fmt.Sprint("m", i))
+		a.Send(group.ID, []user{alice, bob, carol}[i%3], fmt.Sprint("m", i))
 	}
 	svc.optimize(a, true, false)
 	path := "/v1/conversations/" + group.ID + "/messages?limit=2"
 
-	first := a.must(200, a.do("GET", path, bob.Token, nil))
-	if first.source() == "cache" {
+	first := a.Must(200, a.Do("GET", path, bob.Token, nil))
+	if first.Source() == "cache" {
 		t.Fatalf("first read came from the cache")
 	}
 	for _, c := range []*client{a, b} {
 		for _, u := range []user{bob, carol, alice} {
-			r := c.must(200, c.do("GET", path, u.Token, nil))
-			if r.source() != "cache" || !bytes.Equal(r.Body, first.Body) {
-				t.Fatalf("repeat read by %s: source %q, body %s (first %s)", u.Handle, r.source(), r.Body, first.Body)
+			r := c.Must(200, c.Do("GET", path, u.Token, nil))
+			if r.Source() != "cache" || !bytes.Equal(r.Body, first.Body) {
+				t.Fatalf("repeat read by %s: source %q, body %s (first %s)", u.Handle, r.Source(), r.Body, first.Body)
 			}
 		}
 		// Not a member: 404, never the cached page.
-		if r := c.do("GET", path, eve.Token, nil); r.Status != 404 || r.code(t) != "not_found" || bytes.Contains(r.Body, []byte("m4")) {
+		if r := c.Do("GET", path, eve.Token, nil); r.Status != 404 || r.Code(t) != "not_found" || bytes.Contains(r.Body, []byte("m4")) {
 			t.Fatalf("non-member on a cached page: %d %s", r.Status, r.Body)
 		}
 	}
 	// The strong read bypasses the cache; the body is the same.
-	if r := b.must(200, b.do("GET", path, bob.Token, nil, "X-Consistency", "strong")); r.source() != "primary" || !bytes.Equal(r.Body, first.Body) {
-		t.Fatalf("strong read: %q %s", r.source(), r.Body)
+	if r := b.Must(200, b.Do("GET", path, bob.Token, nil, "X-Consistency", "strong")); r.Source() != "primary" || !bytes.Equal(r.Body, first.Body) {
+		t.Fatalf("strong read: %q %s", r.Source(), r.Body)
 	}
 	// An older page, by cursor, cached under its own key.
 	var p messagePage
-	first.decode(t, &p)
+	first.Decode(t, &p)
 	older := "/v1/conversations/" + group.ID + "/messages?limit=2&before=" + url.QueryEscape(*p.NextCursor)
-	o1 := b.must(200, b.do("GET", older, carol.Token, nil))
-	o2 := a.must(200, a.do("GET", older, bob.Token, nil))
-	if o2.source() != "cache" || !bytes.Equal(o1.Body, o2.Body) || bytes.Equal(o1.Body, first.Body) {
-		t.Fatalf("older page: %q\n%s\n%s", o2.source(), o1.Body, o2.Body)
+	o1 := b.Must(200, b.Do("GET", older, carol.Token, nil))
+	o2 := a.Must(200, a.Do("GET", older, bob.Token, nil))
+	if o2.Source() != "cache" || !bytes.Equal(o1.Body, o2.Body) || bytes.Equal(o1.Body, first.Body) {
+		t.Fatalf("older page: %q\n%s\n%s", o2.Source(), o1.Body, o2.Body)
 	}
 
 	// A send through b: the next read through a (cached before) has it.
-	m := b.send(group.ID, carol, "fresh")
-	r := a.must(200, a.do("GET", path, bob.Token, nil))
+	m := b.Send(group.ID, carol, "fresh")
+	r := a.Must(200, a.Do("GET", path, bob.Token, nil))
 	var q messagePage
-	r.decode(t, &q)
-	if r.source() == "cache" || len(q.Messages) == 0 || q.Messages[0].ID != m.ID {
-		t.Fatalf("after a send: source %q, page %+v", r.source(), q)
+	r.Decode(t, &q)
+	if r.Source() == "cache" || len(q.Messages) == 0 || q.Messages[0].ID != m.ID {
+		t.Fatalf("after a send: source %q, page %+v", r.Source(), q)
 	}
 	// Every other read endpoint of bob is cached and invalidated too.
 	for _, ep := range []string{"/v1/conversations", "/v1/conversations/" + group.ID, "/v1/unread"} {
-		a.must(200, a.do("GET", ep, bob.Token, nil))
-		if r := b.must(200, b.do("GET", ep, bob.Token, nil)); r.source() != "cache" {
-			t.Fatalf("%s: second read from %q", ep, r.source())
+		a.Must(200, a.Do("GET", ep, bob.Token, nil))
+		if r := b.Must(200, b.Do("GET", ep, bob.Token, nil)); r.Source() != "cache" {
+			t.Fatalf("%s: second read from %q", ep, r.Source())
 		}
 	}
 }
@@ -79,9 +81,9 @@ func TestCacheServesAndInvalidates(t *testing.T) {
 func TestInvalidationAcrossInstances(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
-	sender, r1, r2 := a.createUser(), a.createUser(), a.createUser()
-	conv := a.createConversation(sender, "live", r1, r2)
-	a.send(conv.ID, sender, "hello")
+	sender, r1, r2 := a.CreateUser(), a.CreateUser(), a.CreateUser()
+	conv := a.CreateConversation(sender, "live", r1, r2)
+	a.Send(conv.ID, sender, "hello")
 	svc.optimize(a, true, true)
 	path := "/v1/conversations/" + conv.ID + "/messages?limit=1"
 
@@ -110,17 +112,17 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 					return
 				default:
 				}
-				r := p.c.do("GET", path, p.u.Token, nil)
+				r := p.c.Do("GET", path, p.u.Token, nil)
 				if r.Status != 200 {
 					t.Errorf("poll: %d %s", r.Status, r.Body)
 					return
 				}
 				now := time.Now()
 				var pg messagePage
-				r.decode(t, &pg)
+				r.Decode(t, &pg)
 				hmu.Lock()
 				reads++
-				if r.source() == "cache" {
+				if r.Source() == "cache" {
 					hits++
 				}
 				hmu.Unlock()
@@ -146,10 +148,10 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 		lags := make([]time.Duration, 0, sends)
 		for i := range sends {
 			c := []*client{a, b}[i%2]
-			m := c.send(conv.ID, sender, fmt.Sprint("live ", attempt, " ", i))
+			m := c.Send(conv.ID, sender, fmt.Sprint("live ", attempt, " ", i))
 			acked := time.Now()
 			var lag time.Duration
-			waitFor(t, 5*time.Second, "every reader to see message "+m.ID, func() bool {
+			stacktest.WaitFor(t, 5*time.Second, "every reader to see message "+m.ID, func() bool {
 				lag = 0
 				for _, p := range pollers {
 					p.mu.Lock()
@@ -193,22 +195,22 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 func TestUserListInvalidation(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
-	me, x, y := a.createUser(), a.createUser(), a.createUser()
-	c1 := a.createConversation(x, "one", me)
-	c2 := a.createConversation(y, "two", me)
+	me, x, y := a.CreateUser(), a.CreateUser(), a.CreateUser()
+	c1 := a.CreateConversation(x, "one", me)
+	c2 := a.CreateConversation(y, "two", me)
 	svc.optimize(a, true, false)
 
 	list := func(c *client) (conversationList, string) {
-		r := c.must(200, c.do("GET", "/v1/conversations", me.Token, nil))
+		r := c.Must(200, c.Do("GET", "/v1/conversations", me.Token, nil))
 		var l conversationList
-		r.decode(t, &l)
-		return l, r.source()
+		r.Decode(t, &l)
+		return l, r.Source()
 	}
 	unread := func(c *client) (unreadSummary, string) {
-		r := c.must(200, c.do("GET", "/v1/unread", me.Token, nil))
+		r := c.Must(200, c.Do("GET", "/v1/unread", me.Token, nil))
 		var u unreadSummary
-		r.decode(t, &u)
-		return u, r.source()
+		r.Decode(t, &u)
+		return u, r.Source()
 	}
 	warm := func() {
 		for _, c := range []*client{a, b} {
@@ -224,7 +226,7 @@ func TestUserListInvalidation(t *testing.T) {
 	}
 
 	warm()
-	m := b.send(c1.ID, x, "ping") // c1 moves to the top, one unread
+	m := b.Send(c1.ID, x, "ping") // c1 moves to the top, one unread
 	for _, c := range []*client{a, b} {
 		l, _ := list(c)
 		if len(l.Conversations) != 2 || l.Conversations[0].ID != c1.ID || l.Conversations[0].LastMessage == nil || l.Conversations[0].LastMessage.ID != m.ID {
@@ -234,20 +236,20 @@ func TestUserListInvalidation(t *testing.T) {
 			t.Fatalf("unread after a send: %+v", u)
 		}
 		var one conversation
-		c.must(200, c.do("GET", "/v1/conversations/"+c1.ID, me.Token, nil)).decode(t, &one)
+		c.Must(200, c.Do("GET", "/v1/conversations/"+c1.ID, me.Token, nil)).Decode(t, &one)
 		if one.UnreadCount != 1 {
 			t.Fatalf("conversation after a send: %+v", one)
 		}
 	}
 
 	warm()
-	c3 := b.createConversation(y, "three", me) // a new conversation on top
+	c3 := b.CreateConversation(y, "three", me) // a new conversation on top
 	if l, _ := list(a); len(l.Conversations) != 3 || l.Conversations[0].ID != c3.ID {
 		t.Fatalf("list after a new conversation: %+v", l)
 	}
 
 	warm()
-	a.must(200, a.do("POST", "/v1/conversations/"+c1.ID+"/read", me.Token, map[string]string{"message_id": m.ID}))
+	a.Must(200, a.Do("POST", "/v1/conversations/"+c1.ID+"/read", me.Token, map[string]string{"message_id": m.ID}))
 	for _, c := range []*client{b, a} {
 		if u, _ := unread(c); u.Total != 0 {
 			t.Fatalf("unread after marking read: %+v", u)

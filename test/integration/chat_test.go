@@ -15,22 +15,22 @@ import (
 func TestConversationLifecycle(t *testing.T) {
 	svc := newService(t)
 	api := svc.instance()
-	alice, bob, carol := api.createUser(), api.createUser(), api.createUser()
+	alice, bob, carol := api.CreateUser(), api.CreateUser(), api.CreateUser()
 
 	var me user
-	api.must(200, api.do("GET", "/v1/me", bob.Token, nil)).decode(t, &me)
+	api.Must(200, api.Do("GET", "/v1/me", bob.Token, nil)).Decode(t, &me)
 	if me.ID != bob.ID || me.Token != "" {
 		t.Fatalf("me = %+v", me)
 	}
 
-	group := api.createConversation(alice, "trip", bob, carol)
-	dm := api.createConversation(bob, "", alice)
+	group := api.CreateConversation(alice, "trip", bob, carol)
+	dm := api.CreateConversation(bob, "", alice)
 	if len(group.MemberIDs) != 3 || !slices.Contains(group.MemberIDs, alice.ID) {
 		t.Fatalf("group members %v", group.MemberIDs)
 	}
-	api.send(group.ID, alice, "who's in?")
-	api.send(group.ID, bob, "me")
-	last := api.send(dm.ID, alice, "psst")
+	api.Send(group.ID, alice, "who's in?")
+	api.Send(group.ID, bob, "me")
+	last := api.Send(dm.ID, alice, "psst")
 
 	// Carol: two unread in the group (alice's and bob's), the dm is not hers.
 	var un struct {
@@ -40,13 +40,13 @@ func TestConversationLifecycle(t *testing.T) {
 			UnreadCount int64  `json:"unread_count"`
 		} `json:"conversations"`
 	}
-	api.must(200, api.do("GET", "/v1/unread", carol.Token, nil)).decode(t, &un)
+	api.Must(200, api.Do("GET", "/v1/unread", carol.Token, nil)).Decode(t, &un)
 	if un.Total != 2 || len(un.Conversations) != 1 || un.Conversations[0].ID != group.ID {
 		t.Fatalf("carol's unread %+v", un)
 	}
 	// Bob: the dm (1) and alice's group message before his own reply (0).
 	un.Conversations = nil
-	api.must(200, api.do("GET", "/v1/unread", bob.Token, nil)).decode(t, &un)
+	api.Must(200, api.Do("GET", "/v1/unread", bob.Token, nil)).Decode(t, &un)
 	if un.Total != 1 || un.Conversations[0].ID != dm.ID {
 		t.Fatalf("bob's unread %+v", un)
 	}
@@ -56,7 +56,7 @@ func TestConversationLifecycle(t *testing.T) {
 		Conversations []conversation `json:"conversations"`
 		NextCursor    *string        `json:"next_cursor"`
 	}
-	api.must(200, api.do("GET", "/v1/conversations", alice.Token, nil)).decode(t, &list)
+	api.Must(200, api.Do("GET", "/v1/conversations", alice.Token, nil)).Decode(t, &list)
 	if len(list.Conversations) != 2 || list.Conversations[0].ID != dm.ID || list.Conversations[0].LastMessage == nil ||
 		list.Conversations[0].LastMessage.ID != last.ID || list.Conversations[0].LastMessageAt == nil ||
 		*list.Conversations[0].LastMessageAt != last.CreatedAt || list.NextCursor != nil {
@@ -67,21 +67,21 @@ func TestConversationLifecycle(t *testing.T) {
 	}
 
 	// Carol reads up to the newest group message.
-	p := api.page(group.ID, carol, "?limit=1")
+	p := api.Page(group.ID, carol, "?limit=1")
 	var read struct {
 		UnreadCount int64 `json:"unread_count"`
 	}
-	api.must(200, api.do("POST", "/v1/conversations/"+group.ID+"/read", carol.Token, map[string]string{"message_id": p.Messages[0].ID})).decode(t, &read)
+	api.Must(200, api.Do("POST", "/v1/conversations/"+group.ID+"/read", carol.Token, map[string]string{"message_id": p.Messages[0].ID})).Decode(t, &read)
 	if read.UnreadCount != 0 {
 		t.Fatalf("after reading the newest: %d unread", read.UnreadCount)
 	}
 	var conv conversation
-	api.must(200, api.do("GET", "/v1/conversations/"+group.ID, carol.Token, nil)).decode(t, &conv)
+	api.Must(200, api.Do("GET", "/v1/conversations/"+group.ID, carol.Token, nil)).Decode(t, &conv)
 	if conv.UnreadCount != 0 || conv.Title != "trip" {
 		t.Fatalf("carol's group %+v", conv)
 	}
 	// Carol is no member of the dm.
-	if r := api.do("GET", "/v1/conversations/"+dm.ID, carol.Token, nil); r.Status != 404 || r.code(t) != "not_found" {
+	if r := api.Do("GET", "/v1/conversations/"+dm.ID, carol.Token, nil); r.Status != 404 || r.Code(t) != "not_found" {
 		t.Fatalf("carol on the dm: %d %s", r.Status, r.Body)
 	}
 }
@@ -91,14 +91,14 @@ func TestConversationLifecycle(t *testing.T) {
 func TestListPagination(t *testing.T) {
 	svc := newService(t)
 	api := svc.instance()
-	me, peer := api.createUser(), api.createUser()
+	me, peer := api.CreateUser(), api.CreateUser()
 	var convs []conversation
 	for i := range 25 {
-		convs = append(convs, api.createConversation(me, fmt.Sprint("c", i), peer))
+		convs = append(convs, api.CreateConversation(me, fmt.Sprint("c", i), peer))
 	}
 	// Activity reorders a few.
 	for _, i := range []int{3, 17, 8} {
-		api.send(convs[i].ID, peer, "bump")
+		api.Send(convs[i].ID, peer, "bump")
 	}
 	want := []string{convs[8].ID, convs[17].ID, convs[3].ID}
 	for i := 24; i >= 0; i-- {
@@ -117,7 +117,7 @@ func TestListPagination(t *testing.T) {
 			Conversations []conversation `json:"conversations"`
 			NextCursor    *string        `json:"next_cursor"`
 		}
-		api.must(200, api.do("GET", "/v1/conversations"+q, me.Token, nil)).decode(t, &list)
+		api.Must(200, api.Do("GET", "/v1/conversations"+q, me.Token, nil)).Decode(t, &list)
 		for _, c := range list.Conversations {
 			got = append(got, c.ID)
 		}
@@ -137,13 +137,13 @@ func TestListPagination(t *testing.T) {
 func TestPagingWhileOthersSend(t *testing.T) {
 	svc := newService(t)
 	api := svc.instance()
-	users := []user{api.createUser(), api.createUser(), api.createUser()}
-	reader := api.createUser()
-	conv := api.createConversation(users[0], "busy", users[1], users[2], reader)
+	users := []user{api.CreateUser(), api.CreateUser(), api.CreateUser()}
+	reader := api.CreateUser()
+	conv := api.CreateConversation(users[0], "busy", users[1], users[2], reader)
 	for i := range 30 {
-		api.send(conv.ID, users[i%3], fmt.Sprint("history ", i))
+		api.Send(conv.ID, users[i%3], fmt.Sprint("history ", i))
 	}
-	start := api.send(conv.ID, users[0], "start")
+	start := api.Send(conv.ID, users[0], "start")
 
 	var wg sync.WaitGroup
 	const each = 25
@@ -152,7 +152,7 @@ func TestPagingWhileOthersSend(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range each {
-				if r := api.do("POST", "/v1/conversations/"+conv.ID+"/messages", u.Token, map[string]string{"body": fmt.Sprintf("live %s %d", u.Handle, i)}); r.Status != 201 {
+				if r := api.Do("POST", "/v1/conversations/"+conv.ID+"/messages", u.Token, map[string]string{"body": fmt.Sprintf("live %s %d", u.Handle, i)}); r.Status != 201 {
 					t.Errorf("send: %d %s", r.Status, r.Body)
 					return
 				}
@@ -164,10 +164,10 @@ func TestPagingWhileOthersSend(t *testing.T) {
 
 	// Back from the newest page, 6 at a time.
 	var back []message
-	p := api.page(conv.ID, reader, "?limit=6")
+	p := api.Page(conv.ID, reader, "?limit=6")
 	back = append(back, p.Messages...)
 	for p.HasMore {
-		p = api.page(conv.ID, reader, "?limit=6&before="+url.QueryEscape(*p.NextCursor))
+		p = api.Page(conv.ID, reader, "?limit=6&before="+url.QueryEscape(*p.NextCursor))
 		back = append(back, p.Messages...)
 	}
 	// Forward from start until the senders are done and a page is short.
@@ -179,7 +179,7 @@ func TestPagingWhileOthersSend(t *testing.T) {
 			finished = true
 		default:
 		}
-		p := api.page(conv.ID, reader, "?limit=5&after="+url.QueryEscape(cursor))
+		p := api.Page(conv.ID, reader, "?limit=5&after="+url.QueryEscape(cursor))
 		fwd = append(fwd, p.Messages...)
 		cursor = *p.NextCursor
 		if finished && !p.HasMore {
@@ -227,8 +227,8 @@ func TestIdempotentRetries(t *testing.T) {
 	svc := newService(t)
 	api := svc.instance()
 	other := svc.instance() // retries may land on another instance
-	alice, bob := api.createUser(), api.createUser()
-	conv := api.createConversation(alice, "", bob)
+	alice, bob := api.CreateUser(), api.CreateUser()
+	conv := api.CreateConversation(alice, "", bob)
 	path := "/v1/conversations/" + conv.ID + "/messages"
 
 	const n = 12
@@ -244,7 +244,7 @@ func TestIdempotentRetries(t *testing.T) {
 				c = other
 			}
 			<-gate
-			replies[i] = c.do("POST", path, alice.Token, map[string]string{"body": "exactly once"}, "Idempotency-Key", "retry-7f3a")
+			replies[i] = c.Do("POST", path, alice.Token, map[string]string{"body": "exactly once"}, "Idempotency-Key", "retry-7f3a")
 		}()
 	}
 	close(gate)
@@ -253,7 +253,7 @@ func TestIdempotentRetries(t *testing.T) {
 	var first message
 	for i, r := range replies {
 		var m message
-		r.decode(t, &m)
+		r.Decode(t, &m)
 		switch r.Status {
 		case 201:
 			created++
@@ -277,8 +277,8 @@ func TestIdempotentRetries(t *testing.T) {
 	if created != 1 || rows != 1 {
 		t.Fatalf("%d created answers and %d rows; want 1 and 1", created, rows)
 	}
-	r := api.do("POST", path, alice.Token, map[string]string{"body": "something else"}, "Idempotency-Key", "retry-7f3a")
-	if r.Status != 409 || r.code(t) != "conflict" {
+	r := api.Do("POST", path, alice.Token, map[string]string{"body": "something else"}, "Idempotency-Key", "retry-7f3a")
+	if r.Status != 409 || r.Code(t) != "conflict" {
 		t.Fatalf("reuse with another body: %d %s", r.Status, r.Body)
 	}
 }
@@ -288,19 +288,19 @@ func TestIdempotentRetries(t *testing.T) {
 func TestInstancesShareCursors(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
-	u, v := a.createUser(), a.createUser()
-	conv := a.createConversation(u, "", v)
-	other := a.createConversation(v, "", u)
+	u, v := a.CreateUser(), a.CreateUser()
+	conv := a.CreateConversation(u, "", v)
+	other := a.CreateConversation(v, "", u)
 	var ms []message
 	for i := range 5 {
-		ms = append(ms, a.send(conv.ID, u, fmt.Sprint(i)))
+		ms = append(ms, a.Send(conv.ID, u, fmt.Sprint(i)))
 	}
-	p := a.page(conv.ID, v, "?limit=2")
-	q := b.page(conv.ID, v, "?limit=2&before="+url.QueryEscape(*p.NextCursor))
+	p := a.Page(conv.ID, v, "?limit=2")
+	q := b.Page(conv.ID, v, "?limit=2&before="+url.QueryEscape(*p.NextCursor))
 	if len(q.Messages) != 2 || q.Messages[0].ID != ms[2].ID {
 		t.Fatalf("instance b on a's cursor: %+v", q)
 	}
-	if r := b.do("GET", "/v1/conversations/"+other.ID+"/messages?before="+url.QueryEscape(*p.NextCursor), v.Token, nil); r.Status != 400 || r.code(t) != "invalid_argument" {
+	if r := b.Do("GET", "/v1/conversations/"+other.ID+"/messages?before="+url.QueryEscape(*p.NextCursor), v.Token, nil); r.Status != 400 || r.Code(t) != "invalid_argument" {
 		t.Fatalf("cursor on another conversation: %d %s", r.Status, r.Body)
 	}
 }
@@ -309,9 +309,9 @@ func TestInstancesShareCursors(t *testing.T) {
 func TestAuthorizationMatrix(t *testing.T) {
 	svc := newService(t)
 	api := svc.instance()
-	owner, outsider := api.createUser(), api.createUser()
-	conv := api.createConversation(owner, "")
-	m := api.send(conv.ID, owner, "mine")
+	owner, outsider := api.CreateUser(), api.CreateUser()
+	conv := api.CreateConversation(owner, "")
+	m := api.Send(conv.ID, owner, "mine")
 	for _, tc := range []struct {
 		method, path string
 		body         any
@@ -321,17 +321,17 @@ func TestAuthorizationMatrix(t *testing.T) {
 		{"POST", "/v1/conversations/" + conv.ID + "/messages", map[string]string{"body": "x"}},
 		{"POST", "/v1/conversations/" + conv.ID + "/read", map[string]string{"message_id": m.ID}},
 	} {
-		if r := api.do(tc.method, tc.path, outsider.Token, tc.body); r.Status != 404 || r.code(t) != "not_found" {
+		if r := api.Do(tc.method, tc.path, outsider.Token, tc.body); r.Status != 404 || r.Code(t) != "not_found" {
 			t.Errorf("outsider %s %s: %d %s", tc.method, tc.path, r.Status, r.Body)
 		}
-		if r := api.do(tc.method, tc.path, "", tc.body); r.Status != 401 || r.code(t) != "unauthenticated" {
+		if r := api.Do(tc.method, tc.path, "", tc.body); r.Status != 401 || r.Code(t) != "unauthenticated" {
 			t.Errorf("anonymous %s %s: %d", tc.method, tc.path, r.Status)
 		}
-		if r := api.do(tc.method, tc.path, "plt_forged", tc.body); r.Status != 401 {
+		if r := api.Do(tc.method, tc.path, "plt_forged", tc.body); r.Status != 401 {
 			t.Errorf("forged token %s %s: %d", tc.method, tc.path, r.Status)
 		}
 	}
-	if r := api.do("POST", "/v1/users", owner.Token, map[string]string{"handle": "sneaky"}); r.Status != 403 || r.code(t) != "permission_denied" {
+	if r := api.Do("POST", "/v1/users", owner.Token, map[string]string{"handle": "sneaky"}); r.Status != 403 || r.Code(t) != "permission_denied" {
 		t.Errorf("user token on an admin endpoint: %d %s", r.Status, r.Body)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // contractFamilies are the metric names of the metrics contract (the design's
@@ -79,10 +81,10 @@ func TestMetricsContract(t *testing.T) {
 	ctx := context.Background()
 	// Statistics for the vacuum-health monitor: a vacuumed, analyzed schema.
 	seed := svc.instance()
-	alice, bob := seed.createUser(), seed.createUser()
-	conv := seed.createConversation(alice, "metrics", bob)
+	alice, bob := seed.CreateUser(), seed.CreateUser()
+	conv := seed.CreateConversation(alice, "metrics", bob)
 	for i := range 20 {
-		seed.send(conv.ID, []user{alice, bob}[i%2], fmt.Sprint("m", i))
+		seed.Send(conv.ID, []user{alice, bob}[i%2], fmt.Sprint("m", i))
 	}
 	for _, sql := range []string{`VACUUM ANALYZE`} {
 		if _, err := svc.pool.Exec(ctx, sql); err != nil {
@@ -93,18 +95,18 @@ func TestMetricsContract(t *testing.T) {
 	a := svc.instance(instanceOptions{monitors: true})
 	path := "/v1/conversations/" + conv.ID + "/messages"
 	svc.optimize(a, false, true)
-	waitFor(t, 3*time.Second, "a replica read", func() bool {
-		return a.must(200, a.do("GET", path, bob.Token, nil)).source() == "replica"
+	stacktest.WaitFor(t, 3*time.Second, "a replica read", func() bool {
+		return a.Must(200, a.Do("GET", path, bob.Token, nil)).Source() == "replica"
 	})
 	svc.optimize(a, true, true)
 	for range 3 {
 		for _, p := range []string{path, "/v1/conversations", "/v1/unread"} {
-			a.must(200, a.do("GET", p, bob.Token, nil))
+			a.Must(200, a.Do("GET", p, bob.Token, nil))
 		}
 	}
-	a.must(200, a.do("GET", path, bob.Token, nil, "X-Consistency", "strong"))
-	a.send(conv.ID, alice, "after")
-	a.must(200, a.do("GET", "/admin/status", adminToken, nil))
+	a.Must(200, a.Do("GET", path, bob.Token, nil, "X-Consistency", "strong"))
+	a.Send(conv.ID, alice, "after")
+	a.Must(200, a.Do("GET", "/admin/status", adminToken, nil))
 
 	// A send whose client gives up while the conversation row is locked:
 	// the query is cancelled mid-flight (parley_db_query_errors_total).
@@ -116,21 +118,21 @@ func TestMetricsContract(t *testing.T) {
 		t.Fatal(err)
 	}
 	impatient := &http.Client{Timeout: 300 * time.Millisecond}
-	req, _ := http.NewRequest("POST", a.base+path, strings.NewReader(`{"body":"abandoned"}`))
+	req, _ := http.NewRequest("POST", a.Base+path, strings.NewReader(`{"body":"abandoned"}`))
 	req.Header.Set("Authorization", "Bearer "+alice.Token)
 	if resp, err := impatient.Do(req); err == nil {
 		resp.Body.Close()
 		t.Fatalf("the send did not wait for the lock: %d", resp.StatusCode)
 	}
-	waitFor(t, 5*time.Second, "the cancelled query to be counted", func() bool {
-		return counterValue(t, a.reg, "parley_db_query_errors_total", map[string]string{"query": "send_message"}) > 0
+	stacktest.WaitFor(t, 5*time.Second, "the cancelled query to be counted", func() bool {
+		return counterMetric(t, a.reg, "parley_db_query_errors_total", map[string]string{"query": "send_message"}) > 0
 	})
 	_ = tx.Rollback(ctx)
 
 	var families map[string]string
 	var body string
-	waitFor(t, 30*time.Second, "every contract family on /metrics", func() bool {
-		families, body = scrape(t, a.base+"/metrics")
+	stacktest.WaitFor(t, 30*time.Second, "every contract family on /metrics", func() bool {
+		families, body = scrape(t, a.Base+"/metrics")
 		for name := range contractFamilies {
 			if _, ok := families[name]; !ok && !optionalFamilies[name] {
 				return false

@@ -7,7 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/rollout"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // TestRedisOutage: with Redis stopped, 100 concurrent requests all succeed
@@ -19,29 +21,29 @@ import (
 func TestRedisOutage(t *testing.T) {
 	svc := newService(t)
 	a := svc.instance()
-	owner := a.createUser()
+	owner := a.CreateUser()
 	// One user in each cohort of the history rollout at 50 %.
 	var cached, baseline user
 	var members []user
 	for cached.ID == "" || baseline.ID == "" {
-		u := a.createUser()
+		u := a.CreateUser()
 		members = append(members, u)
 		id, _ := strconv.ParseInt(u.ID, 10, 64)
-		if rollout.InRollout(rollout.MessageHistory, id, 50) {
+		if rollout.InRollout(chat.EndpointMessageHistory, id, 50) {
 			cached = u
 		} else {
 			baseline = u
 		}
 	}
-	conv := a.createConversation(owner, "outage", members...)
+	conv := a.CreateConversation(owner, "outage", members...)
 	for i := range 60 {
-		a.send(conv.ID, owner, fmt.Sprint("history ", i))
+		a.Send(conv.ID, owner, fmt.Sprint("history ", i))
 	}
 	svc.caughtUp()
-	svc.setRollout(a, rollout.MessageHistory, rolloutUpdate{Percent: ptr(50), Cache: ptr(true), Replica: ptr(false)})
+	svc.setRollout(a, chat.EndpointMessageHistory, rolloutUpdate{Percent: ptr(50), Cache: ptr(true), Replica: ptr(false)})
 	path := "/v1/conversations/" + conv.ID + "/messages?limit=20"
-	a.must(200, a.do("GET", path, cached.Token, nil))
-	if src := a.must(200, a.do("GET", path, cached.Token, nil)).source(); src != "cache" {
+	a.Must(200, a.Do("GET", path, cached.Token, nil))
+	if src := a.Must(200, a.Do("GET", path, cached.Token, nil)).Source(); src != "cache" {
 		t.Fatalf("before the outage: read from %q, want cache", src)
 	}
 
@@ -57,7 +59,7 @@ func TestRedisOutage(t *testing.T) {
 			wg.Go(func() {
 				<-gate
 				start := time.Now()
-				r := a.do("GET", path, u.Token, nil)
+				r := a.Do("GET", path, u.Token, nil)
 				d := time.Since(start)
 				if r.Status != 200 {
 					t.Errorf("read during the Redis outage: %d %s", r.Status, r.Body)
@@ -65,7 +67,7 @@ func TestRedisOutage(t *testing.T) {
 				}
 				mu.Lock()
 				lat[u.ID] = append(lat[u.ID], d)
-				sources[r.source()]++
+				sources[r.Source()]++
 				mu.Unlock()
 			})
 		}
@@ -80,7 +82,7 @@ func TestRedisOutage(t *testing.T) {
 	if t.Failed() || sources["cache"] != 0 || sources["primary"] != 100 {
 		t.Fatalf("100 concurrent reads with Redis just stopped: sources %v", sources)
 	}
-	waitFor(t, 2*time.Second, "the cache breaker to open", func() bool { return a.status().Cache.State == "down" })
+	stacktest.WaitFor(t, 2*time.Second, "the cache breaker to open", func() bool { return a.status().Cache.State == "down" })
 
 	// Breaker open: the latency of the cached cohort against the no-cache
 	// baseline, interleaved request by request at a concurrency low enough
@@ -97,10 +99,10 @@ func TestRedisOutage(t *testing.T) {
 			for i := range 400 {
 				u := []user{cached, baseline}[i%2]
 				start := time.Now()
-				r := a.do("GET", path, u.Token, nil)
+				r := a.Do("GET", path, u.Token, nil)
 				d := time.Since(start)
-				if r.Status != 200 || r.source() != "primary" {
-					t.Errorf("read with the breaker open: %d from %q", r.Status, r.source())
+				if r.Status != 200 || r.Source() != "primary" {
+					t.Errorf("read with the breaker open: %d from %q", r.Status, r.Source())
 					return
 				}
 				mu.Lock()
@@ -124,15 +126,15 @@ func TestRedisOutage(t *testing.T) {
 	}
 
 	// Writes go on; the write is visible once Redis is back.
-	m := a.send(conv.ID, owner, "during the outage")
+	m := a.Send(conv.ID, owner, "during the outage")
 	svc.startComponents()
-	waitFor(t, 10*time.Second, "the cache to serve again", func() bool {
-		r := a.must(200, a.do("GET", path, cached.Token, nil))
+	stacktest.WaitFor(t, 10*time.Second, "the cache to serve again", func() bool {
+		r := a.Must(200, a.Do("GET", path, cached.Token, nil))
 		var p messagePage
-		r.decode(t, &p)
+		r.Decode(t, &p)
 		if len(p.Messages) == 0 || p.Messages[0].ID != m.ID {
 			t.Fatalf("after the outage the newest message is not the one sent during it: %+v", p.Messages)
 		}
-		return r.source() == "cache"
+		return r.Source() == "cache"
 	})
 }

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // TestReadsFollowRollout: reads go to the replica when the endpoint's
@@ -15,13 +17,13 @@ import (
 func TestReadsFollowRollout(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
-	writer, reader := a.createUser(), a.createUser()
-	conv := a.createConversation(writer, "routing", reader)
-	a.send(conv.ID, writer, "hello")
+	writer, reader := a.CreateUser(), a.CreateUser()
+	conv := a.CreateConversation(writer, "routing", reader)
+	a.Send(conv.ID, writer, "hello")
 	path := "/v1/conversations/" + conv.ID + "/messages"
 	source := func(c *client, header ...string) string {
-		r := c.must(200, c.do("GET", path, reader.Token, nil, header...))
-		return r.source()
+		r := c.Must(200, c.Do("GET", path, reader.Token, nil, header...))
+		return r.Source()
 	}
 
 	// Baseline (0 %): the primary, cohort baseline.
@@ -32,15 +34,15 @@ func TestReadsFollowRollout(t *testing.T) {
 	}
 	svc.optimize(a, false, true)
 	for _, c := range []*client{a, b} {
-		waitFor(t, 2*time.Second, "a replica read", func() bool { return source(c) == "replica" })
+		stacktest.WaitFor(t, 2*time.Second, "a replica read", func() bool { return source(c) == "replica" })
 		if src := source(c, "X-Consistency", "strong"); src != "primary" {
 			t.Fatalf("strong read from %q", src)
 		}
 	}
-	if n := counterValue(t, a.reg, "parley_http_requests_total", map[string]string{"cohort": "optimized", "route": "GET /v1/conversations/{id}/messages"}); n == 0 {
+	if n := counterMetric(t, a.reg, "parley_http_requests_total", map[string]string{"cohort": "optimized", "route": "GET /v1/conversations/{id}/messages"}); n == 0 {
 		t.Fatalf("no request counted in the optimized cohort")
 	}
-	if n := counterValue(t, a.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "target": "primary", "reason": "strong"}); n == 0 {
+	if n := counterMetric(t, a.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "target": "primary", "reason": "strong"}); n == 0 {
 		t.Fatalf("the strong read is not counted with reason strong")
 	}
 
@@ -50,7 +52,7 @@ func TestReadsFollowRollout(t *testing.T) {
 		replica bool
 		want    string
 	}{{false, "primary"}, {true, "replica"}} {
-		a.must(200, a.do("PUT", "/admin/rollouts/message_history", adminToken, rolloutUpdate{Replica: ptr(tc.replica)}))
+		a.Must(200, a.Do("PUT", "/admin/rollouts/message_history", adminToken, rolloutUpdate{Replica: ptr(tc.replica)}))
 		changed := time.Now()
 		var wg sync.WaitGroup
 		took := make([]time.Duration, 2)
@@ -71,8 +73,8 @@ func TestReadsFollowRollout(t *testing.T) {
 	}
 
 	// 0 %: everyone back on the baseline path.
-	a.must(200, a.do("PUT", "/admin/rollouts/message_history", adminToken, rolloutUpdate{Percent: ptr(0)}))
-	waitFor(t, 2*time.Second, "percent 0 on instance b", func() bool { return source(b) == "primary" })
+	a.Must(200, a.Do("PUT", "/admin/rollouts/message_history", adminToken, rolloutUpdate{Percent: ptr(0)}))
+	stacktest.WaitFor(t, 2*time.Second, "percent 0 on instance b", func() bool { return source(b) == "primary" })
 }
 
 // TestReadYourWrites: a user's read right after their own write, on the
@@ -83,30 +85,30 @@ func TestReadsFollowRollout(t *testing.T) {
 func TestReadYourWrites(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
-	writer, other := a.createUser(), a.createUser()
-	conv := a.createConversation(writer, "ryw", other)
-	a.send(conv.ID, writer, "start")
+	writer, other := a.CreateUser(), a.CreateUser()
+	conv := a.CreateConversation(writer, "ryw", other)
+	a.Send(conv.ID, writer, "start")
 	svc.optimize(a, false, true)
 	path := "/v1/conversations/" + conv.ID + "/messages?limit=1"
 	newest := func(c *client, u user, header ...string) (string, string) {
-		r := c.must(200, c.do("GET", path, u.Token, nil, header...))
+		r := c.Must(200, c.Do("GET", path, u.Token, nil, header...))
 		var p messagePage
-		r.decode(t, &p)
+		r.Decode(t, &p)
 		if len(p.Messages) == 0 {
-			return "", r.source()
+			return "", r.Source()
 		}
-		return p.Messages[0].ID, r.source()
+		return p.Messages[0].ID, r.Source()
 	}
-	waitFor(t, 2*time.Second, "the replica serving the other user", func() bool { _, src := newest(b, other); return src == "replica" })
+	stacktest.WaitFor(t, 2*time.Second, "the replica serving the other user", func() bool { _, src := newest(b, other); return src == "replica" })
 
 	check := func(phase string, n int, header func(r reply) []string) map[string]int {
 		sources := map[string]int{}
 		for i := range n {
 			w, rd := []*client{a, b}[i%2], []*client{b, a}[i%2]
-			sent := w.do("POST", "/v1/conversations/"+conv.ID+"/messages", writer.Token, map[string]string{"body": fmt.Sprint(phase, i)})
-			w.must(201, sent)
+			sent := w.Do("POST", "/v1/conversations/"+conv.ID+"/messages", writer.Token, map[string]string{"body": fmt.Sprint(phase, i)})
+			w.Must(201, sent)
 			var m message
-			sent.decode(t, &m)
+			sent.Decode(t, &m)
 			if sent.Header.Get("X-Consistency-Token") == "" {
 				t.Fatalf("%s: a write without X-Consistency-Token", phase)
 			}
@@ -121,20 +123,20 @@ func TestReadYourWrites(t *testing.T) {
 	noHeader := func(reply) []string { return nil }
 
 	t.Run("replay paused", func(t *testing.T) {
-		pauseReplay(t, svc.db.ReplicaURL)
+		stacktest.PauseReplay(t, svc.db.ReplicaURL)
 		sources := check("paused", 200, noHeader)
 		_, src := newest(b, other)
 		t.Logf("replay paused: 200 of 200 reads showed the write (sources %v); the other user reads from the %s", sources, src)
 	})
-	resumeReplay(t, svc.db.ReplicaURL)
-	waitFor(t, 5*time.Second, "the replica back", func() bool { _, src := newest(b, other); return src == "replica" })
+	stacktest.ResumeReplay(t, svc.db.ReplicaURL)
+	stacktest.WaitFor(t, 5*time.Second, "the replica back", func() bool { _, src := newest(b, other); return src == "replica" })
 
 	t.Run("replay running", func(t *testing.T) {
-		before := counterValue(t, b.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"}) +
-			counterValue(t, a.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"})
+		before := counterMetric(t, b.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"}) +
+			counterMetric(t, a.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"})
 		sources := check("running", 100, noHeader)
-		after := counterValue(t, b.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"}) +
-			counterValue(t, a.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"})
+		after := counterMetric(t, b.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"}) +
+			counterMetric(t, a.reg, "parley_db_reads_total", map[string]string{"endpoint": "message_history", "reason": "token_ahead"})
 		var others int
 		for range 20 {
 			if _, src := newest(b, other); src == "replica" {
@@ -146,7 +148,7 @@ func TestReadYourWrites(t *testing.T) {
 			t.Fatalf("no read was held back by a token: the test did not exercise read-your-writes")
 		}
 		if others == 0 { // e.g. the breaker opened for a moment on a busy machine
-			waitFor(t, 3*time.Second, "the other user's reads back on the replica", func() bool { _, src := newest(b, other); return src == "replica" })
+			stacktest.WaitFor(t, 3*time.Second, "the other user's reads back on the replica", func() bool { _, src := newest(b, other); return src == "replica" })
 		}
 	})
 
@@ -169,13 +171,13 @@ func TestReadYourWrites(t *testing.T) {
 func TestReplicaLagOpensBreaker(t *testing.T) {
 	svc := newService(t)
 	a := svc.instance()
-	writer, reader := a.createUser(), a.createUser()
-	conv := a.createConversation(writer, "lag", reader)
-	a.send(conv.ID, writer, "start")
+	writer, reader := a.CreateUser(), a.CreateUser()
+	conv := a.CreateConversation(writer, "lag", reader)
+	a.Send(conv.ID, writer, "start")
 	svc.optimize(a, false, true)
 	path := "/v1/conversations/" + conv.ID + "/messages?limit=5"
-	replicaRead := func() bool { return a.must(200, a.do("GET", path, reader.Token, nil)).source() == "replica" }
-	waitFor(t, 2*time.Second, "a replica read", replicaRead)
+	replicaRead := func() bool { return a.Must(200, a.Do("GET", path, reader.Token, nil)).Source() == "replica" }
+	stacktest.WaitFor(t, 2*time.Second, "a replica read", replicaRead)
 
 	var failed, done atomic.Int64
 	stop := make(chan struct{})
@@ -198,26 +200,26 @@ func TestReplicaLagOpensBreaker(t *testing.T) {
 		i := 0
 		load(func() reply {
 			i++
-			return a.do("POST", "/v1/conversations/"+conv.ID+"/messages", writer.Token, map[string]string{"body": fmt.Sprint("w", i)})
+			return a.Do("POST", "/v1/conversations/"+conv.ID+"/messages", writer.Token, map[string]string{"body": fmt.Sprint("w", i)})
 		}, 201)
 	})
 	for _, u := range []user{reader, reader, writer} {
-		wg.Go(func() { load(func() reply { return a.do("GET", path, u.Token, nil) }, 200) })
+		wg.Go(func() { load(func() reply { return a.Do("GET", path, u.Token, nil) }, 200) })
 	}
 
 	breaker := func() string { return a.status().Replicas[0].Breaker }
 	if b := breaker(); b != "closed" {
 		t.Fatalf("breaker %s before the pause", b)
 	}
-	pauseReplay(t, svc.db.ReplicaURL)
+	stacktest.PauseReplay(t, svc.db.ReplicaURL)
 	paused := time.Now()
-	took := waitFor(t, 2*time.Second, "the breaker to open", func() bool { return breaker() == "open" })
+	took := stacktest.WaitFor(t, 2*time.Second, "the breaker to open", func() bool { return breaker() == "open" })
 	st := a.status().Replicas[0]
 	t.Logf("replay paused under load: breaker open after %v (state %s, lag %d bytes, %.3f s)", took.Round(time.Millisecond), st.State, st.LagBytes, st.LagSeconds)
 	time.Sleep(time.Second) // keep the load on with the replica out
-	resumeReplay(t, svc.db.ReplicaURL)
-	closed := waitFor(t, 10*time.Second, "the breaker to close", func() bool { return breaker() == "closed" })
-	waitFor(t, 2*time.Second, "replica reads again", replicaRead)
+	stacktest.ResumeReplay(t, svc.db.ReplicaURL)
+	closed := stacktest.WaitFor(t, 10*time.Second, "the breaker to close", func() bool { return breaker() == "closed" })
+	stacktest.WaitFor(t, 2*time.Second, "replica reads again", replicaRead)
 	close(stop)
 	wg.Wait()
 	t.Logf("resumed: breaker closed after %v; %d requests during the episode (%.1f s), %d failed", closed.Round(time.Millisecond), done.Load(), time.Since(paused).Seconds(), failed.Load())
@@ -231,13 +233,13 @@ func TestReplicaLagOpensBreaker(t *testing.T) {
 func TestReplicaStoppedFallsBack(t *testing.T) {
 	svc := newService(t)
 	a := svc.instance()
-	u, v := a.createUser(), a.createUser()
-	conv := a.createConversation(u, "fallback", v)
-	a.send(conv.ID, u, "hi")
+	u, v := a.CreateUser(), a.CreateUser()
+	conv := a.CreateConversation(u, "fallback", v)
+	a.Send(conv.ID, u, "hi")
 	svc.optimize(a, false, true)
 	paths := []string{"/v1/conversations/" + conv.ID + "/messages", "/v1/conversations", "/v1/unread", "/v1/conversations/" + conv.ID}
-	waitFor(t, 2*time.Second, "a replica read", func() bool {
-		return a.must(200, a.do("GET", paths[0], v.Token, nil)).source() == "replica"
+	stacktest.WaitFor(t, 2*time.Second, "a replica read", func() bool {
+		return a.Must(200, a.Do("GET", paths[0], v.Token, nil)).Source() == "replica"
 	})
 
 	svc.stopComponent("replica")
@@ -248,14 +250,14 @@ func TestReplicaStoppedFallsBack(t *testing.T) {
 	for g := range 4 {
 		wg.Go(func() {
 			for i := 0; time.Now().Before(deadline); i++ {
-				r := a.do("GET", paths[(g+i)%len(paths)], v.Token, nil)
+				r := a.Do("GET", paths[(g+i)%len(paths)], v.Token, nil)
 				if r.Status != 200 {
 					failed.Add(1)
 					t.Errorf("read with the replica stopped: %d %s", r.Status, r.Body)
 					continue
 				}
 				ok.Add(1)
-				n, _ := sources.LoadOrStore(r.source(), new(atomic.Int64))
+				n, _ := sources.LoadOrStore(r.Source(), new(atomic.Int64))
 				n.(*atomic.Int64).Add(1)
 			}
 		})

@@ -32,10 +32,13 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/parley-chat/parley/internal/loadgen"
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
-func TestMain(m *testing.M) { os.Exit(stack.Main(m)) }
+func TestMain(m *testing.M) {
+	os.Exit(stacktest.Main(m, stacktest.Migrated(postgres.SchemaFingerprint(), postgres.Migrate)))
+}
 
 // server is one `parley serve` process on a fresh database.
 type server struct {
@@ -43,7 +46,7 @@ type server struct {
 	url        string // http://127.0.0.1:port
 	port       int
 	token      string // admin token
-	db         stack.Database
+	db         stacktest.Database
 	pid        int
 	logPath    string
 	primaryURL string
@@ -85,7 +88,7 @@ func freePort(t *testing.T) int {
 // (SIGTERM, then wait; SIGKILL if it does not stop).
 func startServe(t *testing.T) *server {
 	t.Helper()
-	s := stack.ForTest(t)
+	s := stacktest.ForTest(t)
 	dir := t.TempDir()
 	bin := buildParley(t, dir)
 	db := s.NewDatabase(t)
@@ -113,7 +116,7 @@ func startServe(t *testing.T) *server {
 	}
 }
 
-func (srv *server) start(t *testing.T, s *stack.Stack) error {
+func (srv *server) start(t *testing.T, s *stacktest.Stack) error {
 	logf, err := os.Create(srv.logPath)
 	if err != nil {
 		return err

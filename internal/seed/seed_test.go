@@ -1,4 +1,4 @@
-package main
+package seed
 
 import (
 	"bytes"
@@ -10,22 +10,28 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/parley-chat/parley/internal/postgres"
-	"github.com/parley-chat/parley/internal/stack"
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 // TestSeed: a small data set through PgBouncer is consistent (seqs, last
 // messages, read markers), skewed, its example token works, and a second
 // run with the same prefix says it was seeded already.
 func TestSeed(t *testing.T) {
-	s := stack.ForTest(t)
-	db := s.NewDatabase(t)
+	s := stacktest.ForTest(t)
+	db := s.NewDatabase(t) // migrated
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := migrate(ctx, db.PgBouncerURL); err != nil {
+	cfg, err := pgxpool.ParseConfig(db.PgBouncerURL)
+	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := openPool(ctx, db.PgBouncerURL, "exec", 8)
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec // PgBouncer, transaction pooling
+	cfg.MaxConns = 8
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -33,11 +39,11 @@ func TestSeed(t *testing.T) {
 	store := postgres.New(pool)
 	tokens := filepath.Join(t.TempDir(), "tokens.tsv")
 	var out bytes.Buffer
-	res, err := seed(ctx, store, seedConfig{Users: 60, Messages: 6000, HandlePrefix: "seedt", TokensOut: tokens, Seed: 7, Out: &out})
+	res, err := Run(ctx, store, Config{Users: 60, Messages: 6000, HandlePrefix: "seedt", TokensOut: tokens, Seed: 7, Out: &out})
 	if err != nil {
 		t.Fatalf("seed: %v\n%s", err, out.String())
 	}
-	if res.messages != 6000 || res.conversations != 180 || !strings.Contains(out.String(), "messages") {
+	if res.Messages != 6000 || res.Conversations != 180 || !strings.Contains(out.String(), "messages") {
 		t.Fatalf("result %+v\n%s", res, out.String())
 	}
 	var bad int
@@ -62,25 +68,50 @@ func TestSeed(t *testing.T) {
 	if top < 10*median {
 		t.Fatalf("no skew: the longest history has %v messages, the median %v", top, median)
 	}
-	u, err := store.UserByToken(ctx, pool, res.exampleToken)
-	if err != nil || u.ID != res.exampleUser.ID {
+	u, err := store.UserByToken(ctx, pool, res.ExampleToken)
+	if err != nil || u.ID != res.ExampleUser.ID {
 		t.Fatalf("example token: %+v, %v", u, err)
 	}
-	if _, err := store.Conversation(ctx, pool, u.ID, res.exampleConv); err != nil {
+	if _, err := store.Conversation(ctx, pool, u.ID, res.ExampleConv); err != nil {
 		t.Fatalf("example conversation: %v", err)
 	}
 	b, err := os.ReadFile(tokens)
-	if err != nil || strings.Count(string(b), "\n") != 60 || !strings.Contains(string(b), res.exampleToken) {
+	if err != nil || strings.Count(string(b), "\n") != 60 || !strings.Contains(string(b), res.ExampleToken) {
 		t.Fatalf("tokens file: %v\n%.200s", err, b)
 	}
 	var ex bytes.Buffer
-	res.printExample(&ex, "127.0.0.1:8080")
-	if !strings.Contains(ex.String(), "Authorization: Bearer $TOKEN") || !strings.Contains(ex.String(), res.exampleToken) {
+	res.PrintExample(&ex, "127.0.0.1:8080")
+	if !strings.Contains(ex.String(), "Authorization: Bearer $TOKEN") || !strings.Contains(ex.String(), res.ExampleToken) {
 		t.Fatalf("example:\n%s", ex.String())
 	}
 
-	_, err = seed(ctx, store, seedConfig{Users: 10, Messages: 10, HandlePrefix: "seedt", Seed: 7})
-	if !errors.Is(err, errAlreadySeeded) {
-		t.Fatalf("second seed: %v, want errAlreadySeeded", err)
+	_, err = Run(ctx, store, Config{Users: 10, Messages: 10, HandlePrefix: "seedt", Seed: 7})
+	if !errors.Is(err, ErrAlreadySeeded) {
+		t.Fatalf("second seed: %v, want ErrAlreadySeeded", err)
+	}
+}
+
+func TestMain(m *testing.M) {
+	os.Exit(stacktest.Main(m, stacktest.Migrated(postgres.SchemaFingerprint(), postgres.Migrate)))
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		c    Config
+		ok   bool
+	}{
+		{"default", Config{Users: 1000, Messages: 200000, HandlePrefix: "demo"}, true},
+		{"one user", Config{Users: 1, HandlePrefix: "demo"}, false},
+		{"negative messages", Config{Users: 2, Messages: -1, HandlePrefix: "demo"}, false},
+		{"negative conversations", Config{Users: 2, Conversations: -1, HandlePrefix: "demo"}, false},
+		{"bad prefix", Config{Users: 2, HandlePrefix: "Demo User"}, false},
+		{"prefix too long", Config{Users: 2, HandlePrefix: strings.Repeat("d", 30)}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.c.Validate(); (err == nil) != tc.ok {
+				t.Errorf("Validate() = %v, want ok %v", err, tc.ok)
+			}
+		})
 	}
 }

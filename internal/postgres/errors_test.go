@@ -1,4 +1,4 @@
-package dbrouter
+package postgres
 
 import (
 	"context"

@@ -1,0 +1,293 @@
+// Package app builds the whole Parley server from a Config: the query
+// tracer, the router (primary and replica pools, probers), the Redis cache,
+// the store, the cursor codec, the rollout switches, the database monitors,
+// the service and the HTTP API with its readiness checks. `parley serve`,
+// `parley dev` and the integration tests all build their servers here, so
+// what is tested is what runs.
+//
+//	a, err := app.New(ctx, cfg) // connects lazily; reads the rollouts once
+//	a.Start()                   // background loops: rollout poll, cache probe, monitors
+//	err = a.Serve(ctx, ln)      // HTTP until ctx ends, then a graceful shutdown
+//	a.Close()                   // stop the loops, close the pools and Redis
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/internal/cache"
+	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/chatsvc"
+	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/httpapi"
+	"github.com/parley-chat/parley/internal/monitor"
+	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/rollout"
+)
+
+// Config is everything a server needs. Zero values take the defaults named.
+type Config struct {
+	// PrimaryURL is the primary, direct or through PgBouncer (required).
+	PrimaryURL string
+	// PrimaryExecMode is pgx's exec mode on the primary pool (default
+	// "exec": safe behind PgBouncer's transaction pooling).
+	PrimaryExecMode string
+	// ReplicaURLs are the streaming replicas, direct (optional).
+	ReplicaURLs []string
+	// ReplicaExecMode is the replicas' exec mode (default "cache_statement").
+	ReplicaExecMode string
+	// RedisURL is the cache's Redis (optional: without it nothing is cached).
+	RedisURL string
+	// CachePrefix is put before every Redis key (no braces).
+	CachePrefix string
+	// PgBouncerAdminURL is PgBouncer's admin console, for the pool monitor
+	// (optional).
+	PgBouncerAdminURL string
+	// AdminToken authorizes the admin endpoints (required).
+	AdminToken string
+	// CursorKey overrides the cursor signing key stored in the database
+	// (hex, at least 16 bytes; "" uses the stored one).
+	CursorKey string
+	// PrimaryPoolConns and ReplicaPoolConns cap the pools (0: pgx's default).
+	PrimaryPoolConns int
+	ReplicaPoolConns int
+	// MaxReplicaLag takes a replica this far behind out of rotation (default
+	// dbrouter.DefaultMaxLag).
+	MaxReplicaLag time.Duration
+	// AcquireTimeout bounds the wait for a pooled connection (default
+	// dbrouter.DefaultAcquireTimeout).
+	AcquireTimeout time.Duration
+	// RequestTimeout bounds each request (default httpapi.DefaultRequestTimeout).
+	RequestTimeout time.Duration
+	// ShutdownTimeout bounds the graceful shutdown of Serve (default 15 s).
+	ShutdownTimeout time.Duration
+	// NoMonitors leaves the database monitors out (they tune autovacuum at
+	// start); the tests that share a database between servers use it.
+	NoMonitors bool
+
+	Logger *slog.Logger
+	// AccessLog receives one line per request (nil: Logger); AccessLogSample
+	// is the share of ordinary requests it logs (0: all; negative: none).
+	AccessLog       *slog.Logger
+	AccessLogSample float64
+}
+
+// ErrConfig marks an error in the configuration (a malformed URL, an
+// unknown exec mode, a bad cache prefix): the operator must fix it.
+var ErrConfig = errors.New("configuration error")
+
+// App is one server, built and ready to serve.
+type App struct {
+	cfg      Config
+	log      *slog.Logger
+	Registry *prometheus.Registry
+	Router   *dbrouter.Router
+	Cache    *cache.Cache
+	Rollouts *rollout.Store
+	Monitors *monitor.Monitors // nil with NoMonitors
+	Service  *chatsvc.Service
+	// Handler is the HTTP API (httpapi.Server).
+	Handler http.Handler
+
+	redis  redis.UniversalClient
+	stop   context.CancelFunc
+	wg     sync.WaitGroup
+	closed sync.Once
+}
+
+var redisLoggerOnce sync.Once
+
+// New builds the server. Pools connect lazily (an unreachable replica is not
+// an error), but the primary must answer: the rollout state and the cursor
+// key are read from it before New returns.
+func New(ctx context.Context, cfg Config) (*App, error) {
+	if cfg.PrimaryURL == "" {
+		return nil, fmt.Errorf("%w: the primary URL is required", ErrConfig)
+	}
+	if cfg.AdminToken == "" {
+		return nil, fmt.Errorf("%w: the admin token is required", ErrConfig)
+	}
+	if strings.ContainsAny(cfg.CachePrefix, "{}") {
+		return nil, fmt.Errorf("%w: the cache prefix must not contain braces (Redis Cluster hash tags)", ErrConfig)
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ShutdownTimeout <= 0 {
+		cfg.ShutdownTimeout = 15 * time.Second
+	}
+	log := cfg.Logger
+	a := &App{cfg: cfg, log: log, Registry: prometheus.NewRegistry()}
+	ok := false
+	defer func() {
+		if !ok {
+			a.Close()
+		}
+	}()
+	reg := a.Registry
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	qp, err := monitor.NewQueryPerformance(monitor.QueryPerformanceOptions{Registerer: reg, Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("query monitor: %w", err)
+	}
+	if a.Router, err = dbrouter.New(ctx, dbrouter.Config{
+		PrimaryURL:          cfg.PrimaryURL,
+		PrimaryExecMode:     cfg.PrimaryExecMode,
+		ReplicaURLs:         cfg.ReplicaURLs,
+		ReplicaExecMode:     cfg.ReplicaExecMode,
+		PoolMaxConns:        int32(cfg.PrimaryPoolConns),
+		ReplicaPoolMaxConns: int32(cfg.ReplicaPoolConns),
+		AcquireTimeout:      cfg.AcquireTimeout,
+		MaxLag:              cfg.MaxReplicaLag,
+		Registerer:          reg,
+		Logger:              log,
+		Tracer:              func(target string) pgx.QueryTracer { return qp.Tracer(target) },
+	}); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	if cfg.RedisURL != "" {
+		redisLoggerOnce.Do(func() { redis.SetLogger(cache.RedisLogger(log)) })
+		if a.redis, err = cache.NewClient(cfg.RedisURL); err != nil {
+			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
+		}
+	}
+	a.Cache = cache.New(a.redis, cache.Config{Logger: log, Registerer: reg, Prefix: cfg.CachePrefix})
+
+	primary := a.Router.Primary()
+	key, err := postgres.CursorKey(ctx, primary, cfg.CursorKey)
+	if err != nil {
+		return nil, fmt.Errorf("cursor key: %w", chatsvc.DomainError(ctx, err))
+	}
+	cursors, err := chat.NewCursorCodec(key)
+	if err != nil {
+		return nil, fmt.Errorf("%w: cursor key: %w", ErrConfig, err)
+	}
+	a.Rollouts = rollout.NewStore(primary, log, reg)
+	if err := a.Rollouts.Refresh(ctx); err != nil {
+		return nil, fmt.Errorf("rollouts (are the migrations applied?): %w", err)
+	}
+	if !cfg.NoMonitors {
+		if a.Monitors, err = monitor.New(monitor.Config{
+			Logger: log, Registerer: reg, Primary: primary,
+			PgBouncerAdminURL: cfg.PgBouncerAdminURL, Queries: qp,
+		}); err != nil {
+			return nil, fmt.Errorf("monitors: %w", err)
+		}
+	}
+	svcCfg := chatsvc.Config{
+		Store: postgres.New(primary), Router: a.Router, Cache: a.Cache, Rollouts: a.Rollouts,
+		Cursors: cursors, Logger: log,
+	}
+	if a.Monitors != nil {
+		svcCfg.Monitors = a.Monitors
+	}
+	if a.Service, err = chatsvc.New(svcCfg); err != nil {
+		return nil, err
+	}
+	a.Handler = httpapi.New(httpapi.Config{
+		Logger:          log,
+		AccessLog:       cfg.AccessLog,
+		AccessLogSample: cfg.AccessLogSample,
+		Gatherer:        reg,
+		Registerer:      reg,
+		Checks:          a.readinessChecks(),
+		Service:         a.Service,
+		Admin:           a.Service,
+		Cursors:         cursors,
+		AdminToken:      cfg.AdminToken,
+		RequestTimeout:  cfg.RequestTimeout,
+	})
+	ok = true
+	return a, nil
+}
+
+// Start runs the background loops (the rollout poll, the cache's Redis
+// probe, the monitors) until Close.
+func (a *App) Start() {
+	bg, stop := context.WithCancel(context.Background())
+	a.stop = stop
+	a.wg.Go(func() { a.Rollouts.Run(bg) })
+	a.wg.Go(func() { a.Cache.Run(bg) })
+	if a.Monitors != nil {
+		a.wg.Go(func() { _ = a.Monitors.Run(bg) })
+	}
+}
+
+// Close stops the background loops and closes the pools and the Redis
+// client. It is safe to call more than once.
+func (a *App) Close() {
+	a.closed.Do(func() {
+		if a.stop != nil {
+			a.stop()
+		}
+		a.wg.Wait()
+		if a.Router != nil {
+			a.Router.Close()
+		}
+		if a.redis != nil {
+			_ = a.redis.Close()
+		}
+	})
+}
+
+// Serve answers HTTP on ln until ctx ends, then stops accepting, finishes
+// in-flight requests (within Config.ShutdownTimeout) and returns nil.
+func (a *App) Serve(ctx context.Context, ln net.Listener) error {
+	srv := httpapi.NewHTTPServer(ln.Addr().String(), a.Handler, a.log)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http server: %w", err)
+	case <-ctx.Done():
+	}
+	a.log.Info("shutting down: finishing in-flight requests", "timeout", a.cfg.ShutdownTimeout)
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
+
+// readinessChecks are /readyz's components: the primary (required), each
+// replica and the cache (optional: down means "degraded"). A replica is
+// down when it does not answer now, or when its breaker keeps reads off it.
+func (a *App) readinessChecks() []httpapi.Check {
+	probe := func(f func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error { return chatsvc.DomainError(ctx, f(ctx)) }
+	}
+	router := a.Router
+	checks := []httpapi.Check{{Name: "primary", Required: true, Probe: probe(router.Ping)}}
+	for _, st := range router.Status() {
+		name := st.Name
+		checks = append(checks, httpapi.Check{Name: name, Probe: probe(func(ctx context.Context) error {
+			if err := router.PingReplica(ctx, name); err != nil {
+				return err
+			}
+			for _, st := range router.Status() {
+				if st.Name == name && st.Breaker != dbrouter.BreakerClosed.String() {
+					return fmt.Errorf("not serving reads: state %s, breaker %s", st.State, st.Breaker)
+				}
+			}
+			return nil
+		})})
+	}
+	if a.cfg.RedisURL != "" {
+		checks = append(checks, httpapi.Check{Name: "cache", Probe: probe(a.Cache.Ping)})
+	}
+	return checks
+}

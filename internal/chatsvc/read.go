@@ -1,0 +1,148 @@
+package chatsvc
+
+import (
+	"context"
+	"errors"
+
+	"github.com/parley-chat/parley/internal/cache"
+	"github.com/parley-chat/parley/internal/chat"
+	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/monitor"
+	"github.com/parley-chat/parley/internal/postgres"
+	"github.com/parley-chat/parley/internal/rollout"
+	"github.com/parley-chat/parley/internal/wal"
+)
+
+// readSpec is one read of a cacheable endpoint (see the package doc).
+type readSpec struct {
+	rollout  string // the endpoint whose rollout decides (chat.Endpoint*)
+	endpoint string // metric label of the router and the cache (chat.Endpoint*)
+	query    string // query name for parley_db_query_* (monitor.WithQueryName)
+	key      cache.Key
+	// conv, when set, says the value is one conversation's and the same for
+	// all its members (a history page): it is stored with the member list
+	// (packMembers) and checked against the caller on every use, so that a
+	// non-member never gets it from the cache.
+	conv int64
+	// load runs the read on q and returns the response body. It may run
+	// twice (a replica, then the primary): it must not keep state between runs.
+	load func(ctx context.Context, q postgres.Querier) ([]byte, error)
+}
+
+// decide is the rollout decision for userID on endpoint.
+func (s *Service) decide(endpoint string, userID int64) rollout.Decision {
+	return s.rollouts.Decide(endpoint, userID)
+}
+
+// read serves spec for u: the rollout decision, then the cache or the
+// database (route).
+func (s *Service) read(ctx context.Context, u chat.User, opts chat.ReadOptions, spec readSpec) (chat.Read, error) {
+	d := s.decide(spec.rollout, u.ID)
+	out := chat.Read{Cohort: d.Cohort}
+	var (
+		value []byte
+		err   error
+	)
+	if d.Cache && !opts.Strong {
+		var res cache.Result
+		value, res, err = s.cache.GetOrFill(ctx, spec.endpoint, spec.key, func(ctx context.Context, f cache.Fill) ([]byte, bool, error) {
+			replica, floor := d.Replica, wal.LSN(0)
+			if f.Store {
+				// Cacheable only from the primary or a replica at the owner's
+				// last write: route at that position (primary if unknown).
+				if f.MinLSN == wal.Unknown {
+					replica = false
+				} else {
+					floor = f.MinLSN
+				}
+			}
+			v, src, err := s.route(ctx, spec, u.ID, opts, replica, floor)
+			out.Source = src
+			return v, err == nil, err
+		})
+		if res == cache.ResultHit {
+			out.Source = chat.SourceCache
+			s.router.RecordRead(spec.endpoint, dbrouter.TargetCache, "hit")
+		}
+	} else {
+		value, out.Source, err = s.route(ctx, spec, u.ID, opts, d.Replica, 0)
+	}
+	if err != nil {
+		return out, err
+	}
+	body := value
+	if spec.conv != 0 {
+		var member bool
+		if body, member = unpackMembers(value, u.ID); !member {
+			// Another member's value (the cache's, or a fill shared in this
+			// process): the database decides, and answers a non-member 404.
+			if value, out.Source, err = s.route(ctx, spec, u.ID, opts, d.Replica, 0); err != nil {
+				return out, err
+			}
+			if body, member = unpackMembers(value, u.ID); !member {
+				return out, chat.Errorf(chat.ENOTFOUND, "conversation not found")
+			}
+		}
+	}
+	out.Body = body
+	return out, nil
+}
+
+// route runs spec's read on the database through the router: on a replica
+// when replica is true and one has replayed the larger of floor, the
+// request's token and the user's stored token; else on the primary. It
+// returns the value, where it ran and the error (in the API's terms).
+func (s *Service) route(ctx context.Context, spec readSpec, userID int64, opts chat.ReadOptions, replica bool, floor wal.LSN) ([]byte, chat.Source, error) {
+	ctx = monitor.WithQueryName(ctx, spec.query)
+	var value []byte
+	fn := func(ctx context.Context, q postgres.Querier) error {
+		value = nil
+		body, err := spec.load(ctx, q)
+		if err != nil {
+			return err
+		}
+		if spec.conv != 0 {
+			members, err := s.store.MemberIDs(monitor.WithQueryName(ctx, "conversation_members"), q, spec.conv)
+			if err != nil {
+				return err
+			}
+			body = packMembers(members, body)
+		}
+		value = body
+		return nil
+	}
+	c := dbrouter.ReadYourWrites(max(floor, opts.Token))
+	switch {
+	case opts.Strong:
+		c, replica = dbrouter.Strong, true // allowed, so that the router counts reason="strong"
+	case replica:
+		token, primaryOnly := s.userToken(ctx, userID)
+		if primaryOnly {
+			replica = false
+		} else {
+			c = dbrouter.ReadYourWrites(max(floor, opts.Token, token))
+		}
+	}
+	target, err := s.router.Read(ctx, spec.endpoint, dbrouter.Route{Consistency: c, ReplicaAllowed: replica}, fn)
+	return value, chat.Source(target), DomainError(ctx, err)
+}
+
+// userToken returns the position of userID's last write as stored after it
+// (0: none within the TTL). primaryOnly says the read must go to the primary:
+// Redis cannot say (down, or too slow) and this instance wrote for the user
+// within the TTL, so a write through another instance may be newer than
+// anything known here (routing.md: "fall back to a local per-instance record
+// and, for users with a recent write, the primary"). A user with no local
+// record keeps the request's own token only; a client that needs its writes
+// through other instances visible during a Redis outage sends
+// X-Consistency-Token.
+func (s *Service) userToken(ctx context.Context, userID int64) (token wal.LSN, primaryOnly bool) {
+	pos, ok, err := s.cache.UserToken(ctx, userID)
+	if errors.Is(err, cache.ErrUnavailable) && ok {
+		return 0, true
+	}
+	if !ok {
+		return 0, false
+	}
+	return pos, false
+}
