@@ -31,20 +31,29 @@ The admin token is PARLEY_ADMIN_TOKEN, or a random one written to
 for next time.`
 
 func runDev(ctx context.Context, args []string) error {
-	fs := newFlagSet("dev", "[flags]", devHelp)
+	f := newFlags("dev", "[flags]", devHelp, "text")
 	var c serveConfig
-	bindServeFlags(fs, &c)
-	dataDir := fs.String("data-dir", envString("PARLEY_DATA_DIR", ".parley"), "stack data directory (env PARLEY_DATA_DIR)")
-	keep := fs.Bool("keep-stack", false, "leave the stack running on exit")
-	seedDemo := fs.Bool("seed", false, "create the demo data set (as 'parley seed' does) unless it exists, and print a curl example")
-	if err := parseFlags(fs, args); err != nil {
+	bindServeFlags(f, &c)
+	var dataDir, adminTok string
+	var keep, seedDemo bool
+	f.String(&dataDir, "data-dir", "PARLEY_DATA_DIR", ".parley", "stack data directory")
+	f.Secret(&adminTok, "admin-token", "PARLEY_ADMIN_TOKEN", "bearer token for admin endpoints (default: the one in <data dir>/admin-token, made if missing)")
+	f.Bool(&keep, "keep-stack", "PARLEY_KEEP_STACK", false, "leave the stack running on exit")
+	f.Bool(&seedDemo, "seed", "PARLEY_DEV_SEED", false, "create the demo data set (as 'parley seed' does) unless it exists, and print a curl example")
+	if err := f.Parse(args); err != nil {
 		return err
 	}
-	s, err := stack.Up(ctx, stack.Config{DataDir: *dataDir, Log: os.Stderr})
+	if f.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, f.Args())
+	}
+	if err := c.validate(); err != nil {
+		return err
+	}
+	s, err := stack.Up(ctx, stack.Config{DataDir: dataDir, Log: os.Stderr})
 	if err != nil {
 		return fmt.Errorf("stack: %w", err)
 	}
-	if !*keep {
+	if !keep {
 		defer func() {
 			if err := s.Down(context.Background()); err != nil {
 				slog.Error("stack down", "err", err)
@@ -54,12 +63,12 @@ func runDev(ctx context.Context, args []string) error {
 	if err := migrate(ctx, s.PrimaryURL()); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	if *seedDemo {
+	if seedDemo {
 		if err := devSeed(ctx, s.PrimaryURL(), c.HTTPAddr); err != nil {
 			return fmt.Errorf("seed: %w", err)
 		}
 	}
-	token, err := adminToken(s.Dir)
+	token, err := adminToken(s.Dir, adminTok)
 	if err != nil {
 		return err
 	}
@@ -78,11 +87,11 @@ func runDev(ctx context.Context, args []string) error {
 	return err
 }
 
-// adminToken returns PARLEY_ADMIN_TOKEN, else the token saved in the data
+// adminToken returns the given token, else the token saved in the data
 // dir, else a new random one saved there (0600).
-func adminToken(dir string) (string, error) {
-	if t := os.Getenv("PARLEY_ADMIN_TOKEN"); t != "" {
-		return t, nil
+func adminToken(dir, given string) (string, error) {
+	if given != "" {
+		return given, nil
 	}
 	path := filepath.Join(dir, "admin-token")
 	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {

@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -53,55 +51,9 @@ Thresholds: [scope:]metric<value, metric one of p50 p90 p95 p99 p99.9 max mean
 conversation_list, unread). Exit status: 0 pass, 99 a threshold failed, 1 any
 other failure, 2 bad flags.`
 
-// loadMultiFlag is a repeatable string flag.
-type loadMultiFlag []string
-
-func (m *loadMultiFlag) String() string     { return strings.Join(*m, " ") }
-func (m *loadMultiFlag) Set(v string) error { *m = append(*m, v); return nil }
-
-func loadEnvList(key string) loadMultiFlag {
-	v := envString(key, "")
-	if v == "" {
-		return nil
-	}
-	var out loadMultiFlag
-	for _, p := range strings.Split(v, ";") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
-func loadEnvInt(key string, def int) int {
-	if n, err := strconv.Atoi(envString(key, "")); err == nil {
-		return n
-	}
-	return def
-}
-
-func loadEnvFloat(key string, def float64) float64 {
-	if f, err := strconv.ParseFloat(envString(key, ""), 64); err == nil {
-		return f
-	}
-	return def
-}
-
-func loadEnvDuration(key string, def time.Duration) time.Duration {
-	if d, err := time.ParseDuration(envString(key, "")); err == nil {
-		return d
-	}
-	return def
-}
-
-func loadEnvBool(key string) bool {
-	b, _ := strconv.ParseBool(envString(key, ""))
-	return b
-}
-
 type loadFlags struct {
 	o                       loadgen.Options
-	headers, stages, thresh loadMultiFlag
+	headers, stages, thresh []string
 	body                    string
 	seed                    uint64
 	jsonPath, htmlPath      string
@@ -110,49 +62,46 @@ type loadFlags struct {
 	list                    bool
 }
 
-func newLoadFlagSet(f *loadFlags) *flag.FlagSet {
-	fs := newFlagSet("load", "--target URL --admin-token TOKEN --scenario NAME [flags]", loadDescription)
+func newLoadFlags(f *loadFlags) *flags {
+	fs := newFlags("load", "--target URL --admin-token TOKEN --scenario NAME [flags]", loadDescription, "text")
 	o := &f.o
-	fs.StringVar(&o.Target, "target", envString("PARLEY_URL", ""), "base URL of the Parley API (env PARLEY_URL)")
-	fs.StringVar(&o.AdminToken, "admin-token", envString("PARLEY_ADMIN_TOKEN", ""), "admin token; the scenarios create their users with it (env PARLEY_ADMIN_TOKEN)")
-	fs.StringVar(&o.Scenario, "scenario", envString("PARLEY_LOAD_SCENARIO", ""), "scenario: history, send, mixed, spike, all, a name from --scenario-file, or a comma-separated list (env PARLEY_LOAD_SCENARIO)")
-	fs.StringVar(&o.ScenarioFile, "scenario-file", envString("PARLEY_LOAD_SCENARIO_FILE", ""), "YAML or JSON file of custom scenarios (mix weights of history, history_deep, send, conversation_list, unread; connections, rate, duration, stages, thresholds, data) (env PARLEY_LOAD_SCENARIO_FILE)")
-	fs.StringVar(&o.URL, "url", envString("PARLEY_LOAD_URL", ""), "hammer this one URL instead of a scenario (closed model unless --rate) (env PARLEY_LOAD_URL)")
-	fs.StringVar(&o.Method, "method", envString("PARLEY_LOAD_METHOD", "GET"), "--url mode: request method (env PARLEY_LOAD_METHOD)")
-	f.headers = loadEnvList("PARLEY_LOAD_HEADERS")
-	fs.Var(&f.headers, "header", "--url mode: extra request header 'Name: value', repeatable (env PARLEY_LOAD_HEADERS, ';'-separated)")
-	fs.StringVar(&f.body, "body", envString("PARLEY_LOAD_BODY", ""), "--url mode: request body (env PARLEY_LOAD_BODY)")
-	fs.BoolVar(&o.Closed, "closed", loadEnvBool("PARLEY_LOAD_CLOSED"), "closed model: connections x pipelining, as fast as the server answers (env PARLEY_LOAD_CLOSED)")
-	fs.IntVar(&o.Connections, "connections", loadEnvInt("PARLEY_LOAD_CONNECTIONS", 0), "connections to hold (default: the scenario's, times --scale; 10 with --url) (env PARLEY_LOAD_CONNECTIONS)")
-	fs.IntVar(&o.Pipelining, "pipelining", loadEnvInt("PARLEY_LOAD_PIPELINING", 0), "closed model: requests outstanding per connection (default: the scenario's with --closed, else 1) (env PARLEY_LOAD_PIPELINING)")
-	fs.DurationVar(&o.Duration, "duration", loadEnvDuration("PARLEY_LOAD_DURATION", 0), "timed part per scenario (default: the scenario's, 5m; staged scenarios are stretched to fit; 10s with --url) (env PARLEY_LOAD_DURATION)")
-	fs.Float64Var(&o.Rate, "rate", loadEnvFloat("PARLEY_LOAD_RATE", 0), "open model: requests per second (default: the scenario's, times --scale; stages scale along) (env PARLEY_LOAD_RATE)")
-	f.stages = loadEnvList("PARLEY_LOAD_STAGES")
-	fs.Var(&f.stages, "stage", "a stage 'DURATION[,conns=N][,rate=R]' (ramps linearly from the previous stage), repeatable; replaces the scenario's stages (env PARLEY_LOAD_STAGES, ';'-separated)")
-	fs.Float64Var(&o.Scale, "scale", loadEnvFloat("PARLEY_LOAD_SCALE", 1), "multiply the scenarios' connections, rate and data size (env PARLEY_LOAD_SCALE)")
-	fs.BoolVar(&o.FindMax, "find-max", loadEnvBool("PARLEY_LOAD_FIND_MAX"), "search the highest offered rate that meets the SLOs, report it as capacity_rps (env PARLEY_LOAD_FIND_MAX)")
-	fs.DurationVar(&o.StepDuration, "step-duration", loadEnvDuration("PARLEY_LOAD_STEP_DURATION", 10*time.Second), "--find-max: length of each step (env PARLEY_LOAD_STEP_DURATION)")
-	fs.IntVar(&o.MaxSteps, "max-steps", loadEnvInt("PARLEY_LOAD_MAX_STEPS", 12), "--find-max: most steps to run (env PARLEY_LOAD_MAX_STEPS)")
-	f.thresh = loadEnvList("PARLEY_LOAD_THRESHOLDS")
-	fs.Var(&f.thresh, "threshold", "an SLO gate such as 'history:p95<350ms', 'error_rate<1%' or 'rps>100', repeatable; a failed gate exits 99 (env PARLEY_LOAD_THRESHOLDS, ';'-separated)")
-	fs.BoolVar(&o.NoDefaultThresholds, "no-default-thresholds", loadEnvBool("PARLEY_LOAD_NO_DEFAULT_THRESHOLDS"), "drop the scenarios' own SLO gates, keep only --threshold (env PARLEY_LOAD_NO_DEFAULT_THRESHOLDS)")
-	fs.DurationVar(&o.Timeout, "timeout", loadEnvDuration("PARLEY_LOAD_TIMEOUT", 10*time.Second), "per-request timeout (env PARLEY_LOAD_TIMEOUT)")
-	fs.DurationVar(&o.DialTimeout, "dial-timeout", loadEnvDuration("PARLEY_LOAD_DIAL_TIMEOUT", 5*time.Second), "per-connection dial timeout (env PARLEY_LOAD_DIAL_TIMEOUT)")
-	fs.IntVar(&o.DialConcurrency, "dial-concurrency", loadEnvInt("PARLEY_LOAD_DIAL_CONCURRENCY", 256), "connections dialled at once (env PARLEY_LOAD_DIAL_CONCURRENCY)")
-	fs.Float64Var(&o.CPUBudget, "cpu-budget", loadEnvFloat("PARLEY_LOAD_CPU_BUDGET", 0), "cores the generator may use before it warns that it is the bottleneck (default GOMAXPROCS) (env PARLEY_LOAD_CPU_BUDGET)")
-	fs.Uint64Var(&f.seed, "seed", uint64(loadEnvInt("PARLEY_LOAD_SEED", 0)), "random seed, for repeatable mixes (0: random) (env PARLEY_LOAD_SEED)")
-	fs.StringVar(&f.jsonPath, "json", envString("PARLEY_LOAD_JSON", ""), "write the JSON report to this file (env PARLEY_LOAD_JSON)")
-	fs.StringVar(&f.htmlPath, "html", envString("PARLEY_LOAD_HTML", ""), "write a self-contained HTML report to this file (env PARLEY_LOAD_HTML)")
-	fs.BoolVar(&f.quiet, "quiet", loadEnvBool("PARLEY_LOAD_QUIET"), "no live progress lines on stderr (env PARLEY_LOAD_QUIET)")
-	fs.BoolVar(&f.list, "list", false, "list the built-in scenarios and exit")
-	fs.StringVar(&f.trivial, "trivial-server", "", "serve a trivial endpoint on ADDR until interrupted (the neutral target of scripts/bench-loadgen.sh); no load is generated")
+	fs.String(&o.Target, "target", "PARLEY_URL", "", "base URL of the Parley API")
+	fs.Secret(&o.AdminToken, "admin-token", "PARLEY_ADMIN_TOKEN", "admin token; the scenarios create their users with it")
+	fs.String(&o.Scenario, "scenario", "PARLEY_LOAD_SCENARIO", "", "scenario: history, send, mixed, spike, all, a name from --scenario-file, or a comma-separated list")
+	fs.String(&o.ScenarioFile, "scenario-file", "PARLEY_LOAD_SCENARIO_FILE", "", "YAML or JSON file of custom scenarios (mix weights of history, history_deep, send, conversation_list, unread; connections, rate, duration, stages, thresholds, data)")
+	fs.String(&o.URL, "url", "PARLEY_LOAD_URL", "", "hammer this one URL instead of a scenario (closed model unless --rate)")
+	fs.String(&o.Method, "method", "PARLEY_LOAD_METHOD", "GET", "--url mode: request method")
+	fs.List(&f.headers, "header", "PARLEY_LOAD_HEADERS", ";", "--url mode: extra request header 'Name: value', repeatable")
+	fs.String(&f.body, "body", "PARLEY_LOAD_BODY", "", "--url mode: request body")
+	fs.Bool(&o.Closed, "closed", "PARLEY_LOAD_CLOSED", false, "closed model: connections x pipelining, as fast as the server answers")
+	fs.Int(&o.Connections, "connections", "PARLEY_LOAD_CONNECTIONS", 0, "connections to hold (default: the scenario's, times --scale; 10 with --url)")
+	fs.Int(&o.Pipelining, "pipelining", "PARLEY_LOAD_PIPELINING", 0, "closed model: requests outstanding per connection (default: the scenario's with --closed, else 1)")
+	fs.Duration(&o.Duration, "duration", "PARLEY_LOAD_DURATION", 0, "timed part per scenario (default: the scenario's, 5m; staged scenarios are stretched to fit; 10s with --url)")
+	fs.Float(&o.Rate, "rate", "PARLEY_LOAD_RATE", 0, "open model: requests per second (default: the scenario's, times --scale; stages scale along)")
+	fs.List(&f.stages, "stage", "PARLEY_LOAD_STAGES", ";", "a stage 'DURATION[,conns=N][,rate=R]' (ramps linearly from the previous stage), repeatable; replaces the scenario's stages")
+	fs.Float(&o.Scale, "scale", "PARLEY_LOAD_SCALE", 1, "multiply the scenarios' connections, rate and data size")
+	fs.Bool(&o.FindMax, "find-max", "PARLEY_LOAD_FIND_MAX", false, "search the highest offered rate that meets the SLOs, report it as capacity_rps")
+	fs.Duration(&o.StepDuration, "step-duration", "PARLEY_LOAD_STEP_DURATION", 10*time.Second, "--find-max: length of each step")
+	fs.Int(&o.MaxSteps, "max-steps", "PARLEY_LOAD_MAX_STEPS", 12, "--find-max: most steps to run")
+	fs.List(&f.thresh, "threshold", "PARLEY_LOAD_THRESHOLDS", ";", "an SLO gate such as 'history:p95<350ms', 'error_rate<1%' or 'rps>100', repeatable; a failed gate exits 99")
+	fs.Bool(&o.NoDefaultThresholds, "no-default-thresholds", "PARLEY_LOAD_NO_DEFAULT_THRESHOLDS", false, "drop the scenarios' own SLO gates, keep only --threshold")
+	fs.Duration(&o.Timeout, "timeout", "PARLEY_LOAD_TIMEOUT", 10*time.Second, "per-request timeout")
+	fs.Duration(&o.DialTimeout, "dial-timeout", "PARLEY_LOAD_DIAL_TIMEOUT", 5*time.Second, "per-connection dial timeout")
+	fs.Int(&o.DialConcurrency, "dial-concurrency", "PARLEY_LOAD_DIAL_CONCURRENCY", 256, "connections dialled at once")
+	fs.Float(&o.CPUBudget, "cpu-budget", "PARLEY_LOAD_CPU_BUDGET", 0, "cores the generator may use before it warns that it is the bottleneck (default GOMAXPROCS)")
+	fs.Uint64(&f.seed, "seed", "PARLEY_LOAD_SEED", 0, "random seed, for repeatable mixes (0: random)")
+	fs.String(&f.jsonPath, "json", "PARLEY_LOAD_JSON", "", "write the JSON report to this file")
+	fs.String(&f.htmlPath, "html", "PARLEY_LOAD_HTML", "", "write a self-contained HTML report to this file")
+	fs.Bool(&f.quiet, "quiet", "PARLEY_LOAD_QUIET", false, "no live progress lines on stderr")
+	fs.Bool(&f.list, "list", "PARLEY_LOAD_LIST", false, "list the built-in scenarios and exit")
+	fs.String(&f.trivial, "trivial-server", "PARLEY_LOAD_TRIVIAL_SERVER", "", "serve a trivial endpoint on ADDR until interrupted (the neutral target of scripts/bench-loadgen.sh); no load is generated")
 	return fs
 }
 
 func runLoad(ctx context.Context, args []string) error {
 	var f loadFlags
-	fs := newLoadFlagSet(&f)
-	if err := parseFlags(fs, args); err != nil {
+	fs := newLoadFlags(&f)
+	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {

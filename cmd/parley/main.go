@@ -16,8 +16,6 @@ import (
 	"os"
 	"os/signal"
 	"sort"
-	"strconv"
-	"strings"
 	"syscall"
 )
 
@@ -69,7 +67,8 @@ Commands:`)
 	}
 	fmt.Fprintln(w, `
 Run 'parley <command> --help' for the flags of one command. Every flag has a
-PARLEY_* environment variable as its default (shown in each command's help).`)
+PARLEY_* environment variable as its default (shown in each command's help); a
+malformed variable is an error (exit 2). Secrets (tokens, URLs) are never shown.`)
 }
 
 func main() {
@@ -77,7 +76,8 @@ func main() {
 }
 
 func run(args []string) int {
-	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()})))
+	// Until a command has parsed its --log-level and --log-format.
+	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		if len(args) > 1 && args[0] == "help" {
 			if c, ok := commands[args[1]]; ok {
@@ -118,58 +118,4 @@ func exitCode(err error) int {
 	}
 	fmt.Fprintf(os.Stderr, "parley: %v\n", err)
 	return 1
-}
-
-func logLevel() slog.Level {
-	switch strings.ToLower(os.Getenv("PARLEY_LOG_LEVEL")) {
-	case "debug":
-		return slog.LevelDebug
-	case "warn":
-		return slog.LevelWarn
-	case "error":
-		return slog.LevelError
-	}
-	return slog.LevelInfo
-}
-
-// newFlagSet returns a flag set for one command whose --help prints the
-// command's description and its flags, then returns flag.ErrHelp.
-func newFlagSet(name, synopsis, description string) *flag.FlagSet {
-	fs := flag.NewFlagSet("parley "+name, flag.ContinueOnError)
-	fs.Usage = func() {
-		w := fs.Output()
-		fmt.Fprintf(w, "Usage: parley %s %s\n\n%s\n\nFlags:\n", name, synopsis, strings.TrimSpace(description))
-		fs.PrintDefaults()
-	}
-	return fs
-}
-
-// parseFlags parses args, mapping a bad flag to errUsage.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return fmt.Errorf("%w: %v", errUsage, err)
-	}
-	return nil
-}
-
-// envString returns the environment variable key, or def when unset.
-func envString(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
-}
-
-// envInt returns the environment variable key as an int, or def when unset or malformed.
-func envInt(key string, def int) int {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		if n, err := strconv.Atoi(v); err == nil {
-			return n
-		}
-		slog.Warn("ignoring malformed environment variable", "name", key, "value", v)
-	}
-	return def
 }

@@ -3,10 +3,14 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -144,22 +148,105 @@ func TestServeReadiness(t *testing.T) {
 	}
 }
 
-func TestServeRequiresConfig(t *testing.T) {
+// TestExitCodes: configuration mistakes exit 2, each case in its own
+// environment (every variable the cases touch is set, to "" when unused).
+func TestExitCodes(t *testing.T) {
+	vars := []string{"PARLEY_PRIMARY_URL", "PARLEY_ADMIN_TOKEN", "PARLEY_MAX_REPLICA_LAG", "PARLEY_LOG_FORMAT", "PARLEY_LOG_LEVEL", "PARLEY_SEED_USERS"}
+	valid := map[string]string{"PARLEY_PRIMARY_URL": "postgres://127.0.0.1:1/x", "PARLEY_ADMIN_TOKEN": "x"}
+	with := func(over map[string]string) map[string]string {
+		env := map[string]string{}
+		for k, v := range valid {
+			env[k] = v
+		}
+		for k, v := range over {
+			env[k] = v
+		}
+		return env
+	}
 	for _, tc := range []struct {
+		name string
+		run  func(context.Context, []string) error
 		env  map[string]string
 		args []string
+		want int
 	}{
-		{env: map[string]string{"PARLEY_PRIMARY_URL": "", "PARLEY_ADMIN_TOKEN": "x"}},
-		{env: map[string]string{"PARLEY_PRIMARY_URL": "postgres://127.0.0.1:1/x", "PARLEY_ADMIN_TOKEN": ""}},
-		{args: []string{"--no-such-flag"}},
+		{"no primary URL", runServe, with(map[string]string{"PARLEY_PRIMARY_URL": ""}), nil, 2},
+		{"no admin token", runServe, with(map[string]string{"PARLEY_ADMIN_TOKEN": ""}), nil, 2},
+		{"unknown flag", runServe, with(nil), []string{"--no-such-flag"}, 2},
+		{"unexpected argument", runServe, with(nil), []string{"extra"}, 2},
+		{"malformed duration variable", runServe, with(map[string]string{"PARLEY_MAX_REPLICA_LAG": "5"}), nil, 2},
+		{"malformed log format", runServe, with(map[string]string{"PARLEY_LOG_FORMAT": "xml"}), nil, 2},
+		{"malformed log level", runServe, with(map[string]string{"PARLEY_LOG_LEVEL": "loud"}), nil, 2},
+		{"access log sample out of range", runServe, with(nil), []string{"--access-log-sample", "2"}, 2},
+		{"malformed int variable", runSeed, with(map[string]string{"PARLEY_SEED_USERS": "many"}), nil, 2},
+		{"help", runServe, with(nil), []string{"--help"}, 0},
 	} {
-		for k, v := range tc.env {
-			t.Setenv(k, v)
-		}
-		if code := exitCode(runServe(context.Background(), tc.args)); code != 2 {
-			t.Errorf("serve %v with %v: exit %d, want 2", tc.args, tc.env, code)
+		t.Run(tc.name, func(t *testing.T) {
+			for _, k := range vars {
+				t.Setenv(k, tc.env[k])
+			}
+			if code := exitCode(tc.run(context.Background(), tc.args)); code != tc.want {
+				t.Errorf("exit %d, want %d", code, tc.want)
+			}
+		})
+	}
+}
+
+// TestNoSecretInOutput: --help and usage errors never print a token or a
+// DSN password taken from the environment; a malformed variable's error
+// names it.
+func TestNoSecretInOutput(t *testing.T) {
+	const token, password = "s3cret-token", "hunter2-pw"
+	t.Setenv("PARLEY_ADMIN_TOKEN", token)
+	t.Setenv("PARLEY_PRIMARY_URL", "postgres://parley:"+password+"@127.0.0.1:1/parley")
+	t.Setenv("PARLEY_REDIS_URL", "redis://:"+password+"@127.0.0.1:1/0")
+	t.Setenv("PARLEY_CURSOR_KEY", token+"00112233445566778899")
+	for _, cmd := range []string{"serve", "dev", "load", "migrate", "seed"} {
+		for _, args := range [][]string{{"--help"}, {"--no-such-flag"}} {
+			out := runBinary(t, append([]string{cmd}, args...), nil)
+			if strings.Contains(out, token) || strings.Contains(out, password) {
+				t.Errorf("parley %s %v prints a secret:\n%s", cmd, args, out)
+			}
+			if args[0] == "--help" && !strings.Contains(out, "PARLEY_") {
+				t.Errorf("parley %s --help names no variable:\n%s", cmd, out)
+			}
 		}
 	}
+	out := runBinary(t, []string{"serve"}, []string{"PARLEY_MAX_REPLICA_LAG=5"})
+	if !strings.Contains(out, "PARLEY_MAX_REPLICA_LAG") || strings.Contains(out, password) {
+		t.Errorf("a malformed variable's error: %s", out)
+	}
+}
+
+var (
+	buildOnce sync.Once
+	binPath   string
+	buildErr  error
+)
+
+// runBinary runs the parley binary (built once) with args and extra
+// environment, and returns its combined output.
+func runBinary(t *testing.T, args, env []string) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "parley-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(dir, "parley")
+		out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	cmd := exec.Command(binPath, args...)
+	cmd.Env = append(os.Environ(), env...)
+	out, _ := cmd.CombinedOutput()
+	return string(out)
 }
 
 func contains(b []byte, s string) bool { return strings.Contains(string(b), s) }

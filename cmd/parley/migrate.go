@@ -17,16 +17,23 @@ each in its own transaction under an advisory lock (safe to run from several
 instances at once, and through PgBouncer). Running it again changes nothing.`
 
 func runMigrate(ctx context.Context, args []string) error {
-	fs := newFlagSet("migrate", "[flags]", migrateHelp)
-	url := fs.String("database-url", envString("PARLEY_MIGRATE_URL", envString("PARLEY_PRIMARY_URL", "")),
-		"primary database URL (env PARLEY_MIGRATE_URL, else PARLEY_PRIMARY_URL)")
-	if err := parseFlags(fs, args); err != nil {
+	f := newFlags("migrate", "[flags]", migrateHelp, "text")
+	var url, primary string
+	f.Secret(&url, "database-url", "PARLEY_MIGRATE_URL", "primary database URL, direct or through PgBouncer (default: --primary-url)")
+	f.Secret(&primary, "primary-url", "PARLEY_PRIMARY_URL", "primary database URL, as parley serve takes it")
+	if err := f.Parse(args); err != nil {
 		return err
 	}
-	if *url == "" {
-		return fmt.Errorf("%w: --database-url (or PARLEY_PRIMARY_URL) is required", errUsage)
+	if f.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, f.Args())
 	}
-	return migrate(ctx, *url)
+	if url == "" {
+		url = primary
+	}
+	if url == "" {
+		return fmt.Errorf("%w: --database-url (or PARLEY_MIGRATE_URL or PARLEY_PRIMARY_URL) is required", errUsage)
+	}
+	return migrate(ctx, url)
 }
 
 func migrate(ctx context.Context, url string) error {

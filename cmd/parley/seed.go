@@ -24,30 +24,34 @@ twice needs another --handle-prefix. Tokens are shown once: --tokens-out
 writes every user's id, handle and token to a file (mode 0600).`
 
 func runSeed(ctx context.Context, args []string) error {
-	fs := newFlagSet("seed", "[flags]", seedHelp)
-	url := fs.String("database-url", envString("PARLEY_PRIMARY_URL", ""), "primary database URL, direct or through PgBouncer (env PARLEY_PRIMARY_URL)")
+	f := newFlags("seed", "[flags]", seedHelp, "text")
+	var url, httpAddr string
+	f.Secret(&url, "database-url", "PARLEY_PRIMARY_URL", "primary database URL, direct or through PgBouncer")
 	var c seed.Config
-	fs.IntVar(&c.Users, "users", envInt("PARLEY_SEED_USERS", 1000), "users to create (env PARLEY_SEED_USERS)")
-	fs.IntVar(&c.Conversations, "conversations", envInt("PARLEY_SEED_CONVERSATIONS", 0), "conversations to create, ~75% DMs (0: three per user)")
-	fs.IntVar(&c.Messages, "messages", envInt("PARLEY_SEED_MESSAGES", 200000), "messages to create (env PARLEY_SEED_MESSAGES)")
-	fs.StringVar(&c.HandlePrefix, "handle-prefix", "demo", "handle prefix of the created users")
-	fs.StringVar(&c.TokensOut, "tokens-out", "", "write id, handle and token of every user to this file (tab-separated)")
-	fs.Uint64Var(&c.Seed, "seed", 1, "random seed (the same seed makes the same data set)")
-	httpAddr := fs.String("http-addr", envString("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "the API's address, for the printed curl example (env PARLEY_HTTP_ADDR)")
-	if err := parseFlags(fs, args); err != nil {
+	f.Int(&c.Users, "users", "PARLEY_SEED_USERS", 1000, "users to create")
+	f.Int(&c.Conversations, "conversations", "PARLEY_SEED_CONVERSATIONS", 0, "conversations to create, ~75% DMs (0: three per user)")
+	f.Int(&c.Messages, "messages", "PARLEY_SEED_MESSAGES", 200000, "messages to create")
+	f.String(&c.HandlePrefix, "handle-prefix", "PARLEY_SEED_HANDLE_PREFIX", "demo", "handle prefix of the created users")
+	f.String(&c.TokensOut, "tokens-out", "PARLEY_SEED_TOKENS_OUT", "", "write id, handle and token of every user to this file (tab-separated, mode 0600)")
+	f.Uint64(&c.Seed, "seed", "PARLEY_SEED_RANDOM_SEED", 1, "random seed (the same seed makes the same data set)")
+	f.String(&httpAddr, "http-addr", "PARLEY_HTTP_ADDR", "127.0.0.1:8080", "the API's address, for the printed curl example")
+	if err := f.Parse(args); err != nil {
 		return err
 	}
-	if *url == "" {
+	if f.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, f.Args())
+	}
+	if url == "" {
 		return fmt.Errorf("%w: --database-url (or PARLEY_PRIMARY_URL) is required", errUsage)
 	}
 	if err := c.Validate(); err != nil {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	c.Out = os.Stderr
-	if err := migrate(ctx, *url); err != nil {
+	if err := migrate(ctx, url); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
-	pool, err := openPool(ctx, *url, "exec", 8)
+	pool, err := openPool(ctx, url, "exec", 8)
 	if err != nil {
 		return err
 	}
@@ -59,7 +63,7 @@ func runSeed(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	res.PrintExample(os.Stdout, *httpAddr)
+	res.PrintExample(os.Stdout, httpAddr)
 	return nil
 }
 

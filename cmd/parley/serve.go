@@ -3,23 +3,22 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/parley-chat/parley/internal/app"
 	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/httpapi"
 )
 
 func init() {
 	register(command{name: "serve", summary: "run the API server against external PostgreSQL, replicas and Redis", run: runServe})
 }
 
-// serveConfig is everything `parley serve` needs; `parley dev` fills it from the local stack.
+// serveConfig is everything `parley serve` needs; `parley dev` fills the
+// connections from the local stack.
 type serveConfig struct {
 	HTTPAddr         string
 	PrimaryURL       string
@@ -28,27 +27,40 @@ type serveConfig struct {
 	ReplicaExecMode  string
 	RedisURL         string
 	CachePrefix      string
+	CursorKey        string
 	PgBouncerAdmin   string
 	AdminToken       string
 	ShutdownTimeout  time.Duration
+	RequestTimeout   time.Duration
+	AcquireTimeout   time.Duration
 	PrimaryPoolConns int
 	ReplicaPoolConns int
 	MaxReplicaLag    time.Duration
+	// AccessLogSample is the share of requests in the access log, 0–1 (0:
+	// none; answers of 500 or more are always logged).
+	AccessLogSample float64
 }
 
 // bindServeFlags registers the flags shared by serve and dev.
-func bindServeFlags(fs *flag.FlagSet, c *serveConfig) {
-	fs.StringVar(&c.HTTPAddr, "http-addr", envString("PARLEY_HTTP_ADDR", "127.0.0.1:8080"), "listen address (env PARLEY_HTTP_ADDR)")
-	fs.StringVar(&c.PrimaryExecMode, "primary-exec-mode", envString("PARLEY_PRIMARY_EXEC_MODE", "exec"),
-		"pgx query exec mode on the primary pool: exec (safe behind PgBouncer transaction pooling) or cache_statement (direct connections) (env PARLEY_PRIMARY_EXEC_MODE)")
-	fs.StringVar(&c.ReplicaExecMode, "replica-exec-mode", envString("PARLEY_REPLICA_EXEC_MODE", "cache_statement"),
-		"pgx query exec mode on replica pools (env PARLEY_REPLICA_EXEC_MODE)")
-	fs.IntVar(&c.PrimaryPoolConns, "primary-pool-size", envInt("PARLEY_PRIMARY_POOL_SIZE", 20), "max connections in the primary pool (env PARLEY_PRIMARY_POOL_SIZE)")
-	fs.IntVar(&c.ReplicaPoolConns, "replica-pool-size", envInt("PARLEY_REPLICA_POOL_SIZE", 20), "max connections in each replica pool (env PARLEY_REPLICA_POOL_SIZE)")
-	fs.DurationVar(&c.MaxReplicaLag, "max-replica-lag", envDuration("PARLEY_MAX_REPLICA_LAG", dbrouter.DefaultMaxLag),
-		"a replica this far behind (for two probes) stops serving reads until it catches up (env PARLEY_MAX_REPLICA_LAG)")
-	fs.StringVar(&c.CachePrefix, "cache-prefix", envString("PARLEY_CACHE_PREFIX", ""), "prefix of every Redis key, e.g. parley: (no braces) (env PARLEY_CACHE_PREFIX)")
-	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", envDuration("PARLEY_SHUTDOWN_TIMEOUT", 15*time.Second), "how long graceful shutdown waits for in-flight requests (env PARLEY_SHUTDOWN_TIMEOUT)")
+func bindServeFlags(f *flags, c *serveConfig) {
+	f.String(&c.HTTPAddr, "http-addr", "PARLEY_HTTP_ADDR", "127.0.0.1:8080", "listen address")
+	f.String(&c.PrimaryExecMode, "primary-exec-mode", "PARLEY_PRIMARY_EXEC_MODE", "exec",
+		"pgx query exec mode on the primary pool: exec (safe behind PgBouncer transaction pooling) or cache_statement (direct connections)")
+	f.String(&c.ReplicaExecMode, "replica-exec-mode", "PARLEY_REPLICA_EXEC_MODE", "cache_statement", "pgx query exec mode on replica pools")
+	f.Int(&c.PrimaryPoolConns, "primary-pool-size", "PARLEY_PRIMARY_POOL_SIZE", 20, "max connections in the primary pool")
+	f.Int(&c.ReplicaPoolConns, "replica-pool-size", "PARLEY_REPLICA_POOL_SIZE", 20, "max connections in each replica pool")
+	f.Duration(&c.MaxReplicaLag, "max-replica-lag", "PARLEY_MAX_REPLICA_LAG", dbrouter.DefaultMaxLag,
+		"a replica this far behind (for two probes) stops serving reads until it catches up")
+	f.Duration(&c.AcquireTimeout, "acquire-timeout", "PARLEY_ACQUIRE_TIMEOUT", dbrouter.DefaultAcquireTimeout,
+		"the longest a request waits for a pooled database connection before it is answered 503")
+	f.Duration(&c.RequestTimeout, "request-timeout", "PARLEY_REQUEST_TIMEOUT", httpapi.DefaultRequestTimeout,
+		"the longest a request may take; past it the answer is 503")
+	f.String(&c.CachePrefix, "cache-prefix", "PARLEY_CACHE_PREFIX", "", "prefix of every Redis key, e.g. parley: (no braces)")
+	f.Secret(&c.CursorKey, "cursor-key", "PARLEY_CURSOR_KEY",
+		"key that signs pagination cursors, hex or base64 of 16+ bytes (default: the one stored by parley migrate)")
+	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", "PARLEY_SHUTDOWN_TIMEOUT", 15*time.Second, "how long graceful shutdown waits for in-flight requests")
+	f.Float(&c.AccessLogSample, "access-log-sample", "PARLEY_ACCESS_LOG_SAMPLE", 1,
+		"share of requests written to the access log, 0 to 1 (0: none; answers of 500 or more are always logged)")
 }
 
 const serveHelp = `Run the API server. Nothing here assumes the local stack: every connection
@@ -56,38 +68,49 @@ is configured by URL. The primary URL may point at PgBouncer (transaction
 pooling; keep --primary-exec-mode=exec) or at PostgreSQL directly.
 
 Endpoints: /v1/... (see docs), /healthz, /readyz, /metrics, /admin/...
+Logs are JSON by default (--log-format), the access log included.
 SIGINT/SIGTERM: stop accepting, finish in-flight requests, close pools.`
 
 func runServe(ctx context.Context, args []string) error {
-	fs := newFlagSet("serve", "[flags]", serveHelp)
+	f := newFlags("serve", "[flags]", serveHelp, "json")
 	var c serveConfig
-	bindServeFlags(fs, &c)
-	fs.StringVar(&c.PrimaryURL, "primary-url", envString("PARLEY_PRIMARY_URL", ""), "primary PostgreSQL URL, e.g. postgres://user:pw@host:6432/parley (env PARLEY_PRIMARY_URL; required)")
-	replicas := fs.String("replica-urls", envString("PARLEY_REPLICA_URLS", ""), "comma-separated replica URLs (env PARLEY_REPLICA_URLS; optional)")
-	fs.StringVar(&c.RedisURL, "redis-url", envString("PARLEY_REDIS_URL", ""), "Redis URL, e.g. redis://host:6379/0 (env PARLEY_REDIS_URL; optional: without it nothing is cached)")
-	fs.StringVar(&c.PgBouncerAdmin, "pgbouncer-admin-url", envString("PARLEY_PGBOUNCER_ADMIN_URL", ""), "PgBouncer admin console URL for pool metrics (env PARLEY_PGBOUNCER_ADMIN_URL; optional)")
-	fs.StringVar(&c.AdminToken, "admin-token", envString("PARLEY_ADMIN_TOKEN", ""), "bearer token for admin endpoints (env PARLEY_ADMIN_TOKEN; required)")
-	if err := parseFlags(fs, args); err != nil {
+	bindServeFlags(f, &c)
+	f.Secret(&c.PrimaryURL, "primary-url", "PARLEY_PRIMARY_URL", "primary PostgreSQL URL, e.g. postgres://user:pw@host:6432/parley (required)")
+	var replicas string
+	f.Secret(&replicas, "replica-urls", "PARLEY_REPLICA_URLS", "comma-separated replica URLs (optional)")
+	f.Secret(&c.RedisURL, "redis-url", "PARLEY_REDIS_URL", "Redis URL, e.g. redis://host:6379/0 (optional: without it nothing is cached)")
+	f.Secret(&c.PgBouncerAdmin, "pgbouncer-admin-url", "PARLEY_PGBOUNCER_ADMIN_URL", "PgBouncer admin console URL for pool metrics (optional)")
+	f.Secret(&c.AdminToken, "admin-token", "PARLEY_ADMIN_TOKEN", "bearer token for admin endpoints (required)")
+	if err := f.Parse(args); err != nil {
 		return err
 	}
-	c.ReplicaURLs = splitList(*replicas)
+	if f.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, f.Args())
+	}
+	c.ReplicaURLs = splitList(replicas, ",")
 	if c.PrimaryURL == "" {
 		return fmt.Errorf("%w: --primary-url (or PARLEY_PRIMARY_URL) is required", errUsage)
 	}
 	if c.AdminToken == "" {
 		return fmt.Errorf("%w: --admin-token (or PARLEY_ADMIN_TOKEN) is required", errUsage)
 	}
+	if err := c.validate(); err != nil {
+		return err
+	}
 	return serve(ctx, c, nil)
 }
 
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
+// validate checks the values the flags cannot.
+func (c serveConfig) validate() error {
+	switch {
+	case c.AccessLogSample < 0 || c.AccessLogSample > 1:
+		return fmt.Errorf("%w: --access-log-sample must be between 0 and 1, got %g", errUsage, c.AccessLogSample)
+	case c.PrimaryPoolConns < 1 || c.ReplicaPoolConns < 1:
+		return fmt.Errorf("%w: pool sizes must be at least 1", errUsage)
+	case c.ShutdownTimeout <= 0 || c.RequestTimeout <= 0 || c.AcquireTimeout <= 0 || c.MaxReplicaLag <= 0:
+		return fmt.Errorf("%w: timeouts and --max-replica-lag must be positive", errUsage)
 	}
-	return out
+	return nil
 }
 
 // serve runs the API server built by app.New until ctx ends. ready, when
@@ -105,13 +128,15 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 		CachePrefix:       c.CachePrefix,
 		PgBouncerAdminURL: c.PgBouncerAdmin,
 		AdminToken:        c.AdminToken,
-		CursorKey:         os.Getenv("PARLEY_CURSOR_KEY"),
+		CursorKey:         c.CursorKey,
 		PrimaryPoolConns:  c.PrimaryPoolConns,
 		ReplicaPoolConns:  c.ReplicaPoolConns,
 		MaxReplicaLag:     c.MaxReplicaLag,
+		AcquireTimeout:    c.AcquireTimeout,
+		RequestTimeout:    c.RequestTimeout,
 		ShutdownTimeout:   c.ShutdownTimeout,
 		Logger:            log,
-		AccessLog:         slog.New(slog.NewJSONHandler(os.Stderr, nil)),
+		AccessLogSample:   accessLogSample(c.AccessLogSample),
 	})
 	if errors.Is(err, app.ErrConfig) {
 		return fmt.Errorf("%w: %v", errUsage, err)
@@ -137,14 +162,10 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	return nil
 }
 
-// envDuration returns the environment variable key as a duration, or def
-// when unset or malformed.
-func envDuration(key string, def time.Duration) time.Duration {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-		slog.Warn("ignoring malformed environment variable", "name", key, "value", v)
+// accessLogSample is app.Config's form of the flag (0 there means "all").
+func accessLogSample(v float64) float64 {
+	if v == 0 {
+		return -1
 	}
-	return def
+	return v
 }

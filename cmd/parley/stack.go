@@ -31,15 +31,17 @@ if missing). Ports are picked free on 127.0.0.1 on first 'up' and remembered in
 <data dir>/stack.json.`
 
 func runStack(ctx context.Context, args []string) error {
-	fs := newFlagSet("stack", "up|down|status|env [flags]", stackHelp)
-	dataDir := fs.String("data-dir", envString("PARLEY_DATA_DIR", ".parley"), "stack data directory (env PARLEY_DATA_DIR)")
+	fs := newFlags("stack", "up|down|status|env [flags]", stackHelp, "text")
+	var dataDir string
+	fs.String(&dataDir, "data-dir", "PARLEY_DATA_DIR", ".parley", "stack data directory")
 	var cfg stack.Config
-	fs.IntVar(&cfg.PrimaryPort, "primary-port", envInt("PARLEY_PRIMARY_PORT", 0), "primary port (0: remembered or free; env PARLEY_PRIMARY_PORT)")
-	fs.IntVar(&cfg.ReplicaPort, "replica-port", envInt("PARLEY_REPLICA_PORT", 0), "replica port (env PARLEY_REPLICA_PORT)")
-	fs.IntVar(&cfg.PgBouncerPort, "pgbouncer-port", envInt("PARLEY_PGBOUNCER_PORT", 0), "PgBouncer port (env PARLEY_PGBOUNCER_PORT)")
-	fs.IntVar(&cfg.RedisPort, "redis-port", envInt("PARLEY_REDIS_PORT", 0), "Redis port (env PARLEY_REDIS_PORT)")
-	fs.IntVar(&cfg.PoolSize, "pool-size", envInt("PARLEY_PGBOUNCER_POOL_SIZE", 0), "PgBouncer default_pool_size (0: remembered or 20; env PARLEY_PGBOUNCER_POOL_SIZE)")
-	asJSON := fs.Bool("json", false, "status: print JSON")
+	fs.Int(&cfg.PrimaryPort, "primary-port", "PARLEY_PRIMARY_PORT", 0, "primary port (0: remembered or free)")
+	fs.Int(&cfg.ReplicaPort, "replica-port", "PARLEY_REPLICA_PORT", 0, "replica port (0: remembered or free)")
+	fs.Int(&cfg.PgBouncerPort, "pgbouncer-port", "PARLEY_PGBOUNCER_PORT", 0, "PgBouncer port (0: remembered or free)")
+	fs.Int(&cfg.RedisPort, "redis-port", "PARLEY_REDIS_PORT", 0, "Redis port (0: remembered or free)")
+	fs.Int(&cfg.PoolSize, "pool-size", "PARLEY_PGBOUNCER_POOL_SIZE", 0, "PgBouncer default_pool_size (0: remembered or 20)")
+	var asJSON bool
+	fs.Bool(&asJSON, "json", "PARLEY_STACK_JSON", false, "status: print JSON")
 	if len(args) == 0 {
 		fs.Usage()
 		return fmt.Errorf("%w: stack needs a subcommand: up, down, status or env", errUsage)
@@ -50,10 +52,13 @@ func runStack(ctx context.Context, args []string) error {
 		fs.Usage()
 		return nil
 	}
-	if err := parseFlags(fs, args[1:]); err != nil {
+	if err := fs.Parse(args[1:]); err != nil {
 		return err
 	}
-	cfg.DataDir = *dataDir
+	if fs.NArg() > 0 {
+		return fmt.Errorf("%w: unexpected arguments %q", errUsage, fs.Args())
+	}
+	cfg.DataDir = dataDir
 	switch sub {
 	case "up":
 		cfg.Log = os.Stderr
@@ -64,7 +69,7 @@ func runStack(ctx context.Context, args []string) error {
 		fmt.Fprintf(os.Stderr, "run: eval \"$(parley stack env --data-dir %s)\"\n", s.Dir)
 		return nil
 	case "down":
-		s, err := stack.Open(*dataDir)
+		s, err := stack.Open(dataDir)
 		if err != nil {
 			if errors.Is(err, stack.ErrNoStack) {
 				fmt.Fprintln(os.Stderr, "nothing to stop:", err)
@@ -74,12 +79,12 @@ func runStack(ctx context.Context, args []string) error {
 		}
 		return s.Down(ctx)
 	case "status":
-		s, err := stack.Open(*dataDir)
+		s, err := stack.Open(dataDir)
 		if err != nil {
 			return err
 		}
 		sts := s.Status(ctx)
-		if *asJSON {
+		if asJSON {
 			enc := json.NewEncoder(os.Stdout)
 			enc.SetIndent("", "  ")
 			_ = enc.Encode(sts)
@@ -100,7 +105,7 @@ func runStack(ctx context.Context, args []string) error {
 		}
 		return nil
 	case "env":
-		s, err := stack.Open(*dataDir)
+		s, err := stack.Open(dataDir)
 		if err != nil {
 			return err
 		}

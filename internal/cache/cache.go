@@ -81,6 +81,14 @@ func New(client redis.UniversalClient, cfg Config) *Cache {
 	return c
 }
 
+// DeclareEndpoints exports parley_cache_requests_total for these endpoints
+// and every result at zero, so the series exist before the first request.
+func (c *Cache) DeclareEndpoints(endpoints ...string) {
+	for _, e := range endpoints {
+		c.m.counters(e)
+	}
+}
+
 // Up reports whether Redis is in use (breaker closed): cache.state "up" in
 // /admin/status. A down cache degrades readiness but does not fail it.
 func (c *Cache) Up() bool { return c.client != nil && c.br.allow() }

@@ -79,6 +79,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.up = promreg.MustRegister(reg, m.up)
 		m.pending = promreg.MustRegister(reg, m.pending)
 	}
+	for _, kind := range []string{"conversation", "user"} {
+		m.invalidations.WithLabelValues(kind)
+	}
 	return m
 }
 

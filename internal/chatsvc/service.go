@@ -87,6 +87,11 @@ func New(cfg Config) (*Service, error) {
 	if s.cache == nil {
 		s.cache = cache.New(nil, cache.Config{Logger: cfg.Logger})
 	}
+	// Every series of the read path exists from the start, at zero.
+	s.router.DeclareEndpoints(chat.EndpointMessageHistory, chat.EndpointConversationList, chat.EndpointConversation,
+		chat.EndpointUnreadCount, chat.EndpointAuth)
+	s.cache.DeclareEndpoints(chat.EndpointMessageHistory, chat.EndpointConversationList, chat.EndpointConversation,
+		chat.EndpointUnreadCount)
 	return s, nil
 }
 

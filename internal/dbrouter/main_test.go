@@ -14,9 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
@@ -120,54 +118,6 @@ func (w testLogWriter) Write(p []byte) (int, error) {
 
 var _ io.Writer = testLogWriter{}
 
-// exec runs sql on url with a fresh connection.
-func exec(t *testing.T, url, sql string, args ...any) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("connect: %v", err)
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, sql, args...); err != nil {
-		t.Fatalf("%s: %v", sql, err)
-	}
-}
-
-// pauseReplay pauses WAL replay on the replica and resumes it in Cleanup
-// (tests share the stack).
-func pauseReplay(t *testing.T, replicaURL string) {
-	t.Helper()
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		if conn, err := pgx.Connect(ctx, replicaURL); err == nil {
-			_, _ = conn.Exec(ctx, `SELECT pg_wal_replay_resume()`)
-			conn.Close(ctx)
-		}
-	})
-	exec(t, replicaURL, `SELECT pg_wal_replay_pause()`)
-}
-
-func resumeReplay(t *testing.T, replicaURL string) {
-	t.Helper()
-	exec(t, replicaURL, `SELECT pg_wal_replay_resume()`)
-}
-
-// waitFor polls cond every 10 ms until it holds or timeout passes.
-func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("timed out after %v waiting for %s", timeout, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 func breakerOf(r *Router, i int) string { return r.Status()[i].Breaker }
 
 // isReplica reads pg_is_in_recovery() through q: which node really served.
@@ -175,45 +125,4 @@ func isReplica(ctx context.Context, q postgres.Querier) (bool, error) {
 	var rec bool
 	err := q.QueryRow(ctx, `SELECT pg_is_in_recovery()`).Scan(&rec)
 	return rec, err
-}
-
-// metricValue returns the value of the sample of name whose labels include
-// want, from reg (counter, gauge or histogram count); ok false if absent.
-func metricValue(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) (float64, bool) {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			labels := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				labels[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range want {
-				if labels[k] != v {
-					continue next
-				}
-			}
-			return sampleValue(m), true
-		}
-	}
-	return 0, false
-}
-
-func sampleValue(m *dto.Metric) float64 {
-	switch {
-	case m.Counter != nil:
-		return m.Counter.GetValue()
-	case m.Gauge != nil:
-		return m.Gauge.GetValue()
-	case m.Histogram != nil:
-		return float64(m.Histogram.GetSampleCount())
-	}
-	return 0
 }

@@ -343,6 +343,20 @@ func (r *Router) Ping(ctx context.Context) error {
 	return postgres.Classify(ctx, r.primary.pool.Ping(ctx))
 }
 
+// DeclareEndpoints exports the read counters of these endpoints at zero —
+// every reason on the primary, "ok" on a replica, "hit" from the cache, and
+// spill-over rejections — so the series exist before the first read.
+func (r *Router) DeclareEndpoints(endpoints ...string) {
+	for _, e := range endpoints {
+		for _, reason := range []string{ReasonDisabled, ReasonStrong, ReasonTokenAhead, ReasonNoHealthyReplica, ReasonFallbackError} {
+			r.metrics.reads.WithLabelValues(e, TargetPrimary, reason)
+		}
+		r.metrics.reads.WithLabelValues(e, TargetReplica, ReasonOK)
+		r.metrics.reads.WithLabelValues(e, TargetCache, "hit")
+		r.metrics.spillRejected.WithLabelValues(e)
+	}
+}
+
 // RecordRead counts one read in parley_db_reads_total, for reads the router
 // did not route itself: the cache layer records its hits with target
 // TargetCache. The router's own reads are counted by Read.

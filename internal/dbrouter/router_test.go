@@ -22,9 +22,9 @@ func setupDB(t *testing.T) stacktest.Database {
 	t.Helper()
 	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t)
-	exec(t, db.PrimaryURL, `CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text NOT NULL)`)
-	exec(t, db.PrimaryURL, `CREATE TABLE other (id int PRIMARY KEY)`)
-	exec(t, db.PrimaryURL, `INSERT INTO other VALUES (1)`)
+	stacktest.Exec(t, db.PrimaryURL, `CREATE TABLE items (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v text NOT NULL)`)
+	stacktest.Exec(t, db.PrimaryURL, `CREATE TABLE other (id int PRIMARY KEY)`)
+	stacktest.Exec(t, db.PrimaryURL, `INSERT INTO other VALUES (1)`)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := stack.WaitReplicaCaughtUp(ctx, db.PrimaryURL, db.ReplicaURL); err != nil {
@@ -68,7 +68,7 @@ func TestReadRouting(t *testing.T) {
 		if target != tt.wantTarget || onReplica != tt.wantReplica {
 			t.Errorf("%s: target %s (in recovery %v), want %s (%v)", tt.name, target, onReplica, tt.wantTarget, tt.wantReplica)
 		}
-		if v, ok := metricValue(t, reg, "parley_db_reads_total", map[string]string{"endpoint": "test", "target": tt.wantTarget, "reason": tt.wantReason}); !ok || v < 1 {
+		if v, ok := stacktest.Metric(t, reg, "parley_db_reads_total", map[string]string{"endpoint": "test", "target": tt.wantTarget, "reason": tt.wantReason}); !ok || v < 1 {
 			t.Errorf("%s: parley_db_reads_total{target=%s,reason=%s} = %v (present %v)", tt.name, tt.wantTarget, tt.wantReason, v, ok)
 		}
 	}
@@ -89,7 +89,7 @@ func TestReadYourWritesTokenAheadGoesToPrimary(t *testing.T) {
 	// snapshot New took, so the token alone decides (a probe would open the
 	// breaker on the paused replay; TestBreakerOpensOnPausedReplay covers that).
 	r, reg := newRouter(t, Config{PrimaryURL: db.PrimaryURL, ReplicaURLs: []string{db.ReplicaURL}, ProbeInterval: time.Hour})
-	pauseReplay(t, db.ReplicaURL)
+	stacktest.PauseReplay(t, db.ReplicaURL)
 
 	ctx := context.Background()
 	if _, err := r.Primary().Exec(ctx, `INSERT INTO items (v) VALUES ('mine')`); err != nil {
@@ -121,7 +121,7 @@ func TestReadYourWritesTokenAheadGoesToPrimary(t *testing.T) {
 			t.Fatalf("read %d with the writer's token: target %s, rows %d, err %v; want primary, 1 row", i, target, n, err)
 		}
 	}
-	if v, _ := metricValue(t, reg, "parley_db_reads_total", map[string]string{"target": "primary", "reason": ReasonTokenAhead}); v != reads {
+	if v, _ := stacktest.Metric(t, reg, "parley_db_reads_total", map[string]string{"target": "primary", "reason": ReasonTokenAhead}); v != reads {
 		t.Errorf("reads_total{primary,token_ahead} = %v, want %d", v, reads)
 	}
 
@@ -220,8 +220,8 @@ func TestBreakerOpensOnPausedReplay(t *testing.T) {
 	}
 
 	start := time.Now()
-	pauseReplay(t, db.ReplicaURL)
-	waitFor(t, 5*time.Second, "breaker open", func() bool { return breakerOf(r, 0) == "open" })
+	stacktest.PauseReplay(t, db.ReplicaURL)
+	stacktest.WaitFor(t, 5*time.Second, "breaker open", func() bool { return breakerOf(r, 0) == "open" })
 	toOpen := time.Since(start)
 	record(t, "pause → breaker open (probe 500 ms)", "%v", toOpen.Round(time.Millisecond))
 	if toOpen > 2*time.Second {
@@ -237,31 +237,31 @@ func TestBreakerOpensOnPausedReplay(t *testing.T) {
 	if got := res.onReplica.Load(); got != before {
 		t.Errorf("%d reads went to the paused replica after its breaker opened", got-before)
 	}
-	if v, _ := metricValue(t, reg, "parley_db_reads_total", map[string]string{"endpoint": "load", "target": "primary", "reason": ReasonNoHealthyReplica}); v == 0 {
+	if v, _ := stacktest.Metric(t, reg, "parley_db_reads_total", map[string]string{"endpoint": "load", "target": "primary", "reason": ReasonNoHealthyReplica}); v == 0 {
 		t.Errorf("no spill-over reads counted")
 	}
-	if v, _ := metricValue(t, reg, "parley_replica_breaker_state", map[string]string{"replica": "replica1"}); v != 2 {
+	if v, _ := stacktest.Metric(t, reg, "parley_replica_breaker_state", map[string]string{"replica": "replica1"}); v != 2 {
 		t.Errorf("breaker_state gauge = %v, want 2 (open)", v)
 	}
-	if v, _ := metricValue(t, reg, "parley_replica_breaker_transitions_total", map[string]string{"replica": "replica1", "to": "open"}); v != 1 {
+	if v, _ := stacktest.Metric(t, reg, "parley_replica_breaker_transitions_total", map[string]string{"replica": "replica1", "to": "open"}); v != 1 {
 		t.Errorf("transitions{to=open} = %v, want 1", v)
 	}
 	// The lag grows while replay is paused and writes go on.
-	waitFor(t, 3*time.Second, "lag in bytes and seconds", func() bool { st := r.Status()[0]; return st.LagBytes > 0 && st.LagSeconds > 0 })
+	stacktest.WaitFor(t, 3*time.Second, "lag in bytes and seconds", func() bool { st := r.Status()[0]; return st.LagBytes > 0 && st.LagSeconds > 0 })
 
 	start = time.Now()
-	resumeReplay(t, db.ReplicaURL)
-	waitFor(t, 10*time.Second, "breaker closed", func() bool { return breakerOf(r, 0) == "closed" })
+	stacktest.ResumeReplay(t, db.ReplicaURL)
+	stacktest.WaitFor(t, 10*time.Second, "breaker closed", func() bool { return breakerOf(r, 0) == "closed" })
 	toClose := time.Since(start)
 	record(t, "resume → breaker closed (3 healthy probes)", "%v", toClose.Round(time.Millisecond))
 	if toClose < 700*time.Millisecond {
 		t.Errorf("breaker closed %v after resume: no hysteresis?", toClose)
 	}
-	if v, _ := metricValue(t, reg, "parley_replica_breaker_transitions_total", map[string]string{"replica": "replica1", "to": "half_open"}); v < 1 {
+	if v, _ := stacktest.Metric(t, reg, "parley_replica_breaker_transitions_total", map[string]string{"replica": "replica1", "to": "half_open"}); v < 1 {
 		t.Errorf("no half_open transition")
 	}
 	before = res.onReplica.Load()
-	waitFor(t, 2*time.Second, "replica traffic back", func() bool { return res.onReplica.Load() > before+10 })
+	stacktest.WaitFor(t, 2*time.Second, "replica traffic back", func() bool { return res.onReplica.Load() > before+10 })
 
 	close(stop)
 	wg.Wait()
@@ -308,8 +308,8 @@ func TestBreakerOpensOnStalledReplay(t *testing.T) {
 	// The ALTER's access-exclusive lock cannot be replayed while the replica
 	// transaction holds its lock: replay waits (max_standby_streaming_delay).
 	start := time.Now()
-	exec(t, db.PrimaryURL, `ALTER TABLE items ADD COLUMN extra int`)
-	waitFor(t, 5*time.Second, "breaker open", func() bool { return breakerOf(r, 0) == "open" })
+	stacktest.Exec(t, db.PrimaryURL, `ALTER TABLE items ADD COLUMN extra int`)
+	stacktest.WaitFor(t, 5*time.Second, "breaker open", func() bool { return breakerOf(r, 0) == "open" })
 	toOpen := time.Since(start)
 	record(t, "replay stalled (lock conflict) → breaker open", "%v", toOpen.Round(time.Millisecond))
 	if toOpen > 2*time.Second {
@@ -319,7 +319,7 @@ func TestBreakerOpensOnStalledReplay(t *testing.T) {
 		t.Errorf("status = %+v, want lagging and stalled", st)
 	}
 	_ = tx.Rollback(ctx)
-	waitFor(t, 10*time.Second, "breaker closed", func() bool { return breakerOf(r, 0) == "closed" })
+	stacktest.WaitFor(t, 10*time.Second, "breaker closed", func() bool { return breakerOf(r, 0) == "closed" })
 	close(stop)
 	wg.Wait()
 	if f := res.failed.Load(); f != 0 {
@@ -355,7 +355,7 @@ func TestLagSecondsStaysZeroOnIdlePrimary(t *testing.T) {
 	if worst > 1 {
 		t.Errorf("lag_seconds reached %.3f s on an idle primary with a caught-up replica", worst)
 	}
-	if v, ok := metricValue(t, reg, "parley_replica_lag_seconds", map[string]string{"replica": "replica1"}); !ok || v > 1 {
+	if v, ok := stacktest.Metric(t, reg, "parley_replica_lag_seconds", map[string]string{"replica": "replica1"}); !ok || v > 1 {
 		t.Errorf("parley_replica_lag_seconds = %v (present %v)", v, ok)
 	}
 }
@@ -404,7 +404,7 @@ func TestFallbackWhenReplicaDown(t *testing.T) {
 	if err != nil || target != TargetPrimary || rec {
 		t.Fatalf("read with the replica stopped under a closed breaker: target %s in recovery %v err %v; want primary, no error", target, rec, err)
 	}
-	if v, _ := metricValue(t, reg1, "parley_db_reads_total", map[string]string{"target": "primary", "reason": ReasonFallbackError}); v != 1 {
+	if v, _ := stacktest.Metric(t, reg1, "parley_db_reads_total", map[string]string{"target": "primary", "reason": ReasonFallbackError}); v != 1 {
 		t.Errorf("reads_total{primary,fallback_error} = %v, want 1", v)
 	}
 	if b := breakerOf(r1, 0); b != "open" {
@@ -433,11 +433,11 @@ func TestFallbackWhenReplicaDown(t *testing.T) {
 
 	// Back up: re-admitted after the healthy probes, traffic returns.
 	restartReplica(t)
-	waitFor(t, 15*time.Second, "breaker closed after restart", func() bool { return breakerOf(r2, 0) == "closed" })
+	stacktest.WaitFor(t, 15*time.Second, "breaker closed after restart", func() bool { return breakerOf(r2, 0) == "closed" })
 	if target, rec, err := read(r2); err != nil || target != TargetReplica || !rec {
 		t.Fatalf("after restart: %s %v %v", target, rec, err)
 	}
-	if v, _ := metricValue(t, reg2, "parley_replica_breaker_transitions_total", map[string]string{"replica": "replica1", "to": "closed"}); v < 2 {
+	if v, _ := stacktest.Metric(t, reg2, "parley_replica_breaker_transitions_total", map[string]string{"replica": "replica1", "to": "closed"}); v < 2 {
 		t.Errorf("transitions{to=closed} = %v, want ≥ 2 (start-up and re-admission)", v)
 	}
 }
@@ -481,7 +481,7 @@ func TestPrimaryThroughPgBouncer(t *testing.T) {
 		}
 	}
 	// The replica catches up to the token and then serves it.
-	waitFor(t, 5*time.Second, "replica past the token", func() bool { return r.ReplicaCanServe(token) })
+	stacktest.WaitFor(t, 5*time.Second, "replica past the token", func() bool { return r.ReplicaCanServe(token) })
 	var n int
 	if target, err := r.Read(context.Background(), "test", replicaRoute(ReadYourWrites(token)), func(ctx context.Context, q postgres.Querier) error {
 		return q.QueryRow(ctx, `SELECT count(*) FROM items WHERE v LIKE $1`, "b%").Scan(&n)
@@ -534,10 +534,10 @@ func TestErrUnavailable(t *testing.T) {
 		if _, err := r.Read(cctx, "test", Route{}, func(ctx context.Context, q postgres.Querier) error { return nil }); err == nil || errors.Is(err, postgres.ErrUnavailable) {
 			t.Errorf("caller deadline: %v, want a plain context error", err)
 		}
-		if v, _ := metricValue(t, reg, "parley_db_pool_acquire_duration_seconds", map[string]string{"pool": "primary"}); v < 4 {
+		if v, _ := stacktest.Metric(t, reg, "parley_db_pool_acquire_duration_seconds", map[string]string{"pool": "primary"}); v < 4 {
 			t.Errorf("acquire histogram count = %v, want ≥ 4", v)
 		}
-		if v, _ := metricValue(t, reg, "parley_db_pool_saturation_ratio", map[string]string{"pool": "primary"}); v != 1 {
+		if v, _ := stacktest.Metric(t, reg, "parley_db_pool_saturation_ratio", map[string]string{"pool": "primary"}); v != 1 {
 			t.Errorf("saturation = %v, want 1 with the only connection held", v)
 		}
 	})
@@ -575,7 +575,7 @@ func TestSpilloverBound(t *testing.T) {
 		done <- err
 	}()
 	<-inside
-	if v, _ := metricValue(t, reg, "parley_db_spillover_in_flight", nil); v != 1 {
+	if v, _ := stacktest.Metric(t, reg, "parley_db_spillover_in_flight", nil); v != 1 {
 		t.Errorf("spillover_in_flight = %v, want 1", v)
 	}
 	if _, err := r.Read(ctx, "test", route, func(ctx context.Context, q postgres.Querier) error { return nil }); !errors.Is(err, postgres.ErrUnavailable) {
@@ -592,10 +592,10 @@ func TestSpilloverBound(t *testing.T) {
 	if target, err := r.Read(ctx, "test", route, func(ctx context.Context, q postgres.Querier) error { return nil }); err != nil || target != TargetPrimary {
 		t.Errorf("spill-over read after the slot freed: %s %v", target, err)
 	}
-	if v, _ := metricValue(t, reg, "parley_db_spillover_rejected_total", map[string]string{"endpoint": "test"}); v != 1 {
+	if v, _ := stacktest.Metric(t, reg, "parley_db_spillover_rejected_total", map[string]string{"endpoint": "test"}); v != 1 {
 		t.Errorf("spillover_rejected_total = %v, want 1", v)
 	}
-	if v, _ := metricValue(t, reg, "parley_db_reads_total", map[string]string{"target": "primary", "reason": ReasonNoHealthyReplica}); v != 2 {
+	if v, _ := stacktest.Metric(t, reg, "parley_db_reads_total", map[string]string{"target": "primary", "reason": ReasonNoHealthyReplica}); v != 2 {
 		t.Errorf("reads_total{primary,no_healthy_replica} = %v, want 2", v)
 	}
 }
@@ -627,11 +627,11 @@ func TestMetricsExported(t *testing.T) {
 		{"parley_replica_breaker_transitions_total", map[string]string{"replica": "replica1", "to": "open"}},
 		{"parley_db_spillover_in_flight", nil},
 	} {
-		if _, ok := metricValue(t, reg, c.name, c.labels); !ok {
+		if _, ok := stacktest.Metric(t, reg, c.name, c.labels); !ok {
 			t.Errorf("missing %s%v", c.name, c.labels)
 		}
 	}
-	if v, _ := metricValue(t, reg, "parley_db_pool_connections", map[string]string{"pool": "primary", "state": "max"}); v <= 0 {
+	if v, _ := stacktest.Metric(t, reg, "parley_db_pool_connections", map[string]string{"pool": "primary", "state": "max"}); v <= 0 {
 		t.Errorf("primary max connections = %v", v)
 	}
 }

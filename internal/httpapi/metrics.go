@@ -35,6 +35,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
+// declare creates the series of route and cohort at zero: the duration
+// histogram and the request counters of codes.
+func (m *metrics) declare(route, cohort string, codes ...int) {
+	m.duration.WithLabelValues(route, cohort)
+	for _, c := range codes {
+		m.requests.WithLabelValues(route, strconv.Itoa(c), cohort)
+	}
+}
+
 func (m *metrics) observe(route string, status int, cohort string, d time.Duration) {
 	m.requests.WithLabelValues(route, strconv.Itoa(status), cohort).Inc()
 	m.duration.WithLabelValues(route, cohort).Observe(d.Seconds())

@@ -113,16 +113,25 @@ func (s *Server) routes() {
 	if s.svc == nil {
 		return
 	}
-	s.mux.HandleFunc("POST /v1/users", s.admin(s.handleCreateUser))
-	s.mux.HandleFunc("GET /v1/me", s.user(s.handleMe))
-	s.mux.HandleFunc("POST /v1/conversations", s.user(s.handleCreateConversation))
-	s.mux.HandleFunc("GET /v1/conversations", s.user(s.handleListConversations))
-	s.mux.HandleFunc("GET /v1/conversations/{id}", s.user(s.handleGetConversation))
-	s.mux.HandleFunc("POST /v1/conversations/{id}/messages", s.user(s.handleSendMessage))
-	s.mux.HandleFunc("GET /v1/conversations/{id}/messages", s.user(s.handleListMessages))
-	s.mux.HandleFunc("POST /v1/conversations/{id}/read", s.user(s.handleMarkRead))
-	s.mux.HandleFunc("GET /v1/unread", s.user(s.handleUnread))
-
+	api := map[string]http.HandlerFunc{
+		"POST /v1/users":                       s.admin(s.handleCreateUser),
+		"GET /v1/me":                           s.user(s.handleMe),
+		"POST /v1/conversations":               s.user(s.handleCreateConversation),
+		"GET /v1/conversations":                s.user(s.handleListConversations),
+		"GET /v1/conversations/{id}":           s.user(s.handleGetConversation),
+		"POST /v1/conversations/{id}/messages": s.user(s.handleSendMessage),
+		"GET /v1/conversations/{id}/messages":  s.user(s.handleListMessages),
+		"POST /v1/conversations/{id}/read":     s.user(s.handleMarkRead),
+		"GET /v1/unread":                       s.user(s.handleUnread),
+	}
+	for pattern, h := range api {
+		s.mux.HandleFunc(pattern, h)
+		// The error series of every route and cohort exist from the start,
+		// at zero (an error ratio must not wait for the first error).
+		for _, cohort := range []string{chat.CohortBaseline, chat.CohortOptimized} {
+			s.metrics.declare(pattern, cohort, http.StatusInternalServerError, http.StatusServiceUnavailable)
+		}
+	}
 	if s.cfg.Admin != nil {
 		s.mux.HandleFunc("GET /admin/status", s.admin(s.handleStatus))
 		s.mux.HandleFunc("GET /admin/rollouts", s.admin(s.handleListRollouts))

@@ -9,6 +9,8 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
 func TestCompareReloptions(t *testing.T) {
@@ -103,11 +105,11 @@ func TestAutovacuumDefaultsMatchMigration(t *testing.T) {
 		if st.State != "ok" || st.Applied {
 			t.Errorf("%s: %+v; want ok and unchanged (declaration must match 0001_schema.sql)", table, st)
 		}
-		if v := value(t, reg, "parley_db_autovacuum_settings_drift", map[string]string{"table": table}); v != 0 {
+		if v := stacktest.MustMetric(t, reg, "parley_db_autovacuum_settings_drift", map[string]string{"table": table}); v != 0 {
 			t.Errorf("%s drift = %v", table, v)
 		}
 	}
-	if _, ok := sample(t, reg, "parley_monitor_last_success_timestamp_seconds", map[string]string{"monitor": "autovacuum_config"}); !ok {
+	if _, ok := stacktest.Metric(t, reg, "parley_monitor_last_success_timestamp_seconds", map[string]string{"monitor": "autovacuum_config"}); !ok {
 		t.Error("no last-success timestamp")
 	}
 }
@@ -131,7 +133,7 @@ func TestAutovacuumAppliesIsIdempotentAndDetectsDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	drift := func(table string) float64 {
-		return value(t, reg, "parley_db_autovacuum_settings_drift", map[string]string{"table": table})
+		return stacktest.MustMetric(t, reg, "parley_db_autovacuum_settings_drift", map[string]string{"table": table})
 	}
 
 	// Check only reports.
@@ -161,7 +163,7 @@ func TestAutovacuumAppliesIsIdempotentAndDetectsDrift(t *testing.T) {
 	if st := stateOf(states, "not_created_yet"); st.State != "missing" {
 		t.Errorf("missing table: %+v", st)
 	}
-	if _, ok := sample(t, reg, "parley_db_autovacuum_settings_drift", map[string]string{"table": "not_created_yet"}); ok {
+	if _, ok := stacktest.Metric(t, reg, "parley_db_autovacuum_settings_drift", map[string]string{"table": "not_created_yet"}); ok {
 		t.Error("missing table exports a drift series")
 	}
 	if !strings.Contains(logs.String(), "does not exist yet") {

@@ -1,19 +1,15 @@
 package monitor
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
@@ -74,57 +70,6 @@ func mustExec(t *testing.T, ctx context.Context, db execer, sql string, args ...
 	}
 }
 
-// sample finds the metric name{labels} in reg. For a histogram it returns
-// the sample count; for counters and gauges the value.
-func sample(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatalf("gather: %v", err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if !labelsMatch(m.GetLabel(), labels) {
-				continue
-			}
-			switch {
-			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount()), true
-			case m.Counter != nil:
-				return m.GetCounter().GetValue(), true
-			case m.Gauge != nil:
-				return m.GetGauge().GetValue(), true
-			}
-		}
-	}
-	return 0, false
-}
-
-func labelsMatch(have []*dto.LabelPair, want map[string]string) bool {
-	if len(have) != len(want) {
-		return false
-	}
-	for _, lp := range have {
-		if v, ok := want[lp.GetName()]; !ok || v != lp.GetValue() {
-			return false
-		}
-	}
-	return true
-}
-
-// value is sample that fails the test when the series is absent.
-func value(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
-	t.Helper()
-	v, ok := sample(t, reg, name, labels)
-	if !ok {
-		t.Fatalf("no series %s%v", name, labels)
-	}
-	return v
-}
-
 // eventually polls cond every 100 ms until it holds or d passes.
 func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -137,23 +82,8 @@ func eventually(t *testing.T, d time.Duration, what string, cond func() bool) {
 	}
 }
 
-// logBuffer is a goroutine-safe log sink for assertions on log lines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
+// logBuffer is a log sink for assertions on log lines.
+type logBuffer struct{ stacktest.LogBuffer }
 
 func (b *logBuffer) logger() *slog.Logger {
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))

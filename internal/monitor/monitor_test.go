@@ -46,7 +46,7 @@ func TestMonitorsRunAndSummary(t *testing.T) {
 	for _, m := range []string{"autovacuum_config", "vacuum_health", "pgbouncer"} {
 		eventually(t, 10*time.Second, m+" succeeded", func() bool {
 			// 0 until the first success, so a monitor stuck from the start shows.
-			v, _ := sample(t, reg, "parley_monitor_last_success_timestamp_seconds", map[string]string{"monitor": m})
+			v, _ := stacktest.Metric(t, reg, "parley_monitor_last_success_timestamp_seconds", map[string]string{"monitor": m})
 			return v > 0
 		})
 	}
@@ -55,7 +55,7 @@ func TestMonitorsRunAndSummary(t *testing.T) {
 		t.Errorf("messages after start-up: %v", got)
 	}
 	// The monitors' own queries are traced under bounded names.
-	if v, _ := sample(t, reg, "parley_db_query_duration_seconds", map[string]string{"query": "monitor_vacuum_health", "target": "primary"}); v < 1 {
+	if v, _ := stacktest.Metric(t, reg, "parley_db_query_duration_seconds", map[string]string{"query": "monitor_vacuum_health", "target": "primary"}); v < 1 {
 		t.Error("vacuum health queries not traced by name")
 	}
 
@@ -144,11 +144,11 @@ func TestMonitorsWithUnreachableDatabases(t *testing.T) {
 		t.Errorf("summary: %+v", sum)
 	}
 	for _, m := range []string{"autovacuum_config", "vacuum_health", "pgbouncer"} {
-		if v := value(t, reg, "parley_monitor_last_success_timestamp_seconds", map[string]string{"monitor": m}); v != 0 {
+		if v := stacktest.MustMetric(t, reg, "parley_monitor_last_success_timestamp_seconds", map[string]string{"monitor": m}); v != 0 {
 			t.Errorf("%s last success = %v", m, v)
 		}
 	}
-	if v := value(t, reg, "parley_pgbouncer_up", map[string]string{}); v != 0 {
+	if v := stacktest.MustMetric(t, reg, "parley_pgbouncer_up", map[string]string{}); v != 0 {
 		t.Errorf("pgbouncer up = %v", v)
 	}
 	// About ten failed polls per monitor, one line per monitor (same error).

@@ -77,19 +77,19 @@ func TestPgBouncerSaturation(t *testing.T) {
 	})
 	t.Logf("under load: %+v", busy)
 	labels := map[string]string{"database": db.Name}
-	if v := value(t, reg, "parley_pgbouncer_pool_saturation_ratio", labels); v != 1 {
+	if v := stacktest.MustMetric(t, reg, "parley_pgbouncer_pool_saturation_ratio", labels); v != 1 {
 		t.Errorf("saturation gauge = %v", v)
 	}
-	if v := value(t, reg, "parley_pgbouncer_clients", map[string]string{"database": db.Name, "state": "waiting"}); v < 1 {
+	if v := stacktest.MustMetric(t, reg, "parley_pgbouncer_clients", map[string]string{"database": db.Name, "state": "waiting"}); v < 1 {
 		t.Errorf("waiting clients gauge = %v", v)
 	}
-	if v := value(t, reg, "parley_pgbouncer_servers", map[string]string{"database": db.Name, "state": "active"}); v != 10 {
+	if v := stacktest.MustMetric(t, reg, "parley_pgbouncer_servers", map[string]string{"database": db.Name, "state": "active"}); v != 10 {
 		t.Errorf("active servers gauge = %v", v)
 	}
-	if v := value(t, reg, "parley_pgbouncer_queue_wait_seconds", labels); v <= 0 || v > 10 {
+	if v := stacktest.MustMetric(t, reg, "parley_pgbouncer_queue_wait_seconds", labels); v <= 0 || v > 10 {
 		t.Errorf("queue wait gauge = %v", v)
 	}
-	if v := value(t, reg, "parley_pgbouncer_up", map[string]string{}); v != 1 {
+	if v := stacktest.MustMetric(t, reg, "parley_pgbouncer_up", map[string]string{}); v != 1 {
 		t.Errorf("up = %v", v)
 	}
 	wg.Wait()
@@ -115,7 +115,7 @@ func TestPgBouncerSaturation(t *testing.T) {
 	if after.TransactionsPerSecond <= 0 || after.QueriesPerSecond <= 0 || after.ClientsWaiting != 0 || after.Saturation != 0 {
 		t.Errorf("after load: %+v", after)
 	}
-	if v := value(t, reg, "parley_pgbouncer_transactions_per_second", labels); v <= 0 {
+	if v := stacktest.MustMetric(t, reg, "parley_pgbouncer_transactions_per_second", labels); v <= 0 {
 		t.Errorf("TPS gauge = %v", v)
 	}
 	sum := mon.Summary()

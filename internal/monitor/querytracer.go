@@ -174,6 +174,11 @@ func (q *QueryPerformance) Tracer(target string) *QueryTracer {
 	}
 	t := &QueryTracer{qp: q, target: target}
 	t.other = t.newQueryMetrics(OtherQuery)
+	// The error classes that are not SQLSTATEs, at zero: the family exists
+	// before the first error.
+	for _, class := range []string{"conn", "timeout", "canceled", "client"} {
+		q.errors.WithLabelValues(OtherQuery, target, class)
+	}
 	q.tracers[target] = t
 	return t
 }

@@ -84,7 +84,7 @@ func TestQueryPerformance(t *testing.T) {
 		t.Fatal("Tracer returns a new tracer per call")
 	}
 	count := func(query, target string) float64 {
-		v, _ := sample(t, reg, "parley_db_query_duration_seconds", map[string]string{"query": query, "target": target})
+		v, _ := stacktest.Metric(t, reg, "parley_db_query_duration_seconds", map[string]string{"query": query, "target": target})
 		return v
 	}
 	errorsOf := func(query, target, class string) float64 {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -95,9 +96,9 @@ type VacuumHealth struct {
 
 var (
 	descBloatRatio = prometheus.NewDesc("parley_db_table_bloat_ratio",
-		"Estimated share (0-1) of the table's pages beyond what its live rows need at its fillfactor.", []string{"table"}, nil)
+		"Estimated share (0-1) of the table's pages beyond what its live rows need at its fillfactor; NaN while its statistics cannot support an estimate.", []string{"table"}, nil)
 	descBloatBytes = prometheus.NewDesc("parley_db_table_bloat_bytes",
-		"Estimated bytes of the table beyond what its live rows need at its fillfactor.", []string{"table"}, nil)
+		"Estimated bytes of the table beyond what its live rows need at its fillfactor; NaN while its statistics cannot support an estimate.", []string{"table"}, nil)
 	descBloatUnknown = prometheus.NewDesc("parley_db_table_bloat_unavailable_tables",
 		"Watched tables whose statistics cannot support a bloat estimate (never analyzed, columns without statistics).", nil, nil)
 	descDead = prometheus.NewDesc("parley_db_dead_tuples",
@@ -325,6 +326,11 @@ func (c *vacuumCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(descBloatRatio, t.BloatRatio, t.Table)
 			gauge(descBloatBytes, t.BloatBytes, t.Table)
 		} else {
+			// No estimate: NaN, not a number that could pass for one, so
+			// the families exist from the first poll (a fresh database is
+			// never analyzed) and comparisons in alert rules stay false.
+			gauge(descBloatRatio, math.NaN(), t.Table)
+			gauge(descBloatBytes, math.NaN(), t.Table)
 			unknown++
 		}
 		gauge(descDead, t.DeadTuples, t.Table)

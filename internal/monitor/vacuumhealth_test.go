@@ -3,6 +3,7 @@ package monitor
 import (
 	"context"
 	"errors"
+	"math"
 	"testing"
 	"time"
 
@@ -45,7 +46,7 @@ func TestVacuumHealth(t *testing.T) {
 		t.Fatal(err)
 	}
 	gauge := func(name, table string) float64 {
-		return value(t, reg, name, map[string]string{"table": table})
+		return stacktest.MustMetric(t, reg, name, map[string]string{"table": table})
 	}
 	poll := func() {
 		t.Helper()
@@ -68,16 +69,16 @@ func TestVacuumHealth(t *testing.T) {
 	if gauge("parley_db_vacuum_running", "bloated") != 0 {
 		t.Error("vacuum running on an idle table")
 	}
-	// Never analyzed: no bloat estimate, counted as unavailable; never
-	// vacuumed: the vacuum age is the time since the statistics began, at
-	// least as old as the vacuumed table's.
-	if _, ok := sample(t, reg, "parley_db_table_bloat_ratio", map[string]string{"table": "never_analyzed"}); ok {
-		t.Error("bloat exported for a never-analyzed table")
+	// Never analyzed: no bloat estimate (NaN, never a number), counted as
+	// unavailable; never vacuumed: the vacuum age is the time since the
+	// statistics began, at least as old as the vacuumed table's.
+	if v, ok := stacktest.Metric(t, reg, "parley_db_table_bloat_ratio", map[string]string{"table": "never_analyzed"}); !ok || !math.IsNaN(v) {
+		t.Errorf("bloat of a never-analyzed table = %v (exported %v), want NaN", v, ok)
 	}
-	if v := value(t, reg, "parley_db_table_bloat_unavailable_tables", map[string]string{}); v != 1 {
+	if v := stacktest.MustMetric(t, reg, "parley_db_table_bloat_unavailable_tables", map[string]string{}); v != 1 {
 		t.Errorf("unavailable bloat estimates = %v, want 1", v)
 	}
-	if never, ok := sample(t, reg, "parley_db_last_vacuum_age_seconds", map[string]string{"table": "never_analyzed"}); !ok || never < age1 {
+	if never, ok := stacktest.Metric(t, reg, "parley_db_last_vacuum_age_seconds", map[string]string{"table": "never_analyzed"}); !ok || never < age1 {
 		t.Errorf("vacuum age of a never-vacuumed table = %v (exported %v), want at least the vacuumed table's %v", never, ok, age1)
 	}
 
@@ -176,7 +177,7 @@ func TestVacuumHealthSeesRunningVacuum(t *testing.T) {
 		if _, err := vh.Poll(ctx); err != nil {
 			t.Fatal(err)
 		}
-		v, _ := sample(t, reg, "parley_db_vacuum_running", map[string]string{"table": "slow_vacuum"})
+		v, _ := stacktest.Metric(t, reg, "parley_db_vacuum_running", map[string]string{"table": "slow_vacuum"})
 		return v == 1
 	})
 	if sum := vh.Summary(); len(sum.VacuumRunning) != 1 {

@@ -182,3 +182,50 @@ func stopPID(pid int, want string, sig syscall.Signal, grace time.Duration) erro
 	}
 	return fmt.Errorf("process %d (%s) did not stop", pid, want)
 }
+
+// ErrDataDirAccess: the daemons' account cannot reach the data dir.
+var ErrDataDirAccess = errors.New("the daemons cannot reach the data dir")
+
+// checkReachable reports, as ErrDataDirAccess, the first directory on the
+// way to dir (dir's parents, from /) that the account cannot enter: as root,
+// the daemons run as RunUser, and a parent such as a `mktemp -d` directory
+// (mode 0700, owned by root) would stop them with an unhelpful error from
+// initdb.
+func (a account) checkReachable(dir string) error {
+	if !a.asRoot {
+		return nil
+	}
+	var parents []string
+	for d := filepath.Dir(dir); ; d = filepath.Dir(d) {
+		parents = append(parents, d)
+		if d == "/" || d == "." {
+			break
+		}
+	}
+	for i := len(parents) - 1; i >= 0; i-- {
+		d := parents[i]
+		fi, err := os.Stat(d)
+		if err != nil {
+			return fmt.Errorf("data dir %s: %w", dir, err)
+		}
+		st, ok := fi.Sys().(*syscall.Stat_t)
+		if !ok {
+			return nil
+		}
+		mode := fi.Mode().Perm()
+		var can bool
+		switch {
+		case int(st.Uid) == a.uid:
+			can = mode&0o100 != 0
+		case int(st.Gid) == a.gid:
+			can = mode&0o010 != 0
+		default:
+			can = mode&0o001 != 0
+		}
+		if !can {
+			return fmt.Errorf("%w: the OS user %q, which runs PostgreSQL, PgBouncer and Redis when parley runs as root, cannot enter %s (mode %04o): "+
+				"run 'chmod o+x %s' or choose a data dir elsewhere (e.g. under /var/tmp)", ErrDataDirAccess, a.name, d, mode, d)
+		}
+	}
+	return nil
+}

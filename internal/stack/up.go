@@ -40,6 +40,9 @@ func Up(ctx context.Context, cfg Config) (*Stack, error) {
 	if s.log == nil {
 		s.log = io.Discard
 	}
+	if err := acct.checkReachable(dir); err != nil {
+		return nil, err
+	}
 	if err := acct.mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}

@@ -188,3 +188,58 @@ func scrape(t *testing.T, url string) (map[string]string, string) {
 	}
 	return out, "\n" + string(b)
 }
+
+// designFamilies are the families of the design's metrics.md table (and the
+// last-success gauge it names): a fresh server exports every one of them
+// before any traffic, its label values known in advance at zero.
+var designFamilies = []string{
+	"parley_http_requests_total", "parley_http_request_duration_seconds",
+	"parley_db_query_duration_seconds", "parley_db_query_errors_total", "parley_db_slow_queries_total",
+	"parley_db_reads_total", "parley_db_pool_acquire_duration_seconds", "parley_db_pool_connections",
+	"parley_db_pool_saturation_ratio", "parley_replica_lag_bytes", "parley_replica_lag_seconds",
+	"parley_replica_breaker_state", "parley_replica_breaker_transitions_total",
+	"parley_cache_requests_total", "parley_cache_invalidations_total", "parley_cache_up",
+	"parley_db_table_bloat_ratio", "parley_db_table_bloat_bytes", "parley_db_dead_tuples", "parley_db_live_tuples",
+	"parley_db_last_vacuum_age_seconds", "parley_db_last_analyze_age_seconds", "parley_db_frozenxid_age",
+	"parley_db_vacuum_running", "parley_db_autovacuum_settings_drift",
+	"parley_pgbouncer_pool_saturation_ratio", "parley_pgbouncer_queue_wait_seconds", "parley_pgbouncer_avg_wait_seconds",
+	"parley_pgbouncer_clients", "parley_pgbouncer_servers", "parley_pgbouncer_transactions_per_second",
+	"parley_pgbouncer_queries_per_second", "parley_pgbouncer_up",
+	"parley_monitor_last_success_timestamp_seconds",
+}
+
+// TestMetricsOnFreshServer: before any request, /metrics already has every
+// family of the contract (dashboards and alert rules must not see a family
+// appear only once something went wrong), with the error series at zero.
+func TestMetricsOnFreshServer(t *testing.T) {
+	svc := newService(t)
+	a := svc.instance(instanceOptions{monitors: true})
+	// The monitors' first polls run at start; give them a few seconds.
+	var missing []string
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		families, _ := scrape(t, a.Base+"/metrics")
+		missing = missing[:0]
+		for _, name := range designFamilies {
+			if _, ok := families[name]; !ok {
+				missing = append(missing, name)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(missing) > 0 {
+		t.Fatalf("a fresh server lacks %v", missing)
+	}
+	_, body := scrape(t, a.Base+"/metrics")
+	for _, series := range []string{
+		`parley_http_requests_total{code="500",cohort="optimized",route="GET /v1/conversations/{id}/messages"} 0`,
+		`parley_http_requests_total{code="503",cohort="baseline",route="POST /v1/conversations/{id}/messages"} 0`,
+		`parley_cache_requests_total{endpoint="message_history",result="hit"} 0`,
+		`parley_replica_breaker_transitions_total{replica="replica1",to="open"} 0`,
+	} {
+		if !strings.Contains(body, "\n"+series+"\n") {
+			t.Errorf("a fresh server has no %s", series)
+		}
+	}
+}

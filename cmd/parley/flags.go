@@ -1,0 +1,230 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// flags is one command's flag set, bound to the environment: every flag has
+// a PARLEY_* variable, and the variable's value, when set, replaces the
+// built-in default. It is the one binder every subcommand uses:
+//
+//   - a malformed variable is a usage error naming the variable (exit 2),
+//     never a silent default;
+//   - secrets (tokens, and URLs that may carry a password) are never printed:
+//     --help says whether their variable is set, not its value, and errors
+//     name the flag, not the value;
+//   - --log-level and --log-format (text or JSON, one format for every line
+//     of the process, the access log's included) come with every command and
+//     configure slog's default logger once the flags are parsed.
+type flags struct {
+	*flag.FlagSet
+	envErrs []error
+	// late are the secrets' environment values, applied after Parse to the
+	// flags the command line did not set.
+	late map[string]func() error
+
+	logLevel, logFormat string
+}
+
+// newFlags returns the flags of command name; its --help prints synopsis,
+// description and every flag with its variable. defaultLogFormat is "text"
+// or "json".
+func newFlags(name, synopsis, description, defaultLogFormat string) *flags {
+	fs := flag.NewFlagSet("parley "+name, flag.ContinueOnError)
+	f := &flags{FlagSet: fs, late: map[string]func() error{}}
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "Usage: parley %s %s\n\n%s\n\nFlags:\n", name, synopsis, strings.TrimSpace(description))
+		fs.PrintDefaults()
+	}
+	f.String(&f.logLevel, "log-level", "PARLEY_LOG_LEVEL", "info", "log level: debug, info, warn or error")
+	f.String(&f.logFormat, "log-format", "PARLEY_LOG_FORMAT", defaultLogFormat, "log format of every line this process writes: text or json")
+	return f
+}
+
+// env returns the variable's value and whether it is set (empty counts as
+// unset).
+func env(name string) (string, bool) {
+	v, ok := os.LookupEnv(name)
+	return v, ok && v != ""
+}
+
+func usageEnv(usage, envName string) string {
+	return usage + " (env " + envName + ")"
+}
+
+// String binds a string flag.
+func (f *flags) String(p *string, name, envName, def, usage string) {
+	if v, ok := env(envName); ok {
+		def = v
+	}
+	f.StringVar(p, name, def, usageEnv(usage, envName))
+}
+
+// Secret binds a string flag whose value must never be printed (a token, a
+// URL with a password): --help shows whether its variable is set.
+func (f *flags) Secret(p *string, name, envName, usage string) {
+	v, set := env(envName)
+	state := "unset"
+	if set {
+		state = "set"
+	}
+	f.StringVar(p, name, "", usage+" (env "+envName+", now "+state+"; never printed)")
+	if set {
+		f.late[name] = func() error { *p = v; return nil }
+	}
+}
+
+// Int binds an int flag.
+func (f *flags) Int(p *int, name, envName string, def int, usage string) {
+	if v, ok := env(envName); ok {
+		n, err := strconv.Atoi(strings.TrimSpace(v))
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not an integer", envName, v))
+		} else {
+			def = n
+		}
+	}
+	f.IntVar(p, name, def, usageEnv(usage, envName))
+}
+
+// Uint64 binds a uint64 flag.
+func (f *flags) Uint64(p *uint64, name, envName string, def uint64, usage string) {
+	if v, ok := env(envName); ok {
+		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not a non-negative integer", envName, v))
+		} else {
+			def = n
+		}
+	}
+	f.Uint64Var(p, name, def, usageEnv(usage, envName))
+}
+
+// Float binds a float64 flag.
+func (f *flags) Float(p *float64, name, envName string, def float64, usage string) {
+	if v, ok := env(envName); ok {
+		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not a number", envName, v))
+		} else {
+			def = x
+		}
+	}
+	f.Float64Var(p, name, def, usageEnv(usage, envName))
+}
+
+// Duration binds a time.Duration flag.
+func (f *flags) Duration(p *time.Duration, name, envName string, def time.Duration, usage string) {
+	if v, ok := env(envName); ok {
+		d, err := time.ParseDuration(strings.TrimSpace(v))
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not a duration (e.g. 500ms, 10s, 2m)", envName, v))
+		} else {
+			def = d
+		}
+	}
+	f.DurationVar(p, name, def, usageEnv(usage, envName))
+}
+
+// Bool binds a bool flag.
+func (f *flags) Bool(p *bool, name, envName string, def bool, usage string) {
+	if v, ok := env(envName); ok {
+		b, err := strconv.ParseBool(strings.TrimSpace(v))
+		if err != nil {
+			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not a boolean (true or false)", envName, v))
+		} else {
+			def = b
+		}
+	}
+	f.BoolVar(p, name, def, usageEnv(usage, envName))
+}
+
+// List binds a repeatable string flag; its variable holds the values
+// separated by sep.
+func (f *flags) List(p *[]string, name, envName, sep, usage string) {
+	if v, ok := env(envName); ok {
+		*p = splitList(v, sep)
+	}
+	f.Var((*listValue)(p), name, usage+" (env "+envName+", '"+sep+"'-separated)")
+}
+
+type listValue []string
+
+func (l *listValue) String() string     { return strings.Join(*l, " ") }
+func (l *listValue) Set(v string) error { *l = append(*l, v); return nil }
+
+// splitList splits s at sep and drops blank parts.
+func splitList(s, sep string) []string {
+	var out []string
+	for _, p := range strings.Split(s, sep) {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// Parse parses args: a bad flag or a malformed variable is errUsage (exit
+// 2), --help flag.ErrHelp. Then the secrets' variables fill the flags the
+// command line left unset, and the log level and format take effect.
+func (f *flags) Parse(args []string) error {
+	if err := f.FlagSet.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	if len(f.envErrs) > 0 {
+		return fmt.Errorf("%w: %w", errUsage, errors.Join(f.envErrs...))
+	}
+	set := map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { set[fl.Name] = true })
+	for name, apply := range f.late {
+		if !set[name] {
+			if err := apply(); err != nil {
+				return err
+			}
+		}
+	}
+	log, err := newLogger(os.Stderr, f.logLevel, f.logFormat)
+	if err != nil {
+		return fmt.Errorf("%w: %v", errUsage, err)
+	}
+	slog.SetDefault(log)
+	return nil
+}
+
+// newLogger is the process's logger: level debug|info|warn|error, format
+// text|json.
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	switch strings.ToLower(level) {
+	case "debug":
+		l = slog.LevelDebug
+	case "info", "":
+		l = slog.LevelInfo
+	case "warn":
+		l = slog.LevelWarn
+	case "error":
+		l = slog.LevelError
+	default:
+		return nil, fmt.Errorf("log level %q: want debug, info, warn or error", level)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
