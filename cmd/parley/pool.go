@@ -6,37 +6,22 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parley-chat/parley/internal/postgres"
 )
 
 // openPool is a plain pool for the one-shot commands (migrate, seed); the
 // server's pools are the router's (serve.go).
-
-func parseExecMode(s string) (pgx.QueryExecMode, error) {
-	switch s {
-	case "exec":
-		return pgx.QueryExecModeExec, nil
-	case "cache_statement":
-		return pgx.QueryExecModeCacheStatement, nil
-	case "cache_describe":
-		return pgx.QueryExecModeCacheDescribe, nil
-	case "describe_exec":
-		return pgx.QueryExecModeDescribeExec, nil
-	case "simple_protocol":
-		return pgx.QueryExecModeSimpleProtocol, nil
-	}
-	return 0, fmt.Errorf("%w: unknown exec mode %q (want exec, cache_statement, cache_describe, describe_exec or simple_protocol)", errUsage, s)
-}
 
 func openPool(ctx context.Context, url, execMode string, maxConns int) (*pgxpool.Pool, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("%w: bad PostgreSQL URL: %v", errUsage, redactErr(err))
 	}
-	mode, err := parseExecMode(execMode)
+	mode, err := postgres.ParseExecMode(execMode)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	cfg.ConnConfig.DefaultQueryExecMode = mode
 	if maxConns > 0 {
