@@ -75,7 +75,7 @@ func runDev(ctx context.Context, args []string) error {
 	c.PrimaryURL = s.PgBouncerURL()
 	c.ReplicaURLs = []string{s.ReplicaURL()}
 	c.RedisURL = s.RedisURL()
-	c.PgBouncerAdmin = s.PgBouncerAdminURL()
+	c.PgBouncerAdminURL = s.PgBouncerAdminURL()
 	c.AdminToken = token
 	err = serve(ctx, c, func(addr string) {
 		fmt.Fprintf(os.Stderr, "\nParley is serving on http://%s  (admin token in %s)\n  curl http://%s/readyz\n  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/admin/status\n\n",

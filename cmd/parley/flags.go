@@ -83,69 +83,47 @@ func (f *flags) Secret(p *string, name, envName, usage string) {
 	}
 }
 
+// envDefault is the value of variable envName parsed by parse when it is
+// set, else def; a value parse refuses is recorded (Parse reports it,
+// naming the variable and what it should be).
+func envDefault[T any](f *flags, envName string, def T, parse func(string) (T, error), what string) T {
+	v, ok := env(envName)
+	if !ok {
+		return def
+	}
+	x, err := parse(strings.TrimSpace(v))
+	if err != nil {
+		f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not %s", envName, v, what))
+		return def
+	}
+	return x
+}
+
 // Int binds an int flag.
 func (f *flags) Int(p *int, name, envName string, def int, usage string) {
-	if v, ok := env(envName); ok {
-		n, err := strconv.Atoi(strings.TrimSpace(v))
-		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not an integer", envName, v))
-		} else {
-			def = n
-		}
-	}
-	f.IntVar(p, name, def, usageEnv(usage, envName))
+	f.IntVar(p, name, envDefault(f, envName, def, strconv.Atoi, "an integer"), usageEnv(usage, envName))
 }
 
 // Uint64 binds a uint64 flag.
 func (f *flags) Uint64(p *uint64, name, envName string, def uint64, usage string) {
-	if v, ok := env(envName); ok {
-		n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64)
-		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not a non-negative integer", envName, v))
-		} else {
-			def = n
-		}
-	}
-	f.Uint64Var(p, name, def, usageEnv(usage, envName))
+	parse := func(s string) (uint64, error) { return strconv.ParseUint(s, 10, 64) }
+	f.Uint64Var(p, name, envDefault(f, envName, def, parse, "a non-negative integer"), usageEnv(usage, envName))
 }
 
 // Float binds a float64 flag.
 func (f *flags) Float(p *float64, name, envName string, def float64, usage string) {
-	if v, ok := env(envName); ok {
-		x, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not a number", envName, v))
-		} else {
-			def = x
-		}
-	}
-	f.Float64Var(p, name, def, usageEnv(usage, envName))
+	parse := func(s string) (float64, error) { return strconv.ParseFloat(s, 64) }
+	f.Float64Var(p, name, envDefault(f, envName, def, parse, "a number"), usageEnv(usage, envName))
 }
 
 // Duration binds a time.Duration flag.
 func (f *flags) Duration(p *time.Duration, name, envName string, def time.Duration, usage string) {
-	if v, ok := env(envName); ok {
-		d, err := time.ParseDuration(strings.TrimSpace(v))
-		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not a duration (e.g. 500ms, 10s, 2m)", envName, v))
-		} else {
-			def = d
-		}
-	}
-	f.DurationVar(p, name, def, usageEnv(usage, envName))
+	f.DurationVar(p, name, envDefault(f, envName, def, time.ParseDuration, "a duration (e.g. 500ms, 10s, 2m)"), usageEnv(usage, envName))
 }
 
 // Bool binds a bool flag.
 func (f *flags) Bool(p *bool, name, envName string, def bool, usage string) {
-	if v, ok := env(envName); ok {
-		b, err := strconv.ParseBool(strings.TrimSpace(v))
-		if err != nil {
-			f.envErrs = append(f.envErrs, fmt.Errorf("%s=%q is not a boolean (true or false)", envName, v))
-		} else {
-			def = b
-		}
-	}
-	f.BoolVar(p, name, def, usageEnv(usage, envName))
+	f.BoolVar(p, name, envDefault(f, envName, def, strconv.ParseBool, "a boolean (true or false)"), usageEnv(usage, envName))
 }
 
 // List binds a repeatable string flag; its variable holds the values

@@ -16,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/parley-chat/parley/internal/app"
 	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/stack"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
@@ -88,11 +89,11 @@ func TestServeReadiness(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
-	cfg := serveConfig{
-		HTTPAddr: "127.0.0.1:0", PrimaryURL: db.PgBouncerURL, PrimaryExecMode: "exec",
+	cfg := serveConfig{HTTPAddr: "127.0.0.1:0", AccessLogShare: 1, Config: app.Config{
+		PrimaryURL: db.PgBouncerURL, PrimaryExecMode: "exec",
 		ReplicaURLs: []string{db.ReplicaURL}, ReplicaExecMode: "cache_statement",
 		RedisURL: s.RedisURL(), AdminToken: "test-admin", ShutdownTimeout: 5 * time.Second,
-	}
+	}}
 	go func() { done <- serve(ctx, cfg, func(a string) { addrc <- a }) }()
 	var addr string
 	select {

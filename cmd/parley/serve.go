@@ -17,28 +17,15 @@ func init() {
 	register(command{name: "serve", summary: "run the API server against external PostgreSQL, replicas and Redis", run: runServe})
 }
 
-// serveConfig is everything `parley serve` needs; `parley dev` fills the
-// connections from the local stack.
+// serveConfig is everything `parley serve` needs: the server's app.Config
+// and where to listen; `parley dev` fills the connections from the local
+// stack.
 type serveConfig struct {
-	HTTPAddr         string
-	PrimaryURL       string
-	PrimaryExecMode  string
-	ReplicaURLs      []string
-	ReplicaExecMode  string
-	RedisURL         string
-	CachePrefix      string
-	CursorKey        string
-	PgBouncerAdmin   string
-	AdminToken       string
-	ShutdownTimeout  time.Duration
-	RequestTimeout   time.Duration
-	AcquireTimeout   time.Duration
-	PrimaryPoolConns int
-	ReplicaPoolConns int
-	MaxReplicaLag    time.Duration
-	// AccessLogSample is the share of requests in the access log, 0–1 (0:
-	// none; answers of 500 or more are always logged).
-	AccessLogSample float64
+	app.Config
+	HTTPAddr string
+	// AccessLogShare is --access-log-sample: the share of requests in the
+	// access log, 0–1 (0: none; answers of 500 or more are always logged).
+	AccessLogShare float64
 }
 
 // bindServeFlags registers the flags shared by serve and dev.
@@ -59,7 +46,7 @@ func bindServeFlags(f *flags, c *serveConfig) {
 	f.Secret(&c.CursorKey, "cursor-key", "PARLEY_CURSOR_KEY",
 		"key that signs pagination cursors, hex or base64 of 16+ bytes (default: the one stored by parley migrate)")
 	f.Duration(&c.ShutdownTimeout, "shutdown-timeout", "PARLEY_SHUTDOWN_TIMEOUT", 15*time.Second, "how long graceful shutdown waits for in-flight requests")
-	f.Float(&c.AccessLogSample, "access-log-sample", "PARLEY_ACCESS_LOG_SAMPLE", 1,
+	f.Float(&c.AccessLogShare, "access-log-sample", "PARLEY_ACCESS_LOG_SAMPLE", 1,
 		"share of requests written to the access log, 0 to 1 (0: none; answers of 500 or more are always logged)")
 }
 
@@ -79,7 +66,7 @@ func runServe(ctx context.Context, args []string) error {
 	var replicas string
 	f.Secret(&replicas, "replica-urls", "PARLEY_REPLICA_URLS", "comma-separated replica URLs (optional)")
 	f.Secret(&c.RedisURL, "redis-url", "PARLEY_REDIS_URL", "Redis URL, e.g. redis://host:6379/0 (optional: without it nothing is cached)")
-	f.Secret(&c.PgBouncerAdmin, "pgbouncer-admin-url", "PARLEY_PGBOUNCER_ADMIN_URL", "PgBouncer admin console URL for pool metrics (optional)")
+	f.Secret(&c.PgBouncerAdminURL, "pgbouncer-admin-url", "PARLEY_PGBOUNCER_ADMIN_URL", "PgBouncer admin console URL for pool metrics (optional)")
 	f.Secret(&c.AdminToken, "admin-token", "PARLEY_ADMIN_TOKEN", "bearer token for admin endpoints (required)")
 	if err := f.Parse(args); err != nil {
 		return err
@@ -103,8 +90,8 @@ func runServe(ctx context.Context, args []string) error {
 // validate checks the values the flags cannot.
 func (c serveConfig) validate() error {
 	switch {
-	case c.AccessLogSample < 0 || c.AccessLogSample > 1:
-		return fmt.Errorf("%w: --access-log-sample must be between 0 and 1, got %g", errUsage, c.AccessLogSample)
+	case c.AccessLogShare < 0 || c.AccessLogShare > 1:
+		return fmt.Errorf("%w: --access-log-sample must be between 0 and 1, got %g", errUsage, c.AccessLogShare)
 	case c.PrimaryPoolConns < 1 || c.ReplicaPoolConns < 1:
 		return fmt.Errorf("%w: pool sizes must be at least 1", errUsage)
 	case c.ShutdownTimeout <= 0 || c.RequestTimeout <= 0 || c.AcquireTimeout <= 0 || c.MaxReplicaLag <= 0:
@@ -119,25 +106,10 @@ func (c serveConfig) validate() error {
 // the background loops, close the pools and the Redis client.
 func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	log := slog.Default()
-	a, err := app.New(ctx, app.Config{
-		PrimaryURL:        c.PrimaryURL,
-		PrimaryExecMode:   c.PrimaryExecMode,
-		ReplicaURLs:       c.ReplicaURLs,
-		ReplicaExecMode:   c.ReplicaExecMode,
-		RedisURL:          c.RedisURL,
-		CachePrefix:       c.CachePrefix,
-		PgBouncerAdminURL: c.PgBouncerAdmin,
-		AdminToken:        c.AdminToken,
-		CursorKey:         c.CursorKey,
-		PrimaryPoolConns:  c.PrimaryPoolConns,
-		ReplicaPoolConns:  c.ReplicaPoolConns,
-		MaxReplicaLag:     c.MaxReplicaLag,
-		AcquireTimeout:    c.AcquireTimeout,
-		RequestTimeout:    c.RequestTimeout,
-		ShutdownTimeout:   c.ShutdownTimeout,
-		Logger:            log,
-		AccessLogSample:   accessLogSample(c.AccessLogSample),
-	})
+	cfg := c.Config
+	cfg.Logger = log
+	cfg.AccessLogSample = accessLogSample(c.AccessLogShare)
+	a, err := app.New(ctx, cfg)
 	if errors.Is(err, app.ErrConfig) {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
@@ -151,7 +123,7 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 		return fmt.Errorf("listen on %s: %w", c.HTTPAddr, err)
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "replicas", len(c.ReplicaURLs), "cache", c.RedisURL != "",
-		"pgbouncer_monitor", c.PgBouncerAdmin != "")
+		"pgbouncer_monitor", c.PgBouncerAdminURL != "")
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/parley-chat/parley/internal/app"
 	"github.com/parley-chat/parley/internal/stack"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
@@ -29,12 +30,12 @@ func TestServeWiring(t *testing.T) {
 	defer cancel()
 	addrc := make(chan string, 1)
 	done := make(chan error, 1)
-	cfg := serveConfig{
-		HTTPAddr: "127.0.0.1:0", PrimaryURL: db.PgBouncerURL, PrimaryExecMode: "exec",
+	cfg := serveConfig{HTTPAddr: "127.0.0.1:0", AccessLogShare: 1, Config: app.Config{
+		PrimaryURL: db.PgBouncerURL, PrimaryExecMode: "exec",
 		ReplicaURLs: []string{db.ReplicaURL}, ReplicaExecMode: "cache_statement",
-		RedisURL: s.RedisURL(), CachePrefix: db.Name + ":", PgBouncerAdmin: s.PgBouncerAdminURL(),
+		RedisURL: s.RedisURL(), CachePrefix: db.Name + ":", PgBouncerAdminURL: s.PgBouncerAdminURL(),
 		AdminToken: "test-admin", ShutdownTimeout: 5 * time.Second, PrimaryPoolConns: 8, ReplicaPoolConns: 8,
-	}
+	}}
 	go func() { done <- serve(ctx, cfg, func(a string) { addrc <- a }) }()
 	var base string
 	select {

@@ -49,20 +49,18 @@ func connect(t testing.TB, url string, mode pgx.QueryExecMode, maxConns int32) *
 // package's template).
 func emptyMigratedDB(t testing.TB) stacktest.Database {
 	t.Helper()
-	db := stacktest.ForTest(t).NewEmptyDatabase(t)
-	pool := connect(t, db.PrimaryURL, pgx.QueryExecModeExec, 2)
-	if _, err := Migrate(testCtx(t), pool, nil); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	pool.Close()
-	return db
+	return migrate(t, stacktest.ForTest(t).NewEmptyDatabase(t))
 }
 
 // migratedDB is a migrated database: a copy of the package's template,
 // migrated again (a no-op that checks Migrate is idempotent).
 func migratedDB(t testing.TB) stacktest.Database {
 	t.Helper()
-	db := stacktest.ForTest(t).NewDatabase(t)
+	return migrate(t, stacktest.ForTest(t).NewDatabase(t))
+}
+
+func migrate(t testing.TB, db stacktest.Database) stacktest.Database {
+	t.Helper()
 	pool := connect(t, db.PrimaryURL, pgx.QueryExecModeExec, 2)
 	if _, err := Migrate(testCtx(t), pool, nil); err != nil {
 		t.Fatalf("migrate: %v", err)
