@@ -23,7 +23,11 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(stacktest.Main(m, stacktest.Migrated(postgres.SchemaFingerprint(), postgres.Migrate)))
+	code := stacktest.Main(m, stacktest.Migrated(postgres.SchemaFingerprint(), postgres.Migrate))
+	if binPath != "" {
+		os.RemoveAll(filepath.Dir(binPath))
+	}
+	os.Exit(code)
 }
 
 func TestMigrateTwice(t *testing.T) {
