@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/parley-chat/parley/api"
 	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/chatsvc"
@@ -197,6 +198,10 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	if a.Service, err = chatsvc.New(svcCfg); err != nil {
 		return nil, err
 	}
+	spec, err := api.Handler()
+	if err != nil {
+		return nil, fmt.Errorf("the API description: %w", err)
+	}
 	a.Handler = httpapi.New(httpapi.Config{
 		Logger:          log,
 		AccessLog:       cfg.AccessLog,
@@ -209,6 +214,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		Cursors:         cursors,
 		AdminToken:      cfg.AdminToken,
 		RequestTimeout:  cfg.RequestTimeout,
+		Routes:          map[string]http.Handler{"GET /openapi.json": spec},
 	})
 	ok = true
 	return a, nil
