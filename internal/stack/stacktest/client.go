@@ -90,7 +90,7 @@ func (r Reply) Source() string { return r.Header.Get("X-Read-Source") }
 type Raw string
 
 // Do sends a request and returns the answer; header is name, value pairs
-// (added, so a name may repeat). An io.Reader body is sent without a
+// (added, so a name may repeat; a Content-Type replaces JSON's). An io.Reader body is sent without a
 // Content-Length (chunked). It may run on any goroutine: it reports failures
 // — a request or an answer that breaks the API description included — with
 // Error, not Fatal, and then returns a zero Reply for a failed exchange.
@@ -140,6 +140,10 @@ func (c *Client) Do(method, path, token string, body any, header ...string) Repl
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if http.CanonicalHeaderKey(header[i]) == "Content-Type" {
+			req.Header.Set(header[i], header[i+1]) // instead of JSON's
+			continue
+		}
 		req.Header.Add(header[i], header[i+1])
 	}
 	spec, err := loadContract()
