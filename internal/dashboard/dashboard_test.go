@@ -80,8 +80,10 @@ func newFixture(t *testing.T) *fixture {
 	f.d, err = New(Config{
 		AdminToken: adminToken, Gatherer: f.reg, Now: f.clock,
 		Replicas: func() []Replica { f.mu.Lock(); defer f.mu.Unlock(); return []Replica{f.replica} },
-		Rollouts: func() []chat.Rollout { return []chat.Rollout{{Endpoint: chat.EndpointMessageHistory, Percent: 25, Cache: true}} },
-		History:  10 * time.Second, Window: 5 * time.Second,
+		Rollouts: func() []chat.Rollout {
+			return []chat.Rollout{{Endpoint: chat.EndpointMessageHistory, Percent: 25, Cache: true}}
+		},
+		History: 10 * time.Second, Window: 5 * time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)
