@@ -20,6 +20,7 @@ const events = `{"Action":"start","Package":"github.com/parley-chat/parley/inter
 {"Action":"pass","Package":"github.com/parley-chat/parley/internal/a","Elapsed":0.3}
 {"Action":"start","Package":"github.com/parley-chat/parley/test/integration"}
 {"Action":"output","Package":"github.com/parley-chat/parley/test/integration","Test":"TestGood","Output":"=== RUN   TestGood\n"}
+{"Action":"output","Package":"github.com/parley-chat/parley/test/integration","Test":"TestGood","Output":"    x_test.go:3: measured: 42 ms to open\n"}
 {"Action":"pass","Package":"github.com/parley-chat/parley/test/integration","Test":"TestGood","Elapsed":1}
 {"Action":"output","Package":"github.com/parley-chat/parley/test/integration","Test":"TestBad","Output":"=== RUN   TestBad\n"}
 {"Action":"output","Package":"github.com/parley-chat/parley/test/integration","Test":"TestBad","Output":"    x_test.go:9: boom\n"}
@@ -56,6 +57,7 @@ func TestTeeAndTable(t *testing.T) {
 		"| integration | 1 | 2 | 1 | 1 | 0 | 3.1 s |",
 		"| `test/integration` | integration | **FAIL** | 2 | 1 | 1 | 0 | 3.1 s |",
 		"**failed**",
+		"- `test/integration` TestGood: 42 ms to open",
 	} {
 		if !strings.Contains(string(s), row) {
 			t.Errorf("summary lacks %q:\n%s", row, s)

@@ -178,7 +178,7 @@ func TestDashboardInBrowser(t *testing.T) {
 	time.Sleep(2 * time.Second) // a few more points of lag on the chart
 	close(stop)
 	writes.Wait()
-	t.Logf("replay paused: the page showed the breaker open after %v: %v", took.Round(10*time.Millisecond),
+	t.Logf("measured: the dashboard showed the replica's breaker open %v after its replay was paused (bound 10s): %v", took.Round(10*time.Millisecond),
 		eval(replica+`.innerText.replace(/\s+/g, ' ').slice(0, 200)`))
 	screenshot(t, ctx, artifacts, "dashboard-breaker-open.png")
 
