@@ -53,9 +53,12 @@ func TestAuth(t *testing.T) {
 	if carol.Handle != "carol" || carol.Token != "plt_new" {
 		t.Fatalf("created %+v", carol)
 	}
-	for _, p := range []struct{ method, path string }{{"GET", "/admin/status"}, {"GET", "/admin/rollouts"}, {"PUT", "/admin/rollouts/message_history"}} {
-		stacktest.Want(t, a.do(p.method, p.path, "plt_bob", `{}`), 403, chat.EPERMISSION)
-		stacktest.Want(t, a.do(p.method, p.path, "", `{}`), 401, chat.EUNAUTHENTICATED)
+	for _, p := range []struct {
+		method, path string
+		body         any
+	}{{"GET", "/admin/status", nil}, {"GET", "/admin/rollouts", nil}, {"PUT", "/admin/rollouts/message_history", `{}`}} {
+		stacktest.Want(t, a.do(p.method, p.path, "plt_bob", p.body), 403, chat.EPERMISSION)
+		stacktest.Want(t, a.do(p.method, p.path, "", p.body), 401, chat.EUNAUTHENTICATED)
 	}
 }
 

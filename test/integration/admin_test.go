@@ -92,11 +92,7 @@ func TestAdminEndpoints(t *testing.T) {
 		{"unknown endpoint", "send_message", `{"percent":10}`, 404, "not_found"},
 		{"unknown endpoint, bad body", "nope", `{"percent":1000}`, 404, "not_found"},
 	} {
-		c := a.Invalid() // breaks api/openapi.yaml on purpose …
-		if tc.name == "trailing data" {
-			c = a.Client // … but for what a JSON decoder does not see
-		}
-		r := c.Do("PUT", "/admin/rollouts/"+tc.path, adminToken, tc.body)
+		r := a.Invalid().Do("PUT", "/admin/rollouts/"+tc.path, adminToken, tc.body) // breaks api/openapi.yaml on purpose
 		if r.Status != tc.status || r.Code(t) != tc.code {
 			t.Errorf("%s: %d %s, want %d %s", tc.name, r.Status, r.Body, tc.status, tc.code)
 		}
