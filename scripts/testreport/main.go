@@ -88,6 +88,23 @@ type run struct {
 	Go       string    `json:"go"`
 	Cores    int       `json:"cores"`
 	Failed   bool      `json:"failed"`
+	// LoadStart and LoadEnd are /proc/loadavg's 1-minute load at the start
+	// and the end: other work on a shared machine shows there.
+	LoadStart string `json:"load_start,omitempty"`
+	LoadEnd   string `json:"load_end,omitempty"`
+}
+
+// loadavg is the 1-minute load average ("" where /proc has none).
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return ""
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return ""
+	}
+	return f[0]
 }
 
 // pkgOutput is what tee holds of a package until it ends.
@@ -116,7 +133,7 @@ func tee(in io.Reader, out io.Writer, dir string) (failed bool, err error) {
 		return false, err
 	}
 	defer f.Close()
-	meta := run{Started: time.Now().UTC(), Go: runtime.Version(), Cores: runtime.NumCPU()}
+	meta := run{Started: time.Now().UTC(), Go: runtime.Version(), Cores: runtime.NumCPU(), LoadStart: loadavg()}
 	meta.Commit, meta.Dirty = gitCommit()
 
 	pkgs := map[string]*pkgOutput{}
@@ -186,7 +203,7 @@ func tee(in io.Reader, out io.Writer, dir string) (failed bool, err error) {
 		fmt.Fprintf(out, "FAIL\t%s\t(no result: the run ended first)\n", p)
 		failed = true
 	}
-	meta.Finished, meta.Failed = time.Now().UTC(), failed
+	meta.Finished, meta.Failed, meta.LoadEnd = time.Now().UTC(), failed, loadavg()
 	b, _ := json.MarshalIndent(meta, "", "  ")
 	return failed, os.WriteFile(filepath.Join(dir, "run.json"), append(b, '\n'), 0o644)
 }
@@ -355,8 +372,12 @@ func runLine(m run) string {
 	if m.Failed {
 		outcome = "**failed**"
 	}
-	return fmt.Sprintf("Run: `make test` (go test -race -count=1 -json ./...) started %s, %s in all, %s; commit %s; %s, %d cores.",
-		m.Started.Format("2006-01-02 15:04 UTC"), dur(m.Finished.Sub(m.Started).Seconds()), outcome, commit, m.Go, m.Cores)
+	load := ""
+	if m.LoadStart != "" {
+		load = fmt.Sprintf(", load average %s at the start and %s at the end (other work shares the machine)", m.LoadStart, m.LoadEnd)
+	}
+	return fmt.Sprintf("Run: `make test` (go test -race -count=1 -json ./...) started %s, %s in all, %s; commit %s; %s, %d cores%s.",
+		m.Started.Format("2006-01-02 15:04 UTC"), dur(m.Finished.Sub(m.Started).Seconds()), outcome, commit, m.Go, m.Cores, load)
 }
 
 func summary(pkgs []*pkgResult, m run, loads []*loadgen.ScenarioReport, measured []measurement) string {
