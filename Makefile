@@ -4,18 +4,28 @@ BIN      := bin/parley
 DATA_DIR ?= .parley
 # The race detector and a stack per test package: keep CI under 30 min on 2 cores.
 TEST_FLAGS ?= -race -count=1 -timeout 25m
+# The latest run's results (go test -json, load reports, screenshots): `make report`.
+RESULTS  ?= .test-results
 
-.PHONY: run test deps test-deps build vet fuzz bench perf clean
+.PHONY: run test deps test-deps build vet fuzz bench perf clean report
 
 ## run: install missing Debian packages, build, and run `parley dev` (stack + migrate + serve)
 run: deps build
 	./$(BIN) dev --data-dir $(DATA_DIR)
 
-## test: install missing packages, then vet and all tests with -race, then a short fuzz run
+## test: install missing packages, then vet and all tests with -race, then a short fuzz run.
+## The output is a plain `go test`'s; the JSON events, the load reports and the browser
+## test's screenshots are kept in $(RESULTS) for `make report`.
 test: test-deps
 	$(GO) vet ./...
-	$(GO) test $(TEST_FLAGS) ./...
+	@rm -rf $(RESULTS) && mkdir -p $(RESULTS)
+	PARLEY_TEST_RESULTS=$(abspath $(RESULTS)) PARLEY_TEST_ARTIFACTS=$(abspath $(RESULTS))/artifacts \
+	  bash -o pipefail -c '$(GO) test $(TEST_FLAGS) -json ./... | $(GO) run ./scripts/testreport tee $(RESULTS)'
 	$(MAKE) fuzz
+
+## report: the results tables of docs/testing.md and docs/test-results.md, from $(RESULTS)
+report:
+	RESULTS=$(RESULTS) scripts/report.sh
 
 deps:
 	@scripts/install-deps.sh

@@ -1,7 +1,8 @@
 // Package app builds the whole Parley server from a Config: the query
 // tracer, the router (primary and replica pools, probers), the Redis cache,
 // the store, the cursor codec, the rollout switches, the database monitors,
-// the service and the HTTP API with its readiness checks. `parley serve`,
+// the service and the HTTP API with its readiness checks, the API
+// description (GET /openapi.json) and the dashboard (/dashboard). `parley serve`,
 // `parley dev` and the integration tests all build their servers here, so
 // what is tested is what runs.
 //
@@ -27,9 +28,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/parley-chat/parley/api"
 	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/chatsvc"
+	"github.com/parley-chat/parley/internal/dashboard"
 	"github.com/parley-chat/parley/internal/dbrouter"
 	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/internal/monitor"
@@ -98,6 +101,8 @@ type App struct {
 	Rollouts *rollout.Store
 	Monitors *monitor.Monitors // nil with NoMonitors
 	Service  *chatsvc.Service
+	// Dashboard is the live operations page (/dashboard) and its sampler.
+	Dashboard *dashboard.Dashboard
 	// Handler is the HTTP API (httpapi.Server).
 	Handler http.Handler
 
@@ -197,6 +202,29 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	if a.Service, err = chatsvc.New(svcCfg); err != nil {
 		return nil, err
 	}
+	spec, err := api.Handler()
+	if err != nil {
+		return nil, fmt.Errorf("the API description: %w", err)
+	}
+	router := a.Router
+	if a.Dashboard, err = dashboard.New(dashboard.Config{
+		AdminToken: cfg.AdminToken,
+		Gatherer:   reg,
+		Replicas: func() []dashboard.Replica {
+			var out []dashboard.Replica
+			for _, st := range router.Status() {
+				out = append(out, dashboard.Replica{Name: st.Name, State: st.State, Breaker: st.Breaker,
+					LagSeconds: st.LagSeconds, LagBytes: st.LagBytes, ProbedAt: st.ProbedAt})
+			}
+			return out
+		},
+		Rollouts: a.Rollouts.Snapshot,
+		Logger:   log,
+	}); err != nil {
+		return nil, fmt.Errorf("dashboard: %w", err)
+	}
+	routes := a.Dashboard.Routes()
+	routes["GET /openapi.json"] = spec
 	a.Handler = httpapi.New(httpapi.Config{
 		Logger:          log,
 		AccessLog:       cfg.AccessLog,
@@ -209,18 +237,20 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		Cursors:         cursors,
 		AdminToken:      cfg.AdminToken,
 		RequestTimeout:  cfg.RequestTimeout,
+		Routes:          routes,
 	})
 	ok = true
 	return a, nil
 }
 
 // Start runs the background loops (the rollout poll, the cache's Redis
-// probe, the monitors) until Close.
+// probe, the dashboard's sampler, the monitors) until Close.
 func (a *App) Start() {
 	bg, stop := context.WithCancel(context.Background())
 	a.stop = stop
 	a.wg.Go(func() { a.Rollouts.Run(bg) })
 	a.wg.Go(func() { a.Cache.Run(bg) })
+	a.wg.Go(func() { a.Dashboard.Run(bg) })
 	if a.Monitors != nil {
 		a.wg.Go(func() { _ = a.Monitors.Run(bg) })
 	}

@@ -53,9 +53,12 @@ func TestAuth(t *testing.T) {
 	if carol.Handle != "carol" || carol.Token != "plt_new" {
 		t.Fatalf("created %+v", carol)
 	}
-	for _, p := range []struct{ method, path string }{{"GET", "/admin/status"}, {"GET", "/admin/rollouts"}, {"PUT", "/admin/rollouts/message_history"}} {
-		stacktest.Want(t, a.do(p.method, p.path, "plt_bob", `{}`), 403, chat.EPERMISSION)
-		stacktest.Want(t, a.do(p.method, p.path, "", `{}`), 401, chat.EUNAUTHENTICATED)
+	for _, p := range []struct {
+		method, path string
+		body         any
+	}{{"GET", "/admin/status", nil}, {"GET", "/admin/rollouts", nil}, {"PUT", "/admin/rollouts/message_history", `{}`}} {
+		stacktest.Want(t, a.do(p.method, p.path, "plt_bob", p.body), 403, chat.EPERMISSION)
+		stacktest.Want(t, a.do(p.method, p.path, "", p.body), 401, chat.EUNAUTHENTICATED)
 	}
 }
 
@@ -64,27 +67,39 @@ func TestAuth(t *testing.T) {
 // else, its cause in the log; the request's own deadline is 503.
 func TestErrorMapping(t *testing.T) {
 	secret := errors.New("pq: connection to 10.0.0.7:5432 user=parley password=hunter2 failed")
+	// A read (GET /v1/conversations/10) or a send answers each error, where
+	// the contract documents its status.
 	tests := []struct {
 		name   string
+		send   bool
 		err    error
 		status int
 		code   string
 	}{
-		{"invalid", chat.Errorf(chat.EINVALID, "bad"), 400, chat.EINVALID},
-		{"not found", chat.Errorf(chat.ENOTFOUND, "nope"), 404, chat.ENOTFOUND},
-		{"conflict", chat.Errorf(chat.ECONFLICT, "taken"), 409, chat.ECONFLICT},
-		{"too large", chat.Errorf(chat.ETOOLARGE, "big"), 413, chat.ETOOLARGE},
-		{"permission", chat.Errorf(chat.EPERMISSION, "no"), 403, chat.EPERMISSION},
-		{"unavailable", &chat.Error{Code: chat.EUNAVAILABLE, Message: "the database is unavailable; retry shortly", Err: secret}, 503, chat.EUNAVAILABLE},
-		{"deadline", fmt.Errorf("query: %w", context.DeadlineExceeded), 503, chat.EUNAVAILABLE},
-		{"internal", fmt.Errorf("scan: %w", secret), 500, chat.EINTERNAL},
-		{"unknown code", chat.Errorf("teapot", "short and stout"), 500, "teapot"},
+		{"invalid", false, chat.Errorf(chat.EINVALID, "bad"), 400, chat.EINVALID},
+		{"not found", false, chat.Errorf(chat.ENOTFOUND, "nope"), 404, chat.ENOTFOUND},
+		{"conflict", true, chat.Errorf(chat.ECONFLICT, "taken"), 409, chat.ECONFLICT},
+		{"too large", true, chat.Errorf(chat.ETOOLARGE, "big"), 413, chat.ETOOLARGE},
+		{"permission", false, chat.Errorf(chat.EPERMISSION, "no"), 403, chat.EPERMISSION},
+		{"unavailable", false, &chat.Error{Code: chat.EUNAVAILABLE, Message: "the database is unavailable; retry shortly", Err: secret}, 503, chat.EUNAVAILABLE},
+		{"unavailable send", true, &chat.Error{Code: chat.EUNAVAILABLE, Message: "the database is unavailable; retry shortly", Err: secret}, 503, chat.EUNAVAILABLE},
+		{"deadline", false, fmt.Errorf("query: %w", context.DeadlineExceeded), 503, chat.EUNAVAILABLE},
+		{"internal", false, fmt.Errorf("scan: %w", secret), 500, chat.EINTERNAL},
+		{"internal send", true, fmt.Errorf("scan: %w", secret), 500, chat.EINTERNAL},
+		{"unknown code", false, chat.Errorf("teapot", "short and stout"), 500, "teapot"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			a := newAPI(t)
 			a.fake.read = func(string) (chat.Read, error) { return chat.Read{}, tt.err }
-			r := a.do("GET", "/v1/unread", "plt_alice", nil, "X-Request-Id", "req-"+strings.ReplaceAll(tt.name, " ", "-"))
+			a.fake.writeErr = tt.err
+			id := "req-" + strings.ReplaceAll(tt.name, " ", "-")
+			var r stacktest.Reply
+			if tt.send {
+				r = a.do("POST", "/v1/conversations/10/messages", "plt_alice", map[string]string{"body": "hi"}, "X-Request-Id", id)
+			} else {
+				r = a.do("GET", "/v1/conversations/10", "plt_alice", nil, "X-Request-Id", id)
+			}
 			stacktest.Want(t, r, tt.status, tt.code)
 			if tt.status == 503 && r.Header.Get("Retry-After") == "" {
 				t.Error("503 without Retry-After")
@@ -93,7 +108,7 @@ func TestErrorMapping(t *testing.T) {
 				t.Fatalf("the answer leaks internals: %s", r.Body)
 			}
 			if tt.status == 500 && tt.code == chat.EINTERNAL {
-				if !strings.Contains(string(r.Body), "req-internal") {
+				if !strings.Contains(string(r.Body), id) {
 					t.Errorf("500 without its request id: %s", r.Body)
 				}
 				if !strings.Contains(a.logs.String(), "hunter2") {
@@ -130,15 +145,16 @@ func TestClientGone(t *testing.T) {
 // authentication's (the primary for a refused request).
 func TestReadAnswers(t *testing.T) {
 	a := newAPI(t)
+	const fromCache = `{"messages":[],"has_more":false,"next_cursor":"from-cache"}` + "\n"
 	a.fake.read = func(m string) (chat.Read, error) {
 		if m == "Conversation" {
 			return chat.Read{Source: chat.SourceReplica, Cohort: chat.CohortOptimized}, chat.Errorf(chat.ENOTFOUND, "conversation not found")
 		}
-		return chat.Read{Body: []byte(`{"from":"cache"}` + "\n"), Source: chat.SourceCache, Cohort: chat.CohortOptimized}, nil
+		return chat.Read{Body: []byte(fromCache), Source: chat.SourceCache, Cohort: chat.CohortOptimized}, nil
 	}
 	r := a.do("GET", "/v1/conversations/10/messages", "plt_alice", nil)
 	stacktest.Want(t, r, 200, "")
-	if string(r.Body) != "{\"from\":\"cache\"}\n" || r.Source() != "cache" || r.Header.Get("Content-Type") != "application/json; charset=utf-8" {
+	if string(r.Body) != fromCache || r.Source() != "cache" || r.Header.Get("Content-Type") != "application/json; charset=utf-8" {
 		t.Fatalf("answer %q, source %q, type %q", r.Body, r.Source(), r.Header.Get("Content-Type"))
 	}
 	if n := testutil.ToFloat64(a.s.metrics.requests.WithLabelValues("GET /v1/conversations/{id}/messages", "200", "optimized")); n != 1 {
@@ -194,18 +210,20 @@ func TestReadRequests(t *testing.T) {
 	reads := a.fake.called("History") + a.fake.called("Conversations")
 	for _, path := range []string{
 		"/v1/conversations/10/messages?limit=0", "/v1/conversations/10/messages?limit=101", "/v1/conversations/10/messages?limit=x",
-		"/v1/conversations/10/messages?limit=", "/v1/conversations/10/messages?before=a&after=b", "/v1/conversations?limit=0",
+		"/v1/conversations/10/messages?limit=", "/v1/conversations?limit=0",
 	} {
-		stacktest.Want(t, a.do("GET", path, "plt_alice", nil), 400, chat.EINVALID)
+		stacktest.Want(t, a.bad("GET", path, "plt_alice", nil), 400, chat.EINVALID)
 	}
+	// Both before and after: the description cannot say "not both".
+	stacktest.Want(t, a.do("GET", "/v1/conversations/10/messages?before=a&after=b", "plt_alice", nil), 400, chat.EINVALID)
 	for _, h := range [][]string{{"X-Consistency", "eventual"}, {"X-Consistency-Token", "nope"}} {
-		stacktest.Want(t, a.do("GET", "/v1/unread", "plt_alice", nil, h...), 400, chat.EINVALID)
+		stacktest.Want(t, a.bad("GET", "/v1/unread", "plt_alice", nil, h...), 400, chat.EINVALID)
 	}
 	if got := a.fake.called("History") + a.fake.called("Conversations") + a.fake.called("Unread"); got != reads {
 		t.Errorf("bad requests reached the service: %d reads, want %d", got, reads)
 	}
 	for _, id := range []string{"abc", "0", "-1", "01", "99999999999999999999"} {
-		stacktest.Want(t, a.do("GET", "/v1/conversations/"+id+"/messages", "plt_alice", nil), 404, chat.ENOTFOUND)
+		stacktest.Want(t, a.bad("GET", "/v1/conversations/"+id+"/messages", "plt_alice", nil), 404, chat.ENOTFOUND)
 	}
 }
 
@@ -242,45 +260,44 @@ func TestWrites(t *testing.T) {
 	}
 
 	sends := a.fake.called("Send")
+	// spec: whether api/openapi.yaml can refuse the request too (it cannot
+	// see invalid UTF-8 — JSON decoders replace it — or a repeated header).
 	for _, tc := range []struct {
 		name   string
 		token  string
 		body   string
 		header []string
+		spec   bool
 		status int
 		code   string
 	}{
-		{"malformed JSON", "plt_alice", `{"body":`, nil, 400, chat.EINVALID},
-		{"unknown field", "plt_alice", `{"body":"x","extra":1}`, nil, 400, chat.EINVALID},
-		{"wrong type", "plt_alice", `{"body":5}`, nil, 400, chat.EINVALID},
-		{"empty text", "plt_alice", `{"body":""}`, nil, 400, chat.EINVALID},
-		{"invalid UTF-8", "plt_alice", "{\"body\":\"ab\xff\"}", nil, 400, chat.EINVALID},
-		{"over 64 KiB", "plt_alice", `{"body":"` + strings.Repeat("x", 70000) + `"}`, nil, 413, chat.ETOOLARGE},
-		{"two keys", "plt_alice", `{"body":"x"}`, []string{"Idempotency-Key", "a", "Idempotency-Key", "b"}, 400, chat.EINVALID},
-		{"long key", "plt_alice", `{"body":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 129)}, 400, chat.EINVALID},
-		{"non-member, malformed", "plt_carol", `{"body":`, nil, 404, chat.ENOTFOUND},
-		{"non-member, too large", "plt_carol", `{"body":"` + strings.Repeat("x", 70000) + `"}`, nil, 404, chat.ENOTFOUND},
+		{"malformed JSON", "plt_alice", `{"body":`, nil, true, 400, chat.EINVALID},
+		{"unknown field", "plt_alice", `{"body":"x","extra":1}`, nil, true, 400, chat.EINVALID},
+		{"wrong type", "plt_alice", `{"body":5}`, nil, true, 400, chat.EINVALID},
+		{"empty text", "plt_alice", `{"body":""}`, nil, true, 400, chat.EINVALID},
+		{"blank text", "plt_alice", `{"body":" \t\n"}`, nil, true, 400, chat.EINVALID},
+		{"invalid UTF-8", "plt_alice", "{\"body\":\"ab\xff\"}", nil, false, 400, chat.EINVALID},
+		{"over 64 KiB", "plt_alice", `{"body":"` + strings.Repeat("x", 70000) + `"}`, nil, true, 413, chat.ETOOLARGE},
+		{"two keys", "plt_alice", `{"body":"x"}`, []string{"Idempotency-Key", "a", "Idempotency-Key", "b"}, false, 400, chat.EINVALID},
+		{"long key", "plt_alice", `{"body":"x"}`, []string{"Idempotency-Key", strings.Repeat("k", 129)}, true, 400, chat.EINVALID},
+		{"non-member, malformed", "plt_carol", `{"body":`, nil, true, 404, chat.ENOTFOUND},
+		{"non-member, too large", "plt_carol", `{"body":"` + strings.Repeat("x", 70000) + `"}`, nil, true, 404, chat.ENOTFOUND},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := a.do("POST", "/v1/conversations/10/messages", tc.token, tc.body, tc.header...)
+			c := a.c
+			if tc.spec {
+				c = c.Invalid()
+			}
+			r := c.Do("POST", "/v1/conversations/10/messages", tc.token, tc.body, tc.header...)
 			stacktest.Want(t, r, tc.status, tc.code)
 		})
 	}
 	if got := a.fake.called("Send"); got != sends {
 		t.Errorf("malformed sends reached the service: %d, want %d", got, sends)
 	}
-	// A chunked body over the limit (no Content-Length) is 413 too.
+	// A chunked body over the limit (an io.Reader: no Content-Length) is 413 too.
 	body := io.MultiReader(strings.NewReader(`{"body":"`), strings.NewReader(strings.Repeat("x", 70000)), strings.NewReader(`"}`))
-	req, _ := http.NewRequest("POST", a.srv.URL+"/v1/conversations/10/messages", body)
-	req.Header.Set("Authorization", "Bearer plt_alice")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 413 || req.ContentLength != 0 {
-		t.Errorf("chunked body over 64 KiB: %d (content length %d), want 413", resp.StatusCode, req.ContentLength)
-	}
+	stacktest.Want(t, a.bad("POST", "/v1/conversations/10/messages", "plt_alice", body), 413, chat.ETOOLARGE)
 }
 
 // TestAdmin: the admin endpoints answer with the service's values; an
@@ -298,9 +315,9 @@ func TestAdmin(t *testing.T) {
 	if !strings.Contains(string(r.Body), `"percent":25`) {
 		t.Errorf("set rollout %s", r.Body)
 	}
-	stacktest.Want(t, a.do("PUT", "/admin/rollouts/search", adminToken, `{"percent":25}`), 404, chat.ENOTFOUND)
-	stacktest.Want(t, a.do("PUT", "/admin/rollouts/message_history", adminToken, `{"percent":101}`), 400, chat.EINVALID)
-	stacktest.Want(t, a.do("PUT", "/admin/rollouts/message_history", adminToken, `{"percent":"x"}`), 400, chat.EINVALID)
+	stacktest.Want(t, a.bad("PUT", "/admin/rollouts/search", adminToken, `{"percent":25}`), 404, chat.ENOTFOUND)
+	stacktest.Want(t, a.bad("PUT", "/admin/rollouts/message_history", adminToken, `{"percent":101}`), 400, chat.EINVALID)
+	stacktest.Want(t, a.bad("PUT", "/admin/rollouts/message_history", adminToken, `{"percent":"x"}`), 400, chat.EINVALID)
 }
 
 func TestOperationalBehaviour(t *testing.T) {
@@ -321,8 +338,8 @@ func TestOperationalBehaviour(t *testing.T) {
 	})
 
 	t.Run("unknown route and method", func(t *testing.T) {
-		stacktest.Want(t, a.do("GET", "/v1/nothing", "plt_alice", nil), 404, chat.ENOTFOUND)
-		r := a.do("DELETE", "/v1/me", "plt_alice", nil)
+		stacktest.Want(t, a.bad("GET", "/v1/nothing", "plt_alice", nil), 404, chat.ENOTFOUND)
+		r := a.bad("DELETE", "/v1/me", "plt_alice", nil)
 		stacktest.Want(t, r, 405, "method_not_allowed")
 		if !strings.Contains(r.Header.Get("Allow"), "GET") {
 			t.Fatalf("Allow %q", r.Header.Get("Allow"))
@@ -333,7 +350,7 @@ func TestOperationalBehaviour(t *testing.T) {
 		a.s.mux.HandleFunc("GET /test/panic", func(http.ResponseWriter, *http.Request) {
 			panic("boom: postgres://secret@db/parley")
 		})
-		r := a.do("GET", "/test/panic", "", nil, "X-Request-Id", "panic-1")
+		r := a.bad("GET", "/test/panic", "", nil, "X-Request-Id", "panic-1")
 		stacktest.Want(t, r, 500, chat.EINTERNAL)
 		if strings.Contains(string(r.Body), "secret") || strings.Contains(string(r.Body), "boom") || !strings.Contains(string(r.Body), "panic-1") {
 			t.Fatalf("500 body %s", r.Body)

@@ -48,10 +48,20 @@ func newFake() *fakeService {
 		users: map[string]chat.User{"plt_alice": {ID: 1, Handle: "alice", DisplayName: "Alice"}, "plt_bob": {ID: 2, Handle: "bob", DisplayName: "Bob"},
 			"plt_carol": {ID: 3, Handle: "carol", DisplayName: "Carol"}}, // not a member of 10
 		members: map[int64][]int64{10: {1, 2}},
-		read: func(string) (chat.Read, error) {
-			return chat.Read{Body: []byte("{\"ok\":true}\n"), Source: chat.SourcePrimary, Cohort: chat.CohortBaseline}, nil
+		read: func(method string) (chat.Read, error) {
+			return chat.Read{Body: []byte(readBodies[method]), Source: chat.SourcePrimary, Cohort: chat.CohortBaseline}, nil
 		},
 	}
+}
+
+// readBodies are answers of the fake's reads, as the API sends them (the
+// client checks every answer against api/openapi.yaml).
+var readBodies = map[string]string{
+	"History":       `{"messages":[],"has_more":false,"next_cursor":null}` + "\n",
+	"Conversations": `{"conversations":[],"next_cursor":null}` + "\n",
+	"Conversation": `{"id":"10","title":"","member_ids":["1","2"],"created_at":"2026-11-26T03:10:18.123456Z",` +
+		`"last_message_at":null,"last_message":null,"unread_count":0}` + "\n",
+	"Unread": `{"total":0,"conversations":[]}` + "\n",
 }
 
 func (f *fakeService) record(method string) {
@@ -104,6 +114,9 @@ func ack[T any](f *fakeService, v T) (chat.Ack[T], error) {
 
 func (f *fakeService) CreateUser(_ context.Context, handle, name string) (chat.Ack[chat.NewUser], error) {
 	f.record("CreateUser")
+	if name == "" {
+		name = handle // as the store does
+	}
 	return ack(f, chat.NewUser{User: chat.User{ID: 7, Handle: handle, DisplayName: name}, Token: "plt_new"})
 }
 
@@ -156,7 +169,8 @@ func (f *fakeService) Unread(_ context.Context, u chat.User, opts chat.ReadOptio
 
 func (f *fakeService) Status(context.Context) chat.Status {
 	f.record("Status")
-	return chat.Status{Replicas: []string{}, Cache: chat.CacheStatus{State: "up"}, Rollouts: map[string]chat.Rollout{}}
+	return chat.Status{Replicas: []string{}, Cache: chat.CacheStatus{State: "up"}, Pools: map[string]any{},
+		Rollouts: map[string]chat.Rollout{}, Monitors: struct{}{}}
 }
 
 func (f *fakeService) Rollouts(context.Context) ([]chat.Rollout, error) {
@@ -205,4 +219,10 @@ func newAPI(t *testing.T, mod ...func(*Config)) *api {
 func (a *api) do(method, path, token string, body any, header ...string) stacktest.Reply {
 	a.t.Helper()
 	return a.c.Do(method, path, token, body, header...)
+}
+
+// bad sends a request that breaks api/openapi.yaml on purpose.
+func (a *api) bad(method, path, token string, body any, header ...string) stacktest.Reply {
+	a.t.Helper()
+	return a.c.Invalid().Do(method, path, token, body, header...)
 }

@@ -63,6 +63,11 @@ type Config struct {
 	AdminToken string
 	// RequestTimeout bounds each request (default DefaultRequestTimeout).
 	RequestTimeout time.Duration
+	// Routes are more routes (ServeMux pattern → handler) served with the
+	// same middleware — request id, timeout, body limit, recovery, access
+	// log, metrics — each with its own auth: internal/app adds the API
+	// description (GET /openapi.json) and the dashboard.
+	Routes map[string]http.Handler
 }
 
 // Server is the API's http.Handler.
@@ -110,6 +115,9 @@ func (s *Server) routes() {
 	s.mux.HandleFunc("GET /healthz", s.handleHealthz)
 	s.mux.HandleFunc("GET /readyz", s.handleReadyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(s.cfg.Gatherer, promhttp.HandlerOpts{}))
+	for pattern, h := range s.cfg.Routes {
+		s.mux.Handle(pattern, h)
+	}
 	if s.svc == nil {
 		return
 	}

@@ -92,7 +92,7 @@ func TestAdminEndpoints(t *testing.T) {
 		{"unknown endpoint", "send_message", `{"percent":10}`, 404, "not_found"},
 		{"unknown endpoint, bad body", "nope", `{"percent":1000}`, 404, "not_found"},
 	} {
-		r := a.Do("PUT", "/admin/rollouts/"+tc.path, adminToken, tc.body)
+		r := a.Invalid().Do("PUT", "/admin/rollouts/"+tc.path, adminToken, tc.body) // breaks api/openapi.yaml on purpose
 		if r.Status != tc.status || r.Code(t) != tc.code {
 			t.Errorf("%s: %d %s, want %d %s", tc.name, r.Status, r.Body, tc.status, tc.code)
 		}
@@ -153,7 +153,7 @@ func TestConsistencyHeaders(t *testing.T) {
 			{"X-Consistency-Token", "0/XYZ"},
 			{"X-Consistency", "eventual"},
 		} {
-			if r := a.Do("GET", path, u.Token, nil, h...); r.Status != 400 || r.Code(t) != "invalid_argument" {
+			if r := a.Invalid().Do("GET", path, u.Token, nil, h...); r.Status != 400 || r.Code(t) != "invalid_argument" {
 				t.Errorf("%s with %s: %v: %d %s", path, h[0], h[1], r.Status, r.Body)
 			}
 		}

@@ -57,8 +57,11 @@ func TestAuth(t *testing.T) {
 		t.Fatalf("created %+v", bob)
 	}
 	stacktest.Want(t, a.Do("POST", "/v1/users", adminToken, body), 409, chat.ECONFLICT)
-	stacktest.Want(t, a.Do("POST", "/v1/users", adminToken, map[string]string{"handle": "Bad Handle"}), 400, chat.EINVALID)
+	stacktest.Want(t, a.Invalid().Do("POST", "/v1/users", adminToken, map[string]string{"handle": "Bad Handle"}), 400, chat.EINVALID)
 }
+
+// wellFormedID is an id as api/openapi.yaml describes it.
+var wellFormedID = regexp.MustCompile(`^[1-9][0-9]{0,18}$`)
 
 func TestNonMembersGetNotFound(t *testing.T) {
 	svc := newService(t)
@@ -71,21 +74,26 @@ func TestNonMembersGetNotFound(t *testing.T) {
 		for _, tc := range []struct {
 			method, path string
 			body         any
+			malformed    bool // breaks api/openapi.yaml on purpose
 		}{
-			{"GET", "/v1/conversations/" + id, nil},
-			{"GET", "/v1/conversations/" + id + "/messages", nil},
-			{"GET", "/v1/conversations/" + id + "/messages?before=" + m.Cursor, nil},
-			{"POST", "/v1/conversations/" + id + "/messages", map[string]string{"body": "hi"}},
-			{"POST", "/v1/conversations/" + id + "/read", map[string]string{"message_id": m.ID}},
+			{"GET", "/v1/conversations/" + id, nil, false},
+			{"GET", "/v1/conversations/" + id + "/messages", nil, false},
+			{"GET", "/v1/conversations/" + id + "/messages?before=" + m.Cursor, nil, false},
+			{"POST", "/v1/conversations/" + id + "/messages", map[string]string{"body": "hi"}, false},
+			{"POST", "/v1/conversations/" + id + "/read", map[string]string{"message_id": m.ID}, false},
 			// Malformed requests too: a non-member learns nothing.
-			{"GET", "/v1/conversations/" + id + "/messages?limit=0", nil},
-			{"GET", "/v1/conversations/" + id + "/messages?after=garbage", nil},
-			{"POST", "/v1/conversations/" + id + "/messages", `{"body":"  "}`},
-			{"POST", "/v1/conversations/" + id + "/messages", `{"body":"` + strings.Repeat("x", 70000) + `"}`},
-			{"POST", "/v1/conversations/" + id + "/read", `{"message_id":"x"}`},
+			{"GET", "/v1/conversations/" + id + "/messages?limit=0", nil, true},
+			{"GET", "/v1/conversations/" + id + "/messages?after=garbage", nil, false},
+			{"POST", "/v1/conversations/" + id + "/messages", `{"body":"  "}`, true},
+			{"POST", "/v1/conversations/" + id + "/messages", `{"body":"` + strings.Repeat("x", 70000) + `"}`, true},
+			{"POST", "/v1/conversations/" + id + "/read", `{"message_id":"x"}`, true},
 		} {
 			t.Run(tc.method+" "+tc.path[:min(len(tc.path), 60)], func(t *testing.T) {
-				r := a.Do(tc.method, tc.path, eve.Token, tc.body)
+				c := a.Client
+				if tc.malformed || !wellFormedID.MatchString(id) {
+					c = c.Invalid()
+				}
+				r := c.Do(tc.method, tc.path, eve.Token, tc.body)
 				stacktest.Want(t, r, 404, chat.ENOTFOUND)
 				if strings.Contains(string(r.Body), "private") {
 					t.Fatalf("a 404 leaks content: %s", r.Body)
@@ -184,10 +192,26 @@ func TestBadInput(t *testing.T) {
 		{"user: wrong type", "POST", "/v1/users", adminToken, `{"handle":7}`, nil, 400, chat.EINVALID},
 		{"user: over 64 KiB", "POST", "/v1/users", adminToken, `{"handle":"` + strings.Repeat("z", 66000) + `"}`, nil, 413, chat.ETOOLARGE},
 	}
+	// The requests api/openapi.yaml cannot refuse: their fault is in what
+	// they mean (a cursor's signature, an id that exists elsewhere) or in
+	// what the description does not say (invalid UTF-8, which JSON decoders
+	// replace; a NUL); every other
+	// row breaks the description on purpose.
+	wellFormed := map[string]bool{
+		"invalid UTF-8": true, "NUL": true, "two idempotency keys": true,
+		"garbage cursor": true, "empty cursor": true, "foreign conversation's cursor": true,
+		"list cursor as message cursor": true, "tampered cursor": true, "before and after": true,
+		"list garbage cursor": true, "message cursor as list cursor": true, "another user's list cursor": true,
+		"unknown member": true, "read: message of another conversation": true, "read: unknown message": true,
+	}
 	before := svc.counts()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := a.Do(tt.method, tt.path, tt.token, tt.body, tt.header...)
+			c := a.Client
+			if !wellFormed[tt.name] {
+				c = c.Invalid()
+			}
+			r := c.Do(tt.method, tt.path, tt.token, tt.body, tt.header...)
 			stacktest.Want(t, r, tt.status, tt.code)
 			var e stacktest.ErrorBody
 			r.Decode(t, &e)
@@ -404,29 +428,34 @@ func TestReadSourceOnEveryReadResponse(t *testing.T) {
 		token  string
 		header []string
 		status int
+		bad    bool // breaks api/openapi.yaml on purpose
 	}{
-		{"me", "/v1/me", alice.Token, nil, 200},
-		{"me: no token", "/v1/me", "", nil, 401},
-		{"me: unknown token", "/v1/me", "plt_unknown", nil, 401},
-		{"me: admin token", "/v1/me", adminToken, nil, 403},
-		{"me: bad X-Consistency", "/v1/me", alice.Token, []string{"X-Consistency", "eventual"}, 400},
-		{"list: no token", "/v1/conversations", "", nil, 401},
-		{"list: bad consistency token", "/v1/conversations", alice.Token, []string{"X-Consistency-Token", "nope"}, 400},
-		{"list: bad limit", "/v1/conversations?limit=0", alice.Token, nil, 400},
-		{"conversation", conv, alice.Token, nil, 200},
-		{"conversation: no token", conv, "", nil, 401},
-		{"conversation: non-member", conv, eve.Token, nil, 404},
-		{"history", conv + "/messages", alice.Token, []string{"X-Consistency", "strong"}, 200},
-		{"history: no token", conv + "/messages", "", nil, 401},
-		{"history: bad X-Consistency", conv + "/messages", alice.Token, []string{"X-Consistency", "weak"}, 400},
-		{"history: bad cursor", conv + "/messages?before=zzz", alice.Token, nil, 400},
-		{"unread", "/v1/unread", bob.Token, nil, 200},
-		{"unread: no token", "/v1/unread", "", nil, 401},
-		{"unread: bad consistency token", "/v1/unread", bob.Token, []string{"X-Consistency-Token", "0/XYZ"}, 400},
+		{"me", "/v1/me", alice.Token, nil, 200, false},
+		{"me: no token", "/v1/me", "", nil, 401, false},
+		{"me: unknown token", "/v1/me", "plt_unknown", nil, 401, false},
+		{"me: admin token", "/v1/me", adminToken, nil, 403, false},
+		{"me: bad X-Consistency", "/v1/me", alice.Token, []string{"X-Consistency", "eventual"}, 400, true},
+		{"list: no token", "/v1/conversations", "", nil, 401, false},
+		{"list: bad consistency token", "/v1/conversations", alice.Token, []string{"X-Consistency-Token", "nope"}, 400, true},
+		{"list: bad limit", "/v1/conversations?limit=0", alice.Token, nil, 400, true},
+		{"conversation", conv, alice.Token, nil, 200, false},
+		{"conversation: no token", conv, "", nil, 401, false},
+		{"conversation: non-member", conv, eve.Token, nil, 404, false},
+		{"history", conv + "/messages", alice.Token, []string{"X-Consistency", "strong"}, 200, false},
+		{"history: no token", conv + "/messages", "", nil, 401, false},
+		{"history: bad X-Consistency", conv + "/messages", alice.Token, []string{"X-Consistency", "weak"}, 400, true},
+		{"history: bad cursor", conv + "/messages?before=zzz", alice.Token, nil, 400, false},
+		{"unread", "/v1/unread", bob.Token, nil, 200, false},
+		{"unread: no token", "/v1/unread", "", nil, 401, false},
+		{"unread: bad consistency token", "/v1/unread", bob.Token, []string{"X-Consistency-Token", "0/XYZ"}, 400, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := a.Do("GET", tt.path, tt.token, nil, tt.header...)
+			c := a.Client
+			if tt.bad {
+				c = c.Invalid()
+			}
+			r := c.Do("GET", tt.path, tt.token, nil, tt.header...)
 			stacktest.Want(t, r, tt.status, "")
 			switch src := r.Header.Get("X-Read-Source"); src {
 			case "primary", "replica", "cache":

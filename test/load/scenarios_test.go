@@ -405,9 +405,28 @@ func TestScenariosAgainstServe(t *testing.T) {
 				}
 			}
 			checkJSONSchema(t, rep)
+			keepReport(t, tc.name, rep)
 		})
 	}
 	t.Run("cli", func(t *testing.T) { testLoadCommand(t, srv) })
+}
+
+// keepReport writes the scenario's JSON report to
+// $PARLEY_TEST_RESULTS/load/<name>.json when `make test` sets it (the
+// results table of docs/testing.md shows them: scripts/report.sh).
+func keepReport(t *testing.T, name string, rep *loadgen.Report) {
+	t.Helper()
+	dir := os.Getenv("PARLEY_TEST_RESULTS")
+	if dir == "" {
+		return
+	}
+	dir = filepath.Join(dir, "load")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := rep.WriteJSONFile(filepath.Join(dir, name+".json")); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // checkJSONSchema checks the JSON report carries the documented fields

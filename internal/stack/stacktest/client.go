@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -15,19 +14,41 @@ import (
 // Client is a minimal client of the Parley HTTP API for tests, as a client
 // would use it: JSON in and out, bearer tokens. Its resource types are its
 // own (not the server's), so a change of the wire format fails the tests.
+//
+// It checks every request it sends and every answer it gets against the
+// API description, api/openapi.yaml (see openapi.go): a request that breaks
+// it on purpose is sent with Invalid().Do.
 type Client struct {
 	T    testing.TB
 	Base string // e.g. http://127.0.0.1:8080
+	// HTTP sends the requests; it does not follow redirects (a redirect is
+	// an answer to check like any other).
 	HTTP *http.Client
 	// AdminToken creates users (CreateUser).
 	AdminToken string
+
+	invalid bool
 }
 
 // NewClient returns a client of the API at base with its own transport.
 func NewClient(tb testing.TB, base, adminToken string) *Client {
 	tr := &http.Transport{MaxIdleConnsPerHost: 128}
 	tb.Cleanup(tr.CloseIdleConnections)
-	return &Client{T: tb, Base: base, HTTP: &http.Client{Transport: tr, Timeout: 30 * time.Second}, AdminToken: adminToken}
+	return &Client{T: tb, Base: base, AdminToken: adminToken, HTTP: &http.Client{
+		Transport:     tr,
+		Timeout:       30 * time.Second,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}}
+}
+
+// Invalid returns a client whose requests break the API description on
+// purpose (malformed JSON, a missing field, an oversized body, a bad header
+// or parameter, an undocumented path): the description must refuse each
+// of them as the server does; the answers are still checked.
+func (c *Client) Invalid() *Client {
+	v := *c
+	v.invalid = true
+	return &v
 }
 
 // Reply is one answer.
@@ -65,29 +86,47 @@ func (r Reply) Code(tb testing.TB) string {
 func (r Reply) Source() string { return r.Header.Get("X-Read-Source") }
 
 // Raw is a request body sent as it is (Do JSON-encodes any other body but
-// string and []byte, which are sent as they are too).
+// string, []byte and io.Reader, which are sent as they are too).
 type Raw string
 
 // Do sends a request and returns the answer; header is name, value pairs
-// (added, so a name may repeat). It may run on any goroutine: it reports
-// failures with Error, not Fatal, and then returns a zero Reply.
+// (added, so a name may repeat; a Content-Type replaces JSON's). An io.Reader body is sent without a
+// Content-Length (chunked). It may run on any goroutine: it reports failures
+// — a request or an answer that breaks the API description included — with
+// Error, not Fatal, and then returns a zero Reply for a failed exchange.
 func (c *Client) Do(method, path, token string, body any, header ...string) Reply {
-	var rd io.Reader
+	c.T.Helper()
+	var data []byte
+	chunked := false
 	switch b := body.(type) {
 	case nil:
 	case Raw:
-		rd = strings.NewReader(string(b))
+		data = []byte(b)
 	case string:
-		rd = strings.NewReader(b)
+		data = []byte(b)
 	case []byte:
-		rd = bytes.NewReader(b)
+		data = b
+	case io.Reader:
+		var err error
+		if data, err = io.ReadAll(b); err != nil {
+			c.T.Error(err)
+			return Reply{}
+		}
+		chunked = true
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
 			c.T.Error(err)
 			return Reply{}
 		}
-		rd = bytes.NewReader(j)
+		data = j
+	}
+	var rd io.Reader
+	switch {
+	case chunked:
+		rd = io.MultiReader(bytes.NewReader(data)) // no Content-Length
+	case body != nil:
+		rd = bytes.NewReader(data)
 	}
 	req, err := http.NewRequest(method, c.Base+path, rd)
 	if err != nil {
@@ -101,7 +140,20 @@ func (c *Client) Do(method, path, token string, body any, header ...string) Repl
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	for i := 0; i+1 < len(header); i += 2 {
+		if http.CanonicalHeaderKey(header[i]) == "Content-Type" {
+			req.Header.Set(header[i], header[i+1]) // instead of JSON's
+			continue
+		}
 		req.Header.Add(header[i], header[i+1])
+	}
+	spec, err := loadContract()
+	if err != nil {
+		c.T.Error(err)
+		return Reply{}
+	}
+	x, err := spec.checkRequest(req, data, c.invalid)
+	if err != nil {
+		c.T.Errorf("openapi: %s: %v", describe(req, 0), err)
 	}
 	resp, err := c.HTTP.Do(req)
 	if err != nil {
@@ -110,7 +162,11 @@ func (c *Client) Do(method, path, token string, body any, header ...string) Repl
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	return Reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	r := Reply{Status: resp.StatusCode, Header: resp.Header, Body: b}
+	if err := spec.checkResponse(x, r); err != nil {
+		c.T.Errorf("openapi: %s: %v\n%s", describe(req, r.Status), err, r.Body)
+	}
+	return r
 }
 
 // Must fails the test unless r has status, and returns r.
