@@ -250,7 +250,7 @@ func (s *Store) CreateRun(ctx context.Context, r *Run) error {
 	err := s.pool.QueryRow(ctx, `INSERT INTO canary_runs
   (endpoint, state, dry_run, stage_index, stage_percent, stage_started_at, queue_ref, counters, config, owner)
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id, created_at, updated_at`,
-		r.Endpoint, r.State, r.DryRun, r.StageIndex, r.StagePercent, r.StageStartedAt, r.QueueRef, counters, r.Config, r.Owner,
+		r.Endpoint, r.State, r.DryRun, r.StageIndex, r.StagePercent, r.StageStartedAt, r.QueueRef, string(counters), string(r.Config), r.Owner,
 	).Scan(&r.ID, &r.CreatedAt, &r.UpdatedAt)
 	if err != nil {
 		return fmt.Errorf("create run: %w", err)
@@ -265,7 +265,7 @@ func (s *Store) SaveRun(ctx context.Context, r *Run) error {
   stage_started_at = $5, queue_ref = $6, counters = $7, trigger = $8, reason = $9, owner = $10,
   finished_at = $11, updated_at = now()
 WHERE id = $1 RETURNING updated_at`,
-		r.ID, r.State, r.StageIndex, r.StagePercent, r.StageStartedAt, r.QueueRef, counters, r.Trigger, r.Reason, r.Owner, r.FinishedAt,
+		r.ID, r.State, r.StageIndex, r.StagePercent, r.StageStartedAt, r.QueueRef, string(counters), r.Trigger, r.Reason, r.Owner, r.FinishedAt,
 	).Scan(&r.UpdatedAt)
 	if err != nil {
 		return fmt.Errorf("save run %d: %w", r.ID, err)
@@ -333,7 +333,7 @@ func (s *Store) AddDecision(ctx context.Context, d *Decision) error {
 	}
 	err := s.pool.QueryRow(ctx, `INSERT INTO canary_decisions (run_id, stage_percent, verdict, action, trigger, reason, measurements)
 VALUES ($1, $2, $3, $4, nullif($5, ''), nullif($6, ''), $7) RETURNING id, at`,
-		d.RunID, d.StagePercent, d.Verdict, d.Action, d.Trigger, d.Reason, d.Measurements).Scan(&d.ID, &d.At)
+		d.RunID, d.StagePercent, d.Verdict, d.Action, d.Trigger, d.Reason, string(d.Measurements)).Scan(&d.ID, &d.At)
 	if err != nil {
 		return fmt.Errorf("store decision: %w", err)
 	}
