@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -63,9 +64,10 @@ interrupted); 2 bad flags or configuration.`
 
 type canaryFlags struct {
 	config, endpoint, prometheus, target, adminToken, databaseURL, dataDir, metricsAddr string
-	scrape, interval, window, settle, dwell, bake                                     time.Duration
-	minRequests, decisions                                                             int
-	dryRun, asJSON                                                                     bool
+	scrape, interval, window, settle, dwell, bake                                       time.Duration
+	minRequests, decisions                                                              int
+	dryRun, asJSON                                                                      bool
+	set                                                                                 map[string]bool // flags given on the command line
 }
 
 func runCanary(ctx context.Context, args []string) error {
@@ -83,7 +85,7 @@ func runCanary(ctx context.Context, args []string) error {
 	f.Duration(&o.window, "window", "PARLEY_CANARY_WINDOW", 0, "run: override the configuration's query window")
 	f.Duration(&o.settle, "settle", "PARLEY_CANARY_SETTLE", 0, "run: override the configuration's settle time after each change")
 	f.Duration(&o.dwell, "dwell", "PARLEY_CANARY_DWELL", 0, "run: override the configuration's dwell per stage")
-	f.Duration(&o.bake, "bake", "PARLEY_CANARY_BAKE", 0, "run: override the configuration's bake at 100%")
+	f.Duration(&o.bake, "bake", "PARLEY_CANARY_BAKE", 0, "run: override the configuration's bake at 100% (0 turns it off)")
 	f.Int(&o.minRequests, "min-requests", "PARLEY_CANARY_MIN_REQUESTS", 0, "run: override the requests per cohort the error and latency triggers need")
 	f.Bool(&o.dryRun, "dry-run", "PARLEY_CANARY_DRY_RUN", false, "run: judge and report (and store the run as a dry run) without changing any rollout")
 	f.String(&o.metricsAddr, "metrics-addr", "PARLEY_CANARY_METRICS_ADDR", "", "run: serve the controller's metrics (parley_canary_*) on this address; with a local stack its Prometheus scrapes them")
@@ -105,6 +107,8 @@ func runCanary(ctx context.Context, args []string) error {
 	if f.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, f.Args())
 	}
+	o.set = map[string]bool{}
+	f.Visit(func(fl *flag.Flag) { o.set[fl.Name] = true })
 	switch sub {
 	case "run", "status", "pause", "resume", "promote", "abort":
 	default:
@@ -198,7 +202,7 @@ func (o *canaryFlags) run(ctx context.Context, store *canary.Store, local *stack
 			*ov.dst = ov.v
 		}
 	}
-	if o.bake > 0 {
+	if o.set["bake"] || o.bake > 0 { // --bake 0 turns the configuration's bake off
 		cfg.Bake = o.bake
 	}
 	if o.minRequests > 0 {

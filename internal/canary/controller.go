@@ -284,10 +284,12 @@ func (c *controller) loop(ctx context.Context) (Result, error) {
 	if c.final() && c.cfg.Bake == 0 {
 		return c.promote(ctx, "reached 100%")
 	}
-	poll := min(time.Second, c.cfg.Interval)
+	poll := min(250*time.Millisecond, c.cfg.Interval/4)
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	next := c.run.StageStartedAt.Add(c.cfg.Interval)
+	guardEvery := max(c.opts.Scrape, 250*time.Millisecond)
+	nextGuard := time.Now().Add(guardEvery)
 	for {
 		select {
 		case <-ctx.Done():
@@ -315,9 +317,19 @@ func (c *controller) loop(ctx context.Context) (Result, error) {
 		}
 		now := time.Now()
 		if now.Before(next) {
+			if !c.cfg.Triggers.Breaker.Disabled && !now.Before(nextGuard) && next.Sub(now) > guardEvery/2 {
+				nextGuard = now.Add(guardEvery)
+				if res, done, err := c.guard(ctx, now); done || err != nil {
+					return res, err
+				}
+			}
 			continue
 		}
-		next = now.Add(c.cfg.Interval)
+		// Keep the cadence (a check's own time does not stretch it); after a
+		// long stall start again from now.
+		if next = next.Add(c.cfg.Interval); next.Before(now) {
+			next = now.Add(c.cfg.Interval)
+		}
 		if res, done, err := c.check(ctx, now); done || err != nil {
 			return res, err
 		}
@@ -359,16 +371,39 @@ func (c *controller) command(ctx context.Context, cmd string) (Result, bool, err
 // check judges once and acts on the verdict.
 func (c *controller) check(ctx context.Context, now time.Time) (Result, bool, error) {
 	r := c.run
-	settledAt := r.StageStartedAt.Add(c.cfg.Settle)
+	holdEnds := c.holdEnds()
+	chk := c.judge.Check(ctx, JudgeInput{
+		Now: now, Percent: c.livePercent, SettledAt: r.StageStartedAt.Add(c.cfg.Settle), HoldEnded: !now.Before(holdEnds),
+		QueueRef: queueRef(r.QueueRef), Saturated: r.Counters.Saturated,
+	})
+	return c.act(ctx, now, chk, holdEnds)
+}
+
+// holdEnds is when the current stage's hold is over.
+func (c *controller) holdEnds() time.Time {
 	hold := c.cfg.Dwell
 	if c.final() {
 		hold = c.cfg.Bake
 	}
-	holdEnds := settledAt.Add(hold)
-	chk := c.judge.Check(ctx, JudgeInput{
-		Now: now, Percent: c.livePercent, SettledAt: settledAt, HoldEnded: !now.Before(holdEnds),
-		QueueRef: queueRef(r.QueueRef), Saturated: r.Counters.Saturated,
-	})
+	return c.run.StageStartedAt.Add(c.cfg.Settle + hold)
+}
+
+// guard runs the immediate trigger (the replica breaker) alone, every
+// scrape interval between the checks: an opening is acted on as soon as
+// Prometheus has it, not at the next check. Only a failure is a decision.
+func (c *controller) guard(ctx context.Context, now time.Time) (Result, bool, error) {
+	m := c.judge.breaker(ctx, JudgeInput{Now: now})
+	if m.Verdict != Fail {
+		return Result{}, false, nil
+	}
+	chk := Check{At: now, Percent: c.livePercent, Verdict: Fail, Trigger: m.Trigger, Immediate: true,
+		Reason: m.Reason + " (guard between checks)", Measurements: []Measurement{m}}
+	return c.act(ctx, now, chk, c.holdEnds())
+}
+
+// act decides on a check, stores and prints the decision and carries it out.
+func (c *controller) act(ctx context.Context, now time.Time, chk Check, holdEnds time.Time) (Result, bool, error) {
+	r := c.run
 	if ctx.Err() != nil {
 		return Result{RunID: r.ID}, true, ErrInterrupted
 	}

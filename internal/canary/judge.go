@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	promapi "github.com/prometheus/client_golang/api"
@@ -197,39 +198,53 @@ func (j *Judge) Check(ctx context.Context, in JudgeInput) Check {
 		}
 		return m
 	}
+	// The triggers query in parallel; the measurements keep this order.
+	var parts []func() []Measurement
+	add := func(f func() []Measurement) { parts = append(parts, f) }
+	one := func(m Measurement) []Measurement { return []Measurement{m} }
 	if !t.Errors.Disabled {
-		switch {
-		case in.Percent >= 100:
-			c.Measurements = append(c.Measurements, Measurement{Trigger: TriggerErrors, Verdict: Report, Reason: "no baseline cohort at 100%", Summary: "errors n/a at 100%"})
-		case !cohortsReady:
-			c.Measurements = append(c.Measurements, notReady(TriggerErrors))
-		default:
-			c.Measurements = append(c.Measurements, j.errors(ctx, in.Now, j.cfg.Window, "window"))
-			if in.HoldEnded {
-				c.Measurements = append(c.Measurements, j.errors(ctx, in.Now, in.Now.Sub(in.SettledAt)+j.cfg.Window, "stage"))
+		add(func() []Measurement {
+			switch {
+			case in.Percent >= 100:
+				return one(Measurement{Trigger: TriggerErrors, Verdict: Report, Reason: "no baseline cohort at 100%", Summary: "errors n/a at 100%"})
+			case !cohortsReady:
+				return one(notReady(TriggerErrors))
 			}
-		}
+			ms := one(j.errors(ctx, in.Now, j.cfg.Window, "window"))
+			if in.HoldEnded {
+				ms = append(ms, j.errors(ctx, in.Now, in.Now.Sub(in.SettledAt)+j.cfg.Window, "stage"))
+			}
+			return ms
+		})
 	}
 	if !t.Latency.Disabled {
-		if cohortsReady || (in.Percent >= 100 && !in.Now.Before(in.SettledAt)) {
-			c.Measurements = append(c.Measurements, j.latency(ctx, in.Now))
-		} else {
-			c.Measurements = append(c.Measurements, notReady(TriggerLatency))
-		}
+		add(func() []Measurement {
+			if cohortsReady || (in.Percent >= 100 && !in.Now.Before(in.SettledAt)) {
+				return one(j.latency(ctx, in.Now))
+			}
+			return one(notReady(TriggerLatency))
+		})
 	}
 	if !t.MannWhitney.Disabled && in.Percent < 100 && cohortsReady {
-		c.Measurements = append(c.Measurements, j.mannWhitney(ctx, in))
+		add(func() []Measurement { return one(j.mannWhitney(ctx, in)) })
 	}
 	if !t.QueueWait.Disabled {
-		c.Measurements = append(c.Measurements, j.queueWait(ctx, in))
+		add(func() []Measurement { return one(j.queueWait(ctx, in)) })
 	}
-	var sat Measurement
 	if !t.Saturation.Disabled {
-		sat = j.saturation(ctx, in)
-		c.Measurements = append(c.Measurements, sat)
+		add(func() []Measurement { return one(j.saturation(ctx, in)) })
 	}
 	if !t.Breaker.Disabled {
-		c.Measurements = append(c.Measurements, j.breaker(ctx, in))
+		add(func() []Measurement { return one(j.breaker(ctx, in)) })
+	}
+	results := make([][]Measurement, len(parts))
+	var wg sync.WaitGroup
+	for i, f := range parts {
+		wg.Go(func() { results[i] = f() })
+	}
+	wg.Wait()
+	for _, r := range results {
+		c.Measurements = append(c.Measurements, r...)
 	}
 	c.Verdict = Pass
 	rank := map[Verdict]int{Pass: 0, Report: 0, Inconclusive: 1, Error: 2, Fail: 3}
@@ -594,7 +609,7 @@ func (j *Judge) breaker(ctx context.Context, in JudgeInput) Measurement {
 	}
 	if o > 0 || st > 0 {
 		m.Verdict = Fail
-		m.Reason = fmt.Sprintf("replica breaker open: %.0f opening(s) in the last %s, %.0f stuck open", math.Ceil(o), since, st)
+		m.Reason = fmt.Sprintf("replica breaker open: openings in the last %s (increase %.2f), %.0f stuck open", since, o, st)
 		return m
 	}
 	m.Immediate = false
