@@ -115,6 +115,16 @@ func runCanary(ctx context.Context, args []string) error {
 		return fmt.Errorf("%w: unknown canary subcommand %q (want run, status, pause, resume, promote or abort)", errUsage, sub)
 	}
 	local := o.localDefaults()
+	var cfg canary.Config
+	if sub == "run" {
+		var err error
+		if cfg, err = o.loadConfig(); err != nil {
+			return err
+		}
+	}
+	if sub != "run" && sub != "status" && o.endpoint == "" {
+		return fmt.Errorf("%w: %s needs --endpoint", errUsage, sub)
+	}
 	if o.databaseURL == "" {
 		return fmt.Errorf("%w: --database-url (or PARLEY_PRIMARY_URL) is required without a local stack in --data-dir", errUsage)
 	}
@@ -125,12 +135,9 @@ func runCanary(ctx context.Context, args []string) error {
 	defer store.Close()
 	switch sub {
 	case "run":
-		return o.run(ctx, store, local)
+		return o.run(ctx, store, local, cfg)
 	case "status":
 		return o.status(ctx, store)
-	}
-	if o.endpoint == "" {
-		return fmt.Errorf("%w: %s needs --endpoint", errUsage, sub)
 	}
 	if o.adminToken == "" && (sub == "promote" || sub == "abort") {
 		return fmt.Errorf("%w: --admin-token (or PARLEY_ADMIN_TOKEN) is required for %s", errUsage, sub)
@@ -183,13 +190,14 @@ func canaryErr(err error) error {
 	return err
 }
 
-func (o *canaryFlags) run(ctx context.Context, store *canary.Store, local *stack.Stack) error {
+// config loads --config with the command line's overrides, validated.
+func (o *canaryFlags) loadConfig() (canary.Config, error) {
 	if o.config == "" {
-		return fmt.Errorf("%w: run needs --config FILE (deploy/canary/message-history.yaml, conversation-list.yaml)", errUsage)
+		return canary.Config{}, fmt.Errorf("%w: run needs --config FILE (deploy/canary/message-history.yaml, conversation-list.yaml)", errUsage)
 	}
 	cfg, err := canary.LoadConfig(o.config)
 	if err != nil {
-		return canaryErr(err)
+		return cfg, canaryErr(err)
 	}
 	if o.endpoint != "" {
 		cfg.Endpoint = o.endpoint
@@ -209,8 +217,12 @@ func (o *canaryFlags) run(ctx context.Context, store *canary.Store, local *stack
 		cfg.Triggers.Errors.MinRequests, cfg.Triggers.Latency.MinRequests = o.minRequests, o.minRequests
 	}
 	if err := cfg.Validate(o.scrape); err != nil {
-		return canaryErr(err)
+		return cfg, canaryErr(err)
 	}
+	return cfg, nil
+}
+
+func (o *canaryFlags) run(ctx context.Context, store *canary.Store, local *stack.Stack, cfg canary.Config) error {
 	switch {
 	case o.prometheus == "":
 		return fmt.Errorf("%w: --prometheus (or PARLEY_PROMETHEUS_URL) is required without a local stack in --data-dir", errUsage)

@@ -288,7 +288,7 @@ func (c *controller) loop(ctx context.Context) (Result, error) {
 	tick := time.NewTicker(poll)
 	defer tick.Stop()
 	next := c.run.StageStartedAt.Add(c.cfg.Interval)
-	guardEvery := max(c.opts.Scrape, 250*time.Millisecond)
+	guardEvery := max(c.opts.Scrape/2, 250*time.Millisecond)
 	nextGuard := time.Now().Add(guardEvery)
 	for {
 		select {
@@ -389,7 +389,7 @@ func (c *controller) holdEnds() time.Time {
 }
 
 // guard runs the immediate trigger (the replica breaker) alone, every
-// scrape interval between the checks: an opening is acted on as soon as
+// half scrape interval between the checks: an opening is acted on as soon as
 // Prometheus has it, not at the next check. Only a failure is a decision.
 func (c *controller) guard(ctx context.Context, now time.Time) (Result, bool, error) {
 	m := c.judge.breaker(ctx, JudgeInput{Now: now})
