@@ -517,3 +517,40 @@ func deref(s *string) string {
 	}
 	return *s
 }
+
+// TestLeaseEndsWithItsSession: one lease per endpoint, naming its holder;
+// a controller that dies (its session ended by the server, as when the
+// process is killed) frees it for the next at once.
+func TestLeaseEndsWithItsSession(t *testing.T) {
+	s := stacktest.ForTest(t)
+	db := s.NewDatabase(t)
+	ctx := ctxT(t, time.Minute)
+	store, err := canary.OpenStore(ctx, db.PrimaryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	first, err := store.Acquire(ctx, chat.EndpointMessageHistory, "one")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Release()
+	if _, err := store.Acquire(ctx, chat.EndpointMessageHistory, "two"); !errors.Is(err, canary.ErrLeaseHeld) || !strings.Contains(err.Error(), "parley canary one") {
+		t.Fatalf("second lease: %v, want ErrLeaseHeld naming the first", err)
+	}
+	other, err := store.Acquire(ctx, chat.EndpointConversationList, "two")
+	if err != nil {
+		t.Fatalf("another endpoint's lease: %v", err)
+	}
+	other.Release()
+	stacktest.Exec(t, db.PrimaryURL, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'parley canary one'`)
+	if err := first.Check(ctx); err == nil {
+		t.Error("the dead lease still checks out")
+	}
+	var next *canary.Lease
+	stacktest.WaitFor(t, 10*time.Second, "the lease free after its session ended", func() bool {
+		next, err = store.Acquire(ctx, chat.EndpointMessageHistory, "three")
+		return err == nil
+	})
+	next.Release()
+}
