@@ -46,7 +46,7 @@ The judge compares the cohorts (cohort="optimized" vs "baseline") in the same
 window: the 5xx ratio (exact Poisson ratio test, +20 % allowed, an absolute
 floor), the p95 against the SLO × 1.2, the per-interval series with a
 Mann-Whitney U test; and the shared resources: PgBouncer's queue wait (+50 %
-over the window before the stage), pool saturation (> 85 % in k of n checks),
+over the window before the stage), pool saturation (> 85 % in k of n polls),
 any replica breaker opening (immediate rollback). Too few requests in a
 cohort is inconclusive: the stage holds, never advances, never fails. Runs,
 stages and every decision (queries, values per cohort, sample counts,

@@ -305,7 +305,7 @@ func TestHealthyRunPromotes(t *testing.T) {
 func TestReplicaFaultRollsBack(t *testing.T) {
 	e := newEnv(t)
 	e.load()
-	ctx := ctxT(t, 2*time.Minute)
+	ctx := ctxT(t, 4*time.Minute)
 	type outcome struct {
 		res canary.Result
 		err error
@@ -316,7 +316,7 @@ func TestReplicaFaultRollsBack(t *testing.T) {
 		done <- outcome{res, err}
 	}()
 	// Mid-way: once the 25% stage is live.
-	stacktest.WaitFor(t, time.Minute, "the 25% stage", func() bool {
+	stacktest.WaitFor(t, 2*time.Minute, "the 25% stage", func() bool {
 		r, err := e.store.LiveRun(ctx, chat.EndpointMessageHistory)
 		return err == nil && r != nil && r.StagePercent == 25
 	})
@@ -326,7 +326,7 @@ func TestReplicaFaultRollsBack(t *testing.T) {
 	select {
 	case o = <-done:
 	case <-ctx.Done():
-		t.Fatal("no end of the run within 2 minutes")
+		t.Fatal("no end of the run within 4 minutes")
 	}
 	if o.err != nil {
 		t.Fatal(o.err)
@@ -453,7 +453,7 @@ func TestTooLittleTrafficHolds(t *testing.T) {
 	if checks < 3 {
 		t.Errorf("%d inconclusive checks, want at least 3", checks)
 	}
-	if !strings.Contains(deref(nil), "") || run.StagePercent != 10 {
+	if run.StagePercent != 10 {
 		t.Errorf("paused run at %d%%, want 10", run.StagePercent)
 	}
 }
@@ -464,14 +464,14 @@ func TestTooLittleTrafficHolds(t *testing.T) {
 func TestResumeAndLease(t *testing.T) {
 	e := newEnv(t)
 	e.load()
-	ctx := ctxT(t, 3*time.Minute)
+	ctx := ctxT(t, 5*time.Minute)
 	firstCtx, kill := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() {
 		_, err := e.run(firstCtx, e.config(), prometheus.NewRegistry(), "first")
 		done <- err
 	}()
-	stacktest.WaitFor(t, time.Minute, "the 25% stage", func() bool {
+	stacktest.WaitFor(t, 2*time.Minute, "the 25% stage", func() bool {
 		r, err := e.store.LiveRun(ctx, chat.EndpointMessageHistory)
 		return err == nil && r != nil && r.StagePercent == 25
 	})

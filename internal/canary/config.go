@@ -115,7 +115,9 @@ type Triggers struct {
 		AbsFloor    time.Duration `yaml:"abs_floor" json:"abs_floor"`       // default 10ms
 		RefWindow   time.Duration `yaml:"ref_window" json:"ref_window"`     // default 5m
 	} `yaml:"queue_wait" json:"queue_wait"`
-	// Saturation: PgBouncer's pool saturation over Max in K of the last N checks.
+	// Saturation: PgBouncer's pool saturation over Max in K of the last N
+	// distinct polls of the PgBouncer monitor (a poll counts once however
+	// many checks see it).
 	Saturation struct {
 		Disabled bool    `yaml:"disabled" json:"disabled,omitempty"`
 		Max      float64 `yaml:"max" json:"max"` // default 0.85

@@ -374,7 +374,7 @@ func (c *controller) check(ctx context.Context, now time.Time) (Result, bool, er
 	holdEnds := c.holdEnds()
 	chk := c.judge.Check(ctx, JudgeInput{
 		Now: now, Percent: c.livePercent, SettledAt: r.StageStartedAt.Add(c.cfg.Settle), HoldEnded: !now.Before(holdEnds),
-		QueueRef: queueRef(r.QueueRef), Saturated: r.Counters.Saturated,
+		QueueRef: queueRef(r.QueueRef), Saturated: r.Counters.Saturated, SaturationPoll: r.Counters.SaturationPoll,
 	})
 	return c.act(ctx, now, chk, holdEnds)
 }
@@ -407,7 +407,8 @@ func (c *controller) act(ctx context.Context, now time.Time, chk Check, holdEnds
 	if ctx.Err() != nil {
 		return Result{RunID: r.ID}, true, ErrInterrupted
 	}
-	if sat, ok := chk.Saturated(); ok {
+	if sat, poll, ok := chk.Saturated(); ok {
+		r.Counters.SaturationPoll = poll
 		r.Counters.Saturated = append(r.Counters.Saturated, sat)
 		if n := c.cfg.Triggers.Saturation.N; len(r.Counters.Saturated) > n {
 			r.Counters.Saturated = r.Counters.Saturated[len(r.Counters.Saturated)-n:]
@@ -416,8 +417,13 @@ func (c *controller) act(ctx context.Context, now time.Time, chk Check, holdEnds
 	c.metrics.checks.WithLabelValues(c.cfg.Endpoint, string(chk.Verdict)).Inc()
 	action, reason := Decide(c.cfg, r, chk, now, holdEnds, c.final())
 	meas, _ := json.Marshal(chk.Measurements)
-	trigger := chk.Trigger
-	if action == ActionRollback && chk.Verdict == Error {
+	// The trigger names what failed; an inconclusive check's reason says
+	// what it lacked.
+	trigger := ""
+	switch chk.Verdict {
+	case Fail:
+		trigger = chk.Trigger
+	case Error:
 		trigger = TriggerJudgeError
 	}
 	c.decide(ctx, Decision{Verdict: string(chk.Verdict), Action: action, Trigger: trigger, Reason: reason, Measurements: meas})

@@ -84,9 +84,11 @@ type JudgeInput struct {
 	HoldEnded bool
 	// QueueRef is PgBouncer's queue wait before the stage (NaN: unknown).
 	QueueRef float64
-	// Saturated holds the saturation outcomes of the previous checks of the
-	// stage (newest last); Check appends this one's.
-	Saturated []bool
+	// Saturated holds the saturation outcomes of the stage's previous
+	// distinct PgBouncer polls (newest last), SaturationPoll the timestamp
+	// of the last one counted; Check counts a new poll once.
+	Saturated      []bool
+	SaturationPoll float64
 }
 
 // Judge evaluates checks on Prometheus.
@@ -262,15 +264,15 @@ func (j *Judge) Check(ctx context.Context, in JudgeInput) Check {
 	return c
 }
 
-// Saturated returns the saturation outcome of a check (false if none).
-func (c Check) Saturated() (bool, bool) {
+// Saturated returns the saturation outcome of a check's PgBouncer poll and
+// the poll's timestamp; ok is false when the check counted no new poll.
+func (c Check) Saturated() (over bool, poll float64, ok bool) {
 	for _, m := range c.Measurements {
-		if m.Trigger == TriggerSaturation && m.Stats != nil {
-			v, ok := m.Stats["over"]
-			return v == 1, ok
+		if m.Trigger == TriggerSaturation && m.Stats != nil && m.Stats["new_poll"] == 1 {
+			return m.Stats["over"] == 1, m.Stats["poll_timestamp"], true
 		}
 	}
-	return false, false
+	return false, 0, false
 }
 
 func errMeasurement(trigger string, queries []string, err error) Measurement {
@@ -520,23 +522,42 @@ func (j *Judge) queueWait(ctx context.Context, in JudgeInput) Measurement {
 	return m
 }
 
-// saturation: PgBouncer's pool saturation over the last interval, failing
-// in K of the last N checks.
+// saturation: PgBouncer's pool saturation at the monitor's latest poll,
+// failing when K of the last N distinct polls were over Max. A poll is
+// counted once however many checks see it (the monitor polls every 15 s by
+// default: with shorter checks one busy instant would otherwise count
+// several times); a poll older than a minute is stale (inconclusive).
 func (j *Judge) saturation(ctx context.Context, in JudgeInput) Measurement {
 	cfg := j.cfg.Triggers.Saturation
-	q := fmt.Sprintf(`max(avg_over_time(parley_pgbouncer_pool_saturation_ratio{%s}[%s]))`, strings.TrimSuffix(j.sel, ","), promDur(max(j.cfg.Interval, 2*j.scrape)))
-	m := Measurement{Trigger: TriggerSaturation, Queries: []string{q}}
+	sel := strings.TrimSuffix(j.sel, ",")
+	q := fmt.Sprintf(`max(parley_pgbouncer_pool_saturation_ratio{%s})`, sel)
+	qt := fmt.Sprintf(`max(parley_monitor_last_success_timestamp_seconds{%smonitor="pgbouncer"})`, j.sel)
+	m := Measurement{Trigger: TriggerSaturation, Queries: []string{q, qt}}
 	v, err := j.query(ctx, q, in.Now, "")
 	if err != nil {
 		return errMeasurement(m.Trigger, m.Queries, err)
 	}
+	ts, err := j.query(ctx, qt, in.Now, "")
+	if err != nil {
+		return errMeasurement(m.Trigger, m.Queries, err)
+	}
 	x, ok := v[""]
-	if !ok {
+	poll, pok := ts[""]
+	if !ok || !pok || poll <= 0 {
 		m.Verdict, m.Reason, m.Summary = Inconclusive, "no PgBouncer pool data", "sat n/a"
 		return m
 	}
+	age := float64(in.Now.UnixMilli())/1000 - poll
+	if age > 60 {
+		m.Verdict, m.Reason, m.Summary = Inconclusive, fmt.Sprintf("the PgBouncer monitor's last poll is %.0fs old", age), "sat stale"
+		return m
+	}
 	over := x > cfg.Max
-	hist := append(append([]bool(nil), in.Saturated...), over)
+	fresh := poll != in.SaturationPoll
+	hist := append([]bool(nil), in.Saturated...)
+	if fresh {
+		hist = append(hist, over)
+	}
 	if len(hist) > cfg.N {
 		hist = hist[len(hist)-cfg.N:]
 	}
@@ -547,15 +568,16 @@ func (j *Judge) saturation(ctx context.Context, in JudgeInput) Measurement {
 		}
 	}
 	m.Values = map[string]float64{"value": x}
-	m.Stats = map[string]float64{"over": b2f(over), "over_in_window": float64(k), "checks_in_window": float64(len(hist)), "max": cfg.Max}
+	m.Stats = map[string]float64{"over": b2f(over), "new_poll": b2f(fresh), "poll_timestamp": poll,
+		"over_in_window": float64(k), "polls_in_window": float64(len(hist)), "max": cfg.Max}
 	m.Summary = fmt.Sprintf("sat %.2f (%d/%d)", x, k, len(hist))
 	if k >= cfg.K {
 		m.Verdict = Fail
-		m.Reason = fmt.Sprintf("PgBouncer pool saturation over %.2f in %d of the last %d checks (now %.2f)", cfg.Max, k, len(hist), x)
+		m.Reason = fmt.Sprintf("PgBouncer pool saturation over %.2f in %d of the last %d polls (now %.2f)", cfg.Max, k, len(hist), x)
 		return m
 	}
 	m.Verdict = Pass
-	m.Reason = fmt.Sprintf("saturation %.2f; over %.2f in %d of %d checks (fails at %d)", x, cfg.Max, k, len(hist), cfg.K)
+	m.Reason = fmt.Sprintf("saturation %.2f; over %.2f in %d of %d polls (fails at %d)", x, cfg.Max, k, len(hist), cfg.K)
 	return m
 }
 

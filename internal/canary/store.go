@@ -65,7 +65,8 @@ type Counters struct {
 	Fails             int        `json:"fails"`              // failed checks in a row
 	Errors            int        `json:"errors"`             // checks in a row that could not query
 	InconclusiveSince *time.Time `json:"inconclusive_since"` // first of the current inconclusive streak
-	Saturated         []bool     `json:"saturated"`          // saturation outcomes of the last N checks
+	Saturated         []bool     `json:"saturated"`          // saturation outcomes of the last N PgBouncer polls
+	SaturationPoll    float64    `json:"saturation_poll"`    // the last poll counted (its timestamp)
 }
 
 // Decision is one stored decision: a check and what was done about it, or
