@@ -554,3 +554,45 @@ func TestLeaseEndsWithItsSession(t *testing.T) {
 	})
 	next.Release()
 }
+
+// TestDryRunChangesNothing: a dry run judges the live rollout (here 50 %
+// set by hand) and reports what it would do, storing a dry run, and never
+// changes the rollout.
+func TestDryRunChangesNothing(t *testing.T) {
+	e := newEnv(t)
+	e.load()
+	fifty, on := 50, true
+	if _, err := canary.NewAdminClient(e.client.Base, adminToken).Set(context.Background(), chat.EndpointMessageHistory,
+		chat.RolloutUpdate{Percent: &fifty, Cache: &on, Replica: &on}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.config()
+	cfg.Stages = []int{50, 100}
+	res, err := canary.RunCanary(ctxT(t, 3*time.Minute), cfg, e.store, canary.Options{
+		Prometheus: e.stack.PrometheusURL(), Scrape: stack.ScrapeInterval, Target: e.client.Base, AdminToken: adminToken,
+		DryRun: true, Out: testWriter{t}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != canary.Promoted {
+		t.Fatalf("dry run: %+v, want a would-be promotion", res)
+	}
+	if p := e.percent(); p != 50 {
+		t.Errorf("rollout at %d%% after a dry run, want 50 (untouched)", p)
+	}
+	run, err := e.store.Run(context.Background(), res.RunID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !run.DryRun {
+		t.Error("the run is not stored as a dry run")
+	}
+	if live, err := e.store.LiveRun(context.Background(), chat.EndpointMessageHistory); err != nil || live != nil {
+		t.Errorf("a dry run left a live run: %+v %v", live, err)
+	}
+	ds := e.decisions(res.RunID)
+	if last := ds[len(ds)-1]; !strings.Contains(last.Reason, "dry run") {
+		t.Errorf("last decision %+v does not say it was a dry run", last)
+	}
+}

@@ -260,9 +260,6 @@ func (c *controller) enterStage(ctx context.Context, idx int, action string, res
 	}
 	c.decide(ctx, Decision{Action: action, Reason: reason})
 	fmt.Fprintf(c.out, "%s %s %s: %s\n", now.Format(time.TimeOnly), c.cfg.Endpoint, strings.ToUpper(action), reason)
-	if percent == 100 && c.cfg.Bake == 0 && !c.opts.DryRun {
-		return nil // loop promotes at once
-	}
 	return nil
 }
 
