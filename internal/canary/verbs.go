@@ -99,12 +99,18 @@ func Command(ctx context.Context, store *Store, admin *AdminClient, endpoint, cm
 		return "", err
 	}
 	defer lease.Release()
-	if _, err := store.TakeCommand(ctx, runID); err != nil {
+	taken, err := store.TakeCommand(ctx, runID)
+	if err != nil {
 		return "", err
 	}
 	r, err := store.Run(ctx, runID)
 	if err != nil {
 		return "", err
+	}
+	if taken == "" || !r.Live() {
+		// A controller took it (and may have ended the run) between the
+		// command and the lease.
+		return fmt.Sprintf("run %d: the controller took the %s command; state %s at %d%%", runID, cmd, r.State, r.StagePercent), nil
 	}
 	note := func(action, trigger, reason string) {
 		_ = store.AddDecision(ctx, &Decision{RunID: r.ID, StagePercent: r.StagePercent, Action: action, Trigger: trigger, Reason: reason})
