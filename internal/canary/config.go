@@ -2,6 +2,7 @@ package canary
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -274,3 +275,30 @@ func (c *Config) routeMatcher() string {
 
 // StageIndex is the index of percent in Stages, or -1.
 func (c *Config) StageIndex(percent int) int { return slices.Index(c.Stages, percent) }
+
+// storedJSON is the configuration as stored with a run (and shown by
+// status --json): the YAML keys, durations as "30s".
+func (c *Config) storedJSON() ([]byte, error) {
+	y, err := yaml.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	var m map[string]any
+	if err := yaml.Unmarshal(y, &m); err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	b, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("configuration: %w", err)
+	}
+	return b, nil
+}
+
+// storedConfig reads back what the verbs need of a stored configuration.
+type storedConfig struct {
+	Stages    []int `json:"stages"`
+	Optimized struct {
+		Cache   bool `json:"cache"`
+		Replica bool `json:"replica"`
+	} `json:"optimized"`
+}

@@ -1,6 +1,7 @@
 package canary
 
 import (
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -103,5 +104,30 @@ func TestDecide(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStoredConfig: a run stores its configuration with the YAML's keys and
+// readable durations, and the verbs read back what they need.
+func TestStoredConfig(t *testing.T) {
+	c, err := LoadConfig(filepath.Join("..", "..", "deploy", "canary", "message-history.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Validate(15 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.storedJSON()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`"interval":"30s"`, `"ref_window":"5m0s"`, `"min_requests":200`, `"p95":"350ms"`} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("stored configuration lacks %s: %s", want, b)
+		}
+	}
+	var sc storedConfig
+	if err := json.Unmarshal(b, &sc); err != nil || !sc.Optimized.Cache || !sc.Optimized.Replica || len(sc.Stages) != 4 {
+		t.Errorf("read back %+v, %v", sc, err)
 	}
 }

@@ -140,7 +140,10 @@ func RunCanary(ctx context.Context, cfg Config, store *Store, opts Options) (Res
 }
 
 func (c *controller) start(ctx context.Context) (Result, error) {
-	conf, _ := json.Marshal(c.cfg)
+	conf, err := c.cfg.storedJSON()
+	if err != nil {
+		return Result{}, err
+	}
 	c.run = &Run{Endpoint: c.cfg.Endpoint, State: StateRunning, DryRun: c.opts.DryRun, StagePercent: c.cfg.Stages[0],
 		Config: conf, Owner: c.opts.Owner}
 	if err := c.store.CreateRun(ctx, c.run); err != nil {

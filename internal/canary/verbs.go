@@ -140,7 +140,7 @@ func Command(ctx context.Context, store *Store, admin *AdminClient, endpoint, cm
 		_ = store.EndOpenStages(ctx, r.ID, "rolled_back")
 		note("rolled_back", TriggerAbort, "aborted by an operator: at 0%")
 	case CmdPromote:
-		var cfg Config
+		var cfg storedConfig
 		if err := json.Unmarshal(r.Config, &cfg); err != nil {
 			return "", fmt.Errorf("run %d configuration: %w", r.ID, err)
 		}
