@@ -8,10 +8,11 @@ have_pg() { [ -x /usr/lib/postgresql/15/bin/postgres ] || { command -v pg_config
 have_pg || need+=(postgresql-15)
 command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || need+=(pgbouncer)
 command -v redis-server >/dev/null || need+=(redis-server)
-# promtool checks deploy/'s Prometheus config and alert rules in the tests;
-# headless Chromium drives the dashboard's browser test (test/integration).
+# The stack's Prometheus (the canary judges on it); the package also brings
+# promtool, which checks deploy/'s config and alert rules in the tests.
+{ command -v prometheus >/dev/null && command -v promtool >/dev/null; } || need+=(prometheus)
+# Headless Chromium drives the dashboard's browser test (test/integration).
 if [ "${1:-}" = "--test" ]; then
-  command -v promtool >/dev/null || need+=(prometheus)
   command -v chromium >/dev/null || need+=(chromium)
 fi
 

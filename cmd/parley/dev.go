@@ -22,7 +22,8 @@ const devHelp = `Bring up the local stack (PostgreSQL primary + streaming replic
 Redis) in the data dir, apply migrations and serve the API wired as 'parley
 serve' would be: the primary pool through PgBouncer (exec mode), the replica
 direct (prepared statements), the Redis cache, the database monitors
-(PgBouncer's admin console included). Reads take the baseline path (primary,
+(PgBouncer's admin console included); the stack's Prometheus scrapes it
+(PARLEY_PROMETHEUS_URL in 'parley stack env'). Reads take the baseline path (primary,
 no cache) until a rollout says otherwise:
   curl -X PUT -H "Authorization: Bearer $(cat <data dir>/admin-token)" \
        -d '{"percent":100,"cache":true,"replica":true}' http://ADDR/admin/rollouts/message_history
@@ -77,6 +78,8 @@ func runDev(ctx context.Context, args []string) error {
 	c.RedisURL = s.RedisURL()
 	c.PgBouncerAdminURL = s.PgBouncerAdminURL()
 	c.AdminToken = token
+	// The stack's Prometheus scrapes this server while it runs.
+	c.PrometheusSDFile = filepath.Join(s.TargetsDir(), fmt.Sprintf("dev-%d.json", os.Getpid()))
 	err = serve(ctx, c, func(addr string) {
 		fmt.Fprintf(os.Stderr, "\nParley is serving on http://%s  (admin token in %s)\n  curl http://%s/readyz\n  curl -H \"Authorization: Bearer $(cat %s)\" http://%s/admin/status\n\n",
 			addr, filepath.Join(s.Dir, "admin-token"), addr, filepath.Join(s.Dir, "admin-token"), addr)

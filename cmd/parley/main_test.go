@@ -206,7 +206,7 @@ func TestNoSecretInOutput(t *testing.T) {
 	t.Setenv("PARLEY_PRIMARY_URL", "postgres://parley:"+password+"@127.0.0.1:1/parley")
 	t.Setenv("PARLEY_REDIS_URL", "redis://:"+password+"@127.0.0.1:1/0")
 	t.Setenv("PARLEY_CURSOR_KEY", token+"00112233445566778899")
-	for _, cmd := range []string{"serve", "dev", "load", "migrate", "seed"} {
+	for _, cmd := range []string{"serve", "dev", "load", "migrate", "seed", "canary"} {
 		for _, args := range [][]string{{"--help"}, {"--no-such-flag"}} {
 			out := runBinary(t, append([]string{cmd}, args...), nil)
 			if strings.Contains(out, token) || strings.Contains(out, password) {

@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/parley-chat/parley/internal/app"
 	"github.com/parley-chat/parley/internal/dbrouter"
 	"github.com/parley-chat/parley/internal/httpapi"
+	"github.com/parley-chat/parley/internal/stack"
 )
 
 func init() {
@@ -26,6 +28,10 @@ type serveConfig struct {
 	// AccessLogShare is --access-log-sample: the share of requests in the
 	// access log, 0–1 (0: none; answers of 500 or more are always logged).
 	AccessLogShare float64
+	// PrometheusSDFile, when set, is a file-based service discovery file
+	// that registers this server with Prometheus while it serves (written
+	// once listening, removed on shutdown).
+	PrometheusSDFile string
 }
 
 // bindServeFlags registers the flags shared by serve and dev.
@@ -68,6 +74,8 @@ func runServe(ctx context.Context, args []string) error {
 	f.Secret(&c.RedisURL, "redis-url", "PARLEY_REDIS_URL", "Redis URL, e.g. redis://host:6379/0 (optional: without it nothing is cached)")
 	f.Secret(&c.PgBouncerAdminURL, "pgbouncer-admin-url", "PARLEY_PGBOUNCER_ADMIN_URL", "PgBouncer admin console URL for pool metrics (optional)")
 	f.Secret(&c.AdminToken, "admin-token", "PARLEY_ADMIN_TOKEN", "bearer token for admin endpoints (required)")
+	f.String(&c.PrometheusSDFile, "prometheus-sd-file", "PARLEY_PROMETHEUS_SD_FILE", "",
+		"register with Prometheus while serving: write this file-based service discovery file (e.g. <data dir>/prometheus/targets/NAME.json of a local stack) and remove it on shutdown (optional)")
 	if err := f.Parse(args); err != nil {
 		return err
 	}
@@ -124,6 +132,14 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	}
 	log.Info("serving", "addr", ln.Addr().String(), "replicas", len(c.ReplicaURLs), "cache", c.RedisURL != "",
 		"pgbouncer_monitor", c.PgBouncerAdminURL != "")
+	if c.PrometheusSDFile != "" {
+		if err := stack.WriteTargetFile(c.PrometheusSDFile, ln.Addr().String(), nil); err != nil {
+			ln.Close()
+			return err
+		}
+		defer os.Remove(c.PrometheusSDFile)
+		log.Info("registered with Prometheus", "sd_file", c.PrometheusSDFile)
+	}
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

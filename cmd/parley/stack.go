@@ -13,18 +13,21 @@ import (
 )
 
 func init() {
-	register(command{name: "stack", summary: "local PostgreSQL primary + replica, PgBouncer and Redis: up|down|status|env", run: runStack})
+	register(command{name: "stack", summary: "local PostgreSQL primary + replica, PgBouncer, Redis and Prometheus: up|down|status|env", run: runStack})
 }
 
 const stackHelp = `Manage the local topology Parley runs on one machine, built from the system's
-own binaries (Debian packages postgresql-15, pgbouncer, redis-server):
+own binaries (Debian packages postgresql-15, pgbouncer, redis-server, prometheus):
 
   up      start (or repair) the stack: PostgreSQL primary, streaming replica made
-          with pg_basebackup, PgBouncer (transaction pooling) and Redis (no
-          persistence); idempotent, prints the bring-up time
+          with pg_basebackup, PgBouncer (transaction pooling), Redis (no
+          persistence) and Prometheus (1 s scrapes of every parley server
+          registered in <data dir>/prometheus/targets, the rules of
+          deploy/alerts.yml); idempotent, prints the bring-up time
   down    stop every process of the stack; the data stays
   status  each component's state (exit status 3 when one is not running)
-  env     shell lines PARLEY_PRIMARY_URL=... for the stack, for eval "$(parley stack env)"
+  env     shell lines PARLEY_PRIMARY_URL=... (and PARLEY_PROMETHEUS_URL) for the
+          stack, for eval "$(parley stack env)"
 
 When run as root the daemons run as the unprivileged OS user "parley" (created
 if missing). Ports are picked free on 127.0.0.1 on first 'up' and remembered in
@@ -39,6 +42,7 @@ func runStack(ctx context.Context, args []string) error {
 	fs.Int(&cfg.ReplicaPort, "replica-port", "PARLEY_REPLICA_PORT", 0, "replica port (0: remembered or free)")
 	fs.Int(&cfg.PgBouncerPort, "pgbouncer-port", "PARLEY_PGBOUNCER_PORT", 0, "PgBouncer port (0: remembered or free)")
 	fs.Int(&cfg.RedisPort, "redis-port", "PARLEY_REDIS_PORT", 0, "Redis port (0: remembered or free)")
+	fs.Int(&cfg.PrometheusPort, "prometheus-port", "PARLEY_PROMETHEUS_PORT", 0, "Prometheus port (0: remembered or free)")
 	fs.Int(&cfg.PoolSize, "pool-size", "PARLEY_PGBOUNCER_POOL_SIZE", 0, "PgBouncer default_pool_size (0: remembered or 20)")
 	var asJSON bool
 	fs.Bool(&asJSON, "json", "PARLEY_STACK_JSON", false, "status: print JSON")

@@ -10,11 +10,12 @@ import (
 )
 
 // Binaries are the system programs the stack runs. They come from Debian's
-// packages postgresql-15, pgbouncer and redis-server.
+// packages postgresql-15, pgbouncer, redis-server and prometheus.
 type Binaries struct {
-	PGBin     string // directory with initdb, pg_ctl, postgres, pg_basebackup
-	PgBouncer string
-	Redis     string
+	PGBin      string // directory with initdb, pg_ctl, postgres, pg_basebackup
+	PgBouncer  string
+	Redis      string
+	Prometheus string
 }
 
 // ErrMissingBinary is returned (wrapped) when a program the stack needs is not installed.
@@ -34,6 +35,9 @@ func FindBinaries() (Binaries, error) {
 	}
 	if b.Redis, err = lookPath("redis-server", "/usr/bin/redis-server"); err != nil {
 		return b, fmt.Errorf("%w: redis-server not found: install the Debian package redis-server (apt-get install redis-server)", ErrMissingBinary)
+	}
+	if b.Prometheus, err = lookPath("prometheus", "/usr/bin/prometheus"); err != nil {
+		return b, fmt.Errorf("%w: prometheus not found: install the Debian package prometheus (apt-get install prometheus)", ErrMissingBinary)
 	}
 	return b, nil
 }

@@ -14,6 +14,9 @@ import (
 func (s *Stack) Down(ctx context.Context) error {
 	var errs []error
 	start := time.Now()
+	if err := stopPID(readPID(s.prometheusPIDFile()), "prometheus", syscall.SIGTERM, 10*time.Second); err != nil {
+		errs = append(errs, fmt.Errorf("prometheus: %w", err))
+	}
 	// Redis: SIGTERM (no persistence, so it exits at once).
 	if err := stopPID(readPID(s.redisPIDFile()), "redis-server", syscall.SIGTERM, 5*time.Second); err != nil {
 		errs = append(errs, fmt.Errorf("redis: %w", err))
@@ -38,7 +41,7 @@ func (s *Stack) stopPostgres(dir string) error {
 }
 
 // StopComponent stops one component ("primary", "replica", "pgbouncer",
-// "redis"), for fault tests and operators. Up starts it again.
+// "redis", "prometheus"), for fault tests and operators. Up starts it again.
 func (s *Stack) StopComponent(ctx context.Context, name string) error {
 	switch name {
 	case "primary":
@@ -49,6 +52,8 @@ func (s *Stack) StopComponent(ctx context.Context, name string) error {
 		return stopPID(readPID(s.pgbouncerPIDFile()), "pgbouncer", syscall.SIGTERM, 5*time.Second)
 	case "redis":
 		return stopPID(readPID(s.redisPIDFile()), "redis-server", syscall.SIGTERM, 5*time.Second)
+	case "prometheus":
+		return stopPID(readPID(s.prometheusPIDFile()), "prometheus", syscall.SIGTERM, 10*time.Second)
 	}
-	return fmt.Errorf("unknown component %q (want primary, replica, pgbouncer or redis)", name)
+	return fmt.Errorf("unknown component %q (want primary, replica, pgbouncer, redis or prometheus)", name)
 }

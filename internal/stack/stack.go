@@ -1,7 +1,8 @@
 // Package stack runs Parley's local topology from the system's own binaries:
 // a PostgreSQL 15 primary, a streaming replica made with pg_basebackup, PgBouncer
 // in transaction mode in front of the primary (with a "_ro" entry for the
-// replica) and a Redis without persistence. It backs `parley stack`, `parley
+// replica), a Redis without persistence, and a Prometheus that scrapes every
+// parley server registered in the data dir (prometheus.go). It backs `parley stack`, `parley
 // dev` and every integration test (see Main and ForTest).
 package stack
 
@@ -37,6 +38,8 @@ type Config struct {
 	ReplicaPort   int
 	PgBouncerPort int
 	RedisPort     int
+	// PrometheusPort is the local Prometheus's HTTP port.
+	PrometheusPort int
 	// Fast trades durability for speed (fsync off): for throwaway test stacks.
 	Fast bool
 	// PoolSize is PgBouncer's default_pool_size (default 20).
@@ -52,6 +55,7 @@ type State struct {
 	ReplicaPort       int    `json:"replica_port"`
 	PgBouncerPort     int    `json:"pgbouncer_port"`
 	RedisPort         int    `json:"redis_port"`
+	PrometheusPort    int    `json:"prometheus_port"`
 	AppPassword       string `json:"app_password"`
 	SuperuserPassword string `json:"superuser_password"`
 	Fast              bool   `json:"fast"`
@@ -175,6 +179,7 @@ func (s *Stack) Env() [][2]string {
 		{"PARLEY_PGBOUNCER_URL", s.PgBouncerURL()},
 		{"PARLEY_PGBOUNCER_ADMIN_URL", s.PgBouncerAdminURL()},
 		{"PARLEY_REDIS_URL", s.RedisURL()},
+		{"PARLEY_PROMETHEUS_URL", s.PrometheusURL()},
 	}
 }
 

@@ -3,10 +3,17 @@ package stack_test
 import (
 	"context"
 	"errors"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
 	"time"
+
+	promapi "github.com/prometheus/client_golang/api"
+	promv1 "github.com/prometheus/client_golang/api/prometheus/v1"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/common/model"
 
 	"github.com/parley-chat/parley/internal/stack"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
@@ -243,4 +250,58 @@ func TestMissingBinaryMessage(t *testing.T) {
 	if !errors.Is(err, stack.ErrMissingBinary) || !strings.Contains(msg, "apt-get install postgresql-15") || strings.Contains(msg, "\n") {
 		t.Errorf("want one line naming the Debian package, got %q", msg)
 	}
+}
+
+// TestPrometheusScrapesRegisteredTargets registers a server that exports one
+// metric through the targets folder and requires the stack's Prometheus to
+// scrape it within seconds, with the file's labels, and to drop it when the
+// file goes.
+func TestPrometheusScrapesRegisteredTargets(t *testing.T) {
+	s := stacktest.ForTest(t)
+	ctx := ctxT(t)
+	if d := componentByName(t, s.Status(ctx), "prometheus"); !d.Running || !strings.Contains(d.Detail, "ready") {
+		t.Fatalf("prometheus status: %+v", d)
+	}
+	reg := prometheus.NewRegistry()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{Name: "parley_stack_test_value", Help: "test"})
+	g.Set(42)
+	reg.MustRegister(g)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	remove, err := s.RegisterTarget("stacktest", strings.TrimPrefix(srv.URL, "http://"), map[string]string{"deployment": "stacktest"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	client, err := promapi.NewClient(promapi.Config{Address: s.PrometheusURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := promv1.NewAPI(client)
+	value := func(q string) (float64, bool) {
+		v, _, _, err := api.Query(ctx, q, time.Now())
+		if err != nil {
+			t.Fatalf("query %s: %v", q, err)
+		}
+		vec, _ := v.(model.Vector)
+		if len(vec) == 0 {
+			return 0, false
+		}
+		return float64(vec[0].Value), true
+	}
+	took := stacktest.WaitFor(t, 30*time.Second, "the registered target's metric in Prometheus", func() bool {
+		v, ok := value(`parley_stack_test_value{deployment="stacktest",job="parley"}`)
+		return ok && v == 42
+	})
+	t.Logf("registered target scraped after %v", took)
+	remove()
+	stacktest.WaitFor(t, 30*time.Second, "the removed target's series to go stale", func() bool {
+		_, ok := value(`parley_stack_test_value{deployment="stacktest"}`)
+		return !ok
+	})
+	for _, kv := range s.Env() {
+		if kv[0] == "PARLEY_PROMETHEUS_URL" && kv[1] == s.PrometheusURL() {
+			return
+		}
+	}
+	t.Errorf("stack env has no PARLEY_PROMETHEUS_URL=%s: %v", s.PrometheusURL(), s.Env())
 }

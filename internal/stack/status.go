@@ -49,7 +49,23 @@ func (s *Stack) Status(ctx context.Context) []ComponentStatus {
 	} else {
 		rd.Detail = "PONG"
 	}
-	return append(out, pb, rd)
+	pr := ComponentStatus{Name: "prometheus", Port: s.State.PrometheusPort, PID: readPID(s.prometheusPIDFile())}
+	pr.Running = alive(pr.PID, "prometheus")
+	switch {
+	case !pr.Running:
+		pr.PID = 0
+		pr.Detail = "stopped"
+	case prometheusReady(ctx, s.PrometheusURL()) != nil:
+		pr.Detail = "not ready: " + prometheusReady(ctx, s.PrometheusURL()).Error()
+	default:
+		up, total, err := prometheusTargets(ctx, s.PrometheusURL())
+		if err != nil {
+			pr.Detail = "ready; targets: " + err.Error()
+		} else {
+			pr.Detail = fmt.Sprintf("ready at %s, %d/%d parley targets up", s.PrometheusURL(), up, total)
+		}
+	}
+	return append(out, pb, rd, pr)
 }
 
 func (s *Stack) pgStatus(ctx context.Context, name, dir string, port int, q string) ComponentStatus {

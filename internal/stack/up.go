@@ -62,13 +62,14 @@ func Up(ctx context.Context, cfg Config) (*Stack, error) {
 		{"replica", s.upReplica},
 		{"pgbouncer", s.upPgBouncer},
 		{"redis", s.upRedis},
+		{"prometheus", s.upPrometheus},
 	}
 	for _, st := range steps {
 		t := time.Now()
 		if err := st.fn(ctx); err != nil {
 			return nil, fmt.Errorf("%s: %w", st.name, err)
 		}
-		s.logf("  %-9s ready in %v", st.name, time.Since(t).Round(time.Millisecond))
+		s.logf("  %-10s ready in %v", st.name, time.Since(t).Round(time.Millisecond))
 	}
 	s.logf("stack up in %v (data dir %s, daemons run as %s)", time.Since(start).Round(time.Millisecond), s.Dir, acct.name)
 	return s, nil
@@ -93,8 +94,9 @@ func (s *Stack) loadOrInitState(cfg Config) error {
 	override(&st.ReplicaPort, cfg.ReplicaPort)
 	override(&st.PgBouncerPort, cfg.PgBouncerPort)
 	override(&st.RedisPort, cfg.RedisPort)
+	override(&st.PrometheusPort, cfg.PrometheusPort)
 	need := 0
-	for _, p := range []int{st.PrimaryPort, st.ReplicaPort, st.PgBouncerPort, st.RedisPort} {
+	for _, p := range []int{st.PrimaryPort, st.ReplicaPort, st.PgBouncerPort, st.RedisPort, st.PrometheusPort} {
 		if p == 0 {
 			need++
 		}
@@ -104,7 +106,7 @@ func (s *Stack) loadOrInitState(cfg Config) error {
 		if err != nil {
 			return err
 		}
-		for _, p := range []*int{&st.PrimaryPort, &st.ReplicaPort, &st.PgBouncerPort, &st.RedisPort} {
+		for _, p := range []*int{&st.PrimaryPort, &st.ReplicaPort, &st.PgBouncerPort, &st.RedisPort, &st.PrometheusPort} {
 			if *p == 0 {
 				*p, ports = ports[0], ports[1:]
 			}
