@@ -63,7 +63,7 @@ func BenchmarkGetOrFillBypass(b *testing.B) {
 func BenchmarkUserToken(b *testing.B) {
 	c := newCache(b, Config{OpTimeout: time.Second})
 	ctx := context.Background()
-	if err := c.SetUserToken(ctx, 1, pos("0/1"), time.Minute); err != nil {
+	if err := c.SetUserToken(ctx, 1, pos("0/1")); err != nil {
 		b.Fatal(err)
 	}
 	b.ReportAllocs()
