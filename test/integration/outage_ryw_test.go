@@ -17,7 +17,7 @@ import (
 
 // TestOutageReadYourWrites (issue 16): users send through instance a and
 // make their next read through instance b, while the replica applies every
-// transaction 150 ms late (healthy, in rotation, a little behind) and
+// transaction 100 ms late (healthy, in rotation, a little behind) and
 // Redis — where b would learn the writes a made — is hung (SIGSTOP), then
 // stopped, then up but without the users' records (evicted). The next read
 // of the history, the conversation list, one conversation and the unread
@@ -28,7 +28,7 @@ import (
 func TestOutageReadYourWrites(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
-	const writers = 6
+	const writers = 12
 	type writer struct {
 		u, partner user
 		conv       conversation
@@ -45,7 +45,7 @@ func TestOutageReadYourWrites(t *testing.T) {
 	// a read routed to a replica behind the reader.
 	svc.optimize(a, true, true, chat.EndpointMessageHistory)
 	svc.optimize(a, false, true, chat.EndpointConversationList, chat.EndpointUnreadCount)
-	svc.stack.DelayReplay(t, 150*time.Millisecond)
+	svc.stack.DelayReplay(t, 100*time.Millisecond)
 	replica := openPool(t, svc.db.ReplicaURL, 4)
 
 	type outage struct {
@@ -56,12 +56,12 @@ func TestOutageReadYourWrites(t *testing.T) {
 		unknown bool // b cannot ask Redis: reads counted token_unknown
 	}
 	outages := []outage{
-		{name: "redis hung", sends: 400, unknown: true, start: func(t *testing.T) func() { return svc.stack.Hang(t, "redis") }},
-		{name: "redis stopped", sends: 400, unknown: true, start: func(t *testing.T) func() {
+		{name: "redis hung", sends: 350, unknown: true, start: func(t *testing.T) func() { return svc.stack.Hang(t, "redis") }},
+		{name: "redis stopped", sends: 350, unknown: true, start: func(t *testing.T) func() {
 			svc.stopComponent("redis")
 			return svc.startComponents
 		}},
-		{name: "user records evicted", sends: 250, evict: true, start: func(*testing.T) func() { return func() {} }},
+		{name: "user records evicted", sends: 300, evict: true, start: func(*testing.T) func() { return func() {} }},
 	}
 	var total atomic.Int64
 	for _, o := range outages {
@@ -110,7 +110,7 @@ func TestOutageReadYourWrites(t *testing.T) {
 							evict(w.u.ID)
 						}
 						var header []string
-						if i%2 == 1 {
+						if (i/len(readKinds))%2 == 1 { // every kind of read, with and without
 							header = []string{"X-Consistency-Token", sent.Header.Get("X-Consistency-Token")}
 						}
 						src, bad := readBack(t, b, kind, w.u, w.conv.ID, m, header)
