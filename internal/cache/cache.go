@@ -196,10 +196,14 @@ func (c *Cache) lookup(ctx context.Context, genKey, head, tail, epoch string) (l
 	if err != nil {
 		return lookup{}, err
 	}
-	if len(r) == 0 {
+	switch len(r) {
+	case 0:
 		return lookup{staleEpoch: true}, nil
-	}
-	if len(r) != 6 {
+	case 2: // a hit
+		v, _ := r[1].(string)
+		return lookup{value: []byte(v)}, nil
+	case 6:
+	default:
 		return lookup{}, fmt.Errorf("cache lookup: unexpected reply %v", r)
 	}
 	gen, _ := r[0].(string)
@@ -208,22 +212,19 @@ func (c *Cache) lookup(ctx context.Context, genKey, head, tail, epoch string) (l
 		return lookup{}, fmt.Errorf("cache lookup: generation %q: %w", gen, err)
 	}
 	lk := lookup{genKey: genKey, dataKey: head + gen + tail, fill: Fill{Store: true, Generation: g, MinLSN: wal.Unknown}}
-	if l, ok := r[1].(string); ok {
+	if l, ok := r[2].(string); ok {
 		if pos, err := wal.Parse(l); err == nil && pos != 0 {
 			lk.written = pos
 		} else {
 			lk.written = wal.Unknown
 		}
 	}
-	if f, ok := r[2].(string); ok {
+	if f, ok := r[3].(string); ok {
 		if pos, err := wal.Parse(f); err == nil {
 			lk.floor = max(pos, 1)
 		}
 	}
-	lk.created, _ = r[3].(string)
-	if v, ok := r[4].(string); ok {
-		lk.value = []byte(v)
-	}
+	lk.created, _ = r[4].(string)
 	leased, _ := r[5].(int64)
 	lk.leased = leased == 1
 	return lk, nil

@@ -82,30 +82,39 @@ return {e, 1}
 
 // lookupScript reads the owner's record (resetting it if it belongs to an
 // older epoch or is missing), then the data key under its generation; on a
-// miss it tries to take the key's lease.
+// miss it tries to take the key's lease. A hit reads no more of the record
+// than the generation and the epoch.
 //
 //	KEYS[1] owner record   ARGV[1] data key head  ARGV[2] data key tail
 //	ARGV[3] lease ms       ARGV[4] record TTL ms  ARGV[5] the caller's epoch
-//	→ {generation, write position or nil, floor or nil, created, value or nil,
-//	   1 if the lease was taken}, or {} when the record belongs to a newer
-//	   epoch than the caller's
+//	→ hit: {generation, value}
+//	  miss: {generation, nil, write position or nil, floor or nil, created,
+//	         1 if the lease was taken}
+//	  {} when the record belongs to a newer epoch than the caller's
 //
 // The data key is built inside the script; it shares KEYS[1]'s hash tag, so
 // it is in the same Redis Cluster slot.
-var lookupScript = redis.NewScript(luaRecord + `
-local r = redis.call('HMGET', KEYS[1], 'g', 'e', 'l', 'f', 'c')
-local g, l, f, c = r[1], r[3], r[4], r[5]
-local st = epochOf(g, r[2], ARGV[5])
-if st < 0 then return {} end
-if st == 0 then
-  g = reset(KEYS[1], ARGV[5], ARGV[4])
-  c, l, f = g, false, false
+//
+// It inlines luaRecord's epochOf and reset: the hit path defines no Lua
+// function (each definition is made again on every call).
+var lookupScript = redis.NewScript(`
+local r = redis.call('HMGET', KEYS[1], 'g', 'e')
+local g, e, ep = r[1], tonumber(r[2]), tonumber(ARGV[5])
+if g and e and e > ep then return {} end
+if not g or not e or e < ep then
+  local t = redis.call('TIME')
+  g = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 'g', g, 'e', ARGV[5], 'c', g)
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
 end
 local dk = ARGV[1] .. g .. ARGV[2]
 local v = redis.call('GET', dk)
-if v then return {g, l, f, c, v, 0} end
-if redis.call('SET', dk .. ':lease', '1', 'NX', 'PX', ARGV[3]) then return {g, l, f, c, false, 1} end
-return {g, l, f, c, false, 0}
+if v then return {g, v} end
+local m = redis.call('HMGET', KEYS[1], 'l', 'f', 'c')
+local leased = 0
+if redis.call('SET', dk .. ':lease', '1', 'NX', 'PX', ARGV[3]) then leased = 1 end
+return {g, false, m[1], m[2], m[3], leased}
 `)
 
 // bumpScript moves an owner to a new generation after a write and raises its
