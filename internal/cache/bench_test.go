@@ -2,11 +2,14 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/parley-chat/parley/internal/wal"
@@ -101,6 +104,8 @@ if redis.call('SET', dk .. ':lease', '1', 'NX', 'PX', ARGV[3]) then return {g, l
 return {g, l, false, 0}
 `)
 
+var legacyErr atomic.Value
+
 // legacyHit is GetOrFill's hit path before the cache epoch (commit
 // 3035cd9), step for step: breaker, pending owners, lookup, reply parsing,
 // hit counter.
@@ -120,6 +125,7 @@ func legacyHit(ctx context.Context, c *Cache, endpoint string, key Key) ([]byte,
 	r, err := legacyLookupScript.Run(octx, c.client, []string{genKey}, head, tail, c.leaseMs, c.genTTLMs).Slice()
 	c.observe(ctx, "lookup", err)
 	if err != nil || len(r) != 4 {
+		legacyErr.Store(fmt.Sprintf("%v %v", err, r))
 		return nil, ResultError
 	}
 	gen, _ := r[0].(string)
@@ -168,7 +174,7 @@ func BenchmarkHitPath(b *testing.B) {
 			start := time.Now()
 			for range block {
 				if r := hit(); r != ResultHit {
-					b.Fatalf("result %v", r)
+					b.Fatalf("kind %d: result %v (legacy error %v; lookup errors %v)", k, r, legacyErr.Load(), testutil.ToFloat64(c.m.errors.WithLabelValues("lookup")))
 				}
 			}
 			wall[k] += time.Since(start)
