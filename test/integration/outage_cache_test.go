@@ -16,9 +16,12 @@ import (
 // members read through both instances during and after the outage. No read
 // may miss a message acknowledged more than 100 ms before it started —
 // also when the instance that made the sends is killed during the outage,
-// with the invalidations it could not deliver. The other instance makes no
-// request during the outage, so nothing but the cache's own rules keeps it
-// from trusting what Redis held when it answers again.
+// with the invalidations it could not deliver, and when the hang is shorter
+// than the cache epoch's life (400 ms: the epoch does not lapse, so the
+// sends must not be acknowledged before Redis has their invalidations). The
+// other instance makes no request during the outage, so nothing but the
+// cache's own rules keeps it from trusting what Redis held when it answers
+// again.
 func TestOutageCacheRecovery(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
@@ -33,18 +36,16 @@ func TestOutageCacheRecovery(t *testing.T) {
 	}
 	svc.optimize(a, true, true)
 
-	const outageFor = 3 * time.Second
 	cases := []struct {
-		name  string
-		start func(t *testing.T) (end func())
-		kill  bool // the sending instance dies during the outage
+		name   string
+		stop   bool          // stop Redis and restart it (else hang it with SIGSTOP)
+		outage time.Duration // how long Redis is away
+		kill   bool          // the sending instance dies during the outage
 	}{
-		{name: "redis hung", start: func(t *testing.T) func() { return svc.stack.Hang(t, "redis") }},
-		{name: "redis stopped", start: func(t *testing.T) func() {
-			svc.stopComponent("redis")
-			return svc.startComponents
-		}},
-		{name: "redis hung, sending instance killed", kill: true, start: func(t *testing.T) func() { return svc.stack.Hang(t, "redis") }},
+		{name: "redis hung", outage: 3 * time.Second},
+		{name: "redis stopped", stop: true, outage: 3 * time.Second},
+		{name: "redis hung, sending instance killed", outage: 3 * time.Second, kill: true},
+		{name: "redis hung 400 ms, sending instance killed", outage: 400 * time.Millisecond, kill: true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,7 +70,14 @@ func TestOutageCacheRecovery(t *testing.T) {
 				t.Fatalf("nothing served from the cache before the outage: %v", warm)
 			}
 
-			end := tc.start(t)
+			var end func()
+			if tc.stop {
+				svc.stopComponent("redis")
+				end = svc.startComponents
+			} else {
+				end = svc.stack.Hang(t, "redis")
+				time.AfterFunc(tc.outage, end) // resumed on time, whatever the test is waiting for
+			}
 			began := time.Now()
 			var wg sync.WaitGroup
 			stop := make(chan struct{})
@@ -79,7 +87,7 @@ func TestOutageCacheRecovery(t *testing.T) {
 				wg.Go(func() { readLoop(t, []*client{a}, u, conv.ID, log, results, stop, i) })
 			}
 			var sent int
-			for time.Since(began) < outageFor-500*time.Millisecond {
+			for sent == 0 || time.Since(began) < tc.outage-500*time.Millisecond {
 				r := w.Do("POST", "/v1/conversations/"+conv.ID+"/messages", sender.Token, map[string]string{"body": fmt.Sprint(tc.name, " ", sent)})
 				if r.Status != 201 {
 					t.Fatalf("send during the outage: %d %s", r.Status, r.Body)
@@ -93,7 +101,7 @@ func TestOutageCacheRecovery(t *testing.T) {
 			if tc.kill {
 				w.app.Close() // dies with what it owes Redis; its HTTP server answers nothing useful now
 			}
-			time.Sleep(time.Until(began.Add(outageFor)))
+			time.Sleep(time.Until(began.Add(tc.outage)))
 			close(stop)
 			wg.Wait()
 			during := results.total
