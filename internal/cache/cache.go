@@ -69,7 +69,8 @@ type FillFunc func(ctx context.Context, f Fill) (value []byte, cacheable bool, e
 
 // New returns a cache on client (build it with NewClient or ClientOptions so
 // that deadlines are honoured on the socket). A nil client makes a cache
-// that always bypasses and keeps tokens per instance only.
+// that always bypasses and knows no token: every user's position is
+// unknown, so reads that could use a replica go to the primary.
 func New(client redis.UniversalClient, cfg Config) *Cache {
 	cfg = cfg.withDefaults()
 	c := &Cache{
