@@ -147,16 +147,20 @@ func TestShortHangDeliversBeforeAck(t *testing.T) {
 // newer epoch: it serves nothing from it, and refreshes its view.
 func TestStaleEpochViewRefreshed(t *testing.T) {
 	prefix := testPrefix()
-	a, _ := runCache(t, Config{Prefix: prefix})
+	a, stopA := runCache(t, Config{Prefix: prefix})
 	b, _ := runCache(t, Config{Prefix: prefix})
 	ctx := testCtx(t)
 	key := ConversationKey(62, KindHistory, "")
 	get(t, a, key, newFill("v1", true).fn)
 	old := a.view.Load().epoch
+	stopA() // a keeps its view (good for 0.9 s) and does not refresh it meanwhile
 	// Redis loses the epoch (evicted); b starts the next one and resets the
 	// record.
 	if err := b.client.Del(ctx, b.ks.epoch()).Err(); err != nil {
 		t.Fatal(err)
+	}
+	if _, ok := b.currentEpoch(ctx); !ok {
+		t.Fatal("b has no epoch")
 	}
 	b.expireView(b.view.Load().epoch)
 	if v, r := get(t, b, key, newFill("v2", true).fn); v != "v2" || r != ResultMiss {
