@@ -38,6 +38,7 @@ import (
 	"github.com/parley-chat/parley/internal/monitor"
 	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/rollout"
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // Config is everything a server needs. Zero values take the defaults named.
@@ -169,7 +170,12 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 	}
-	a.Cache = cache.New(a.redis, cache.Config{Logger: log, Registerer: reg, Prefix: cfg.CachePrefix})
+	router := a.Router
+	a.Cache = cache.New(a.redis, cache.Config{Logger: log, Registerer: reg, Prefix: cfg.CachePrefix,
+		// A floor for a record the cache (re)creates: the primary's position now.
+		Position: func(ctx context.Context) (wal.LSN, error) {
+			return router.CommitLSN(monitor.WithQueryName(ctx, "cache_floor"))
+		}})
 
 	primary := a.Router.Primary()
 	key, err := postgres.CursorKey(ctx, primary, cfg.CursorKey)
@@ -206,7 +212,6 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the API description: %w", err)
 	}
-	router := a.Router
 	if a.Dashboard, err = dashboard.New(dashboard.Config{
 		AdminToken: cfg.AdminToken,
 		Gatherer:   reg,

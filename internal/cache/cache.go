@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/parley-chat/parley/internal/wal"
@@ -24,12 +26,21 @@ type Cache struct {
 	m      *metrics
 	br     breaker
 
-	flights flights
-	pending pendingSet
-	tokens  localTokens
+	flights    flights
+	pending    pendingSet
+	tokensOwed pendingTokens
+
+	born       time.Time // clock's origin
+	view       atomic.Pointer[view]
+	validFor   int64         // nanoseconds a refreshed view may be used
+	refreshing refreshGroup  // inline refreshes of an expired view
+	kick       chan struct{} // asks Run to probe now
+	// forceEpoch: invalidations were dropped (queue overflow); Run starts a
+	// new epoch as soon as Redis answers.
+	forceEpoch atomic.Bool
 
 	// Script arguments, converted once.
-	leaseMs, genTTLMs any
+	leaseMs, genTTLMs, epochTTLms, tokenTTLms any
 }
 
 // Fill tells a fill function what its value is for.
@@ -39,7 +50,8 @@ type Fill struct {
 	// the fill may route as it likes.
 	Store bool
 	// MinLSN, with Store: the value is cacheable only if it was read from the
-	// primary or from a replica whose replay position is at least MinLSN.
+	// primary or from a replica whose replay position is at least MinLSN
+	// (the owner's last write position, and its record's floor).
 	// wal.Unknown: only a read from the primary is cacheable. Route the fill
 	// accordingly (e.g. a read-your-writes consistency at max(MinLSN, the
 	// user's token); the primary when unknown).
@@ -57,19 +69,24 @@ type FillFunc func(ctx context.Context, f Fill) (value []byte, cacheable bool, e
 
 // New returns a cache on client (build it with NewClient or ClientOptions so
 // that deadlines are honoured on the socket). A nil client makes a cache
-// that always bypasses and keeps tokens per instance only.
+// that always bypasses and knows no token: every user's position is
+// unknown, so reads that could use a replica go to the primary.
 func New(client redis.UniversalClient, cfg Config) *Cache {
 	cfg = cfg.withDefaults()
 	c := &Cache{
-		client:   client,
-		cfg:      cfg,
-		ks:       keyspace{prefix: cfg.Prefix},
-		log:      cfg.Logger.With("component", "cache"),
-		m:        newMetrics(cfg.Registerer),
-		leaseMs:  strconv.FormatInt(max(cfg.LeaseTTL.Milliseconds(), 1), 10),
-		genTTLMs: strconv.FormatInt(max(cfg.GenerationTTL.Milliseconds(), 1), 10),
+		client:     client,
+		cfg:        cfg,
+		ks:         keyspace{prefix: cfg.Prefix},
+		log:        cfg.Logger.With("component", "cache"),
+		m:          newMetrics(cfg.Registerer),
+		born:       time.Now(),
+		validFor:   int64(cfg.EpochTTL) * 9 / 10,
+		kick:       make(chan struct{}, 1),
+		leaseMs:    strconv.FormatInt(max(cfg.LeaseTTL.Milliseconds(), 1), 10),
+		genTTLMs:   strconv.FormatInt(max(cfg.GenerationTTL.Milliseconds(), 1), 10),
+		epochTTLms: strconv.FormatInt(max(cfg.EpochTTL.Milliseconds(), 1), 10),
+		tokenTTLms: strconv.FormatInt(max(cfg.TokenTTL.Milliseconds(), 1), 10),
 	}
-	c.tokens.init()
 	c.br.threshold = int32(cfg.BreakerFailures)
 	c.br.onChange = c.breakerChanged
 	if client == nil {
@@ -101,8 +118,10 @@ func (c *Cache) Ping(ctx context.Context) error {
 	return c.client.Ping(ctx).Err()
 }
 
-// ErrUnavailable: Redis cannot be used right now (breaker open, error or
-// timeout). Only the token functions return it; GetOrFill fails open.
+// ErrUnavailable: Redis cannot be used right now (breaker open, error,
+// timeout, no current epoch) or cannot say what was asked: a token is then
+// unknown, a write's token or invalidation queued. GetOrFill never returns
+// it: it fails open.
 var ErrUnavailable = errors.New("cache: redis unavailable")
 
 // GetOrFill returns the value of key: from Redis on a hit, else from fill,
@@ -111,26 +130,34 @@ var ErrUnavailable = errors.New("cache: redis unavailable")
 // the fill serves the request (result ResultError or ResultBypass). The
 // error returned is the fill's (or ctx's while waiting for another
 // request's fill). fill is called at most once, and not at all on ResultHit.
+//
+// Nothing is read from Redis without a current epoch (see doc.go,
+// "Outages"): after an outage, the first request refreshes it, and a record
+// of an older epoch is reset instead of used.
 func (c *Cache) GetOrFill(ctx context.Context, endpoint string, key Key, fill FillFunc) ([]byte, Result, error) {
 	ctr := c.m.counters(endpoint)
 	if !c.br.allow() {
-		ctr[ResultBypass].Inc()
-		v, _, err := fill(ctx, Fill{})
-		return v, ResultBypass, err
+		return c.bypass(ctx, ctr, fill)
+	}
+	epoch, ok := c.currentEpoch(ctx)
+	if !ok {
+		return c.bypass(ctx, ctr, fill)
 	}
 	tag := key.tag()
 	genKey := c.ks.prefix + tag + ":gen"
 	if c.pending.blocks(genKey) {
-		ctr[ResultBypass].Inc()
-		v, _, err := fill(ctx, Fill{})
-		return v, ResultBypass, err
+		return c.bypass(ctx, ctr, fill)
 	}
 	head, tail := c.ks.prefix+tag+":"+key.kind+":g", ":"+key.params
-	lk, err := c.lookup(ctx, genKey, head, tail)
+	lk, err := c.lookup(ctx, genKey, head, tail, epoch)
 	if err != nil {
 		ctr[ResultError].Inc()
 		v, _, err := fill(ctx, Fill{})
 		return v, ResultError, err
+	}
+	if lk.staleEpoch {
+		c.expireView(epoch)
+		return c.bypass(ctx, ctr, fill)
 	}
 	if lk.value != nil {
 		ctr[ResultHit].Inc()
@@ -141,23 +168,43 @@ func (c *Cache) GetOrFill(ctx context.Context, endpoint string, key Key, fill Fi
 	return v, res, err
 }
 
+func (c *Cache) bypass(ctx context.Context, ctr *[numResults]prometheus.Counter, fill FillFunc) ([]byte, Result, error) {
+	ctr[ResultBypass].Inc()
+	v, _, err := fill(ctx, Fill{})
+	return v, ResultBypass, err
+}
+
 // lookup is the result of lookupScript.
 type lookup struct {
+	genKey  string
 	dataKey string
 	fill    Fill
 	value   []byte
 	leased  bool
+	// The record's write position (0: none), floor (0: none yet) and
+	// creation time, for the fill's MinLSN (minLSN).
+	written, floor wal.LSN
+	created        string
+	// staleEpoch: the record belongs to a newer epoch than this instance's.
+	staleEpoch bool
 }
 
-func (c *Cache) lookup(ctx context.Context, genKey, head, tail string) (lookup, error) {
+func (c *Cache) lookup(ctx context.Context, genKey, head, tail, epoch string) (lookup, error) {
 	octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
 	defer cancel()
-	r, err := lookupScript.Run(octx, c.client, []string{genKey}, head, tail, c.leaseMs, c.genTTLMs).Slice()
+	r, err := lookupScript.Run(octx, c.client, []string{genKey}, head, tail, c.leaseMs, c.genTTLMs, epoch).Slice()
 	c.observe(ctx, "lookup", err)
 	if err != nil {
 		return lookup{}, err
 	}
-	if len(r) != 4 {
+	switch len(r) {
+	case 0:
+		return lookup{staleEpoch: true}, nil
+	case 2: // a hit
+		v, _ := r[1].(string)
+		return lookup{value: []byte(v)}, nil
+	case 6:
+	default:
 		return lookup{}, fmt.Errorf("cache lookup: unexpected reply %v", r)
 	}
 	gen, _ := r[0].(string)
@@ -165,18 +212,68 @@ func (c *Cache) lookup(ctx context.Context, genKey, head, tail string) (lookup, 
 	if err != nil {
 		return lookup{}, fmt.Errorf("cache lookup: generation %q: %w", gen, err)
 	}
-	lk := lookup{dataKey: head + gen + tail, fill: Fill{Store: true, Generation: g, MinLSN: wal.Unknown}}
-	if l, ok := r[1].(string); ok {
+	lk := lookup{genKey: genKey, dataKey: head + gen + tail, fill: Fill{Store: true, Generation: g, MinLSN: wal.Unknown}}
+	if l, ok := r[2].(string); ok {
 		if pos, err := wal.Parse(l); err == nil && pos != 0 {
-			lk.fill.MinLSN = pos
+			lk.written = pos
+		} else {
+			lk.written = wal.Unknown
 		}
 	}
-	if v, ok := r[2].(string); ok {
-		lk.value = []byte(v)
+	if f, ok := r[3].(string); ok {
+		if pos, err := wal.Parse(f); err == nil {
+			lk.floor = max(pos, 1)
+		}
 	}
-	leased, _ := r[3].(int64)
+	lk.created, _ = r[4].(string)
+	leased, _ := r[5].(int64)
 	lk.leased = leased == 1
 	return lk, nil
+}
+
+// minLSN is the position a fill of lk must have read at to be cacheable:
+// the owner's last write position and its record's floor, established now
+// if the record has none (Config.Position); wal.Unknown (the primary only)
+// when either is unknown.
+func (c *Cache) minLSN(ctx context.Context, lk lookup) wal.LSN {
+	if lk.written == wal.Unknown {
+		return wal.Unknown
+	}
+	f := lk.floor
+	if f == 0 {
+		var err error
+		if f, err = c.establishFloor(ctx, lk.genKey, lk.created); err != nil {
+			return wal.Unknown
+		}
+	}
+	return max(lk.written, f)
+}
+
+// establishFloor gives the record genKey (created at created) its floor: the
+// primary's position now, which is at least that of every write
+// acknowledged before the record existed. It returns the record's floor
+// (another request's, if it was first).
+func (c *Cache) establishFloor(ctx context.Context, genKey, created string) (wal.LSN, error) {
+	if c.cfg.Position == nil || created == "" {
+		return 0, fmt.Errorf("%w: no floor for %s", ErrUnavailable, genKey)
+	}
+	p, err := c.cfg.Position(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("%w: primary position for a floor: %w", ErrUnavailable, err)
+	}
+	p = max(p, 1)
+	octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
+	defer cancel()
+	v, err := floorScript.Run(octx, c.client, []string{genKey}, created, p.String()).Text()
+	c.observe(ctx, "floor", err)
+	if err != nil {
+		return 0, fmt.Errorf("%w: floor of %s: %w", ErrUnavailable, genKey, err)
+	}
+	f, err := wal.Parse(v)
+	if err != nil {
+		return 0, fmt.Errorf("%w: floor of %s: %w", ErrUnavailable, genKey, err)
+	}
+	return max(f, 1), nil
 }
 
 // miss serves a lookup that found no value. The request that took the
@@ -226,6 +323,7 @@ func (c *Cache) miss(ctx context.Context, lk lookup, fill FillFunc) ([]byte, Res
 // fillAndStore fills and stores a cacheable value (releasing the lease of
 // one that is not); ok reports a value that was stored.
 func (c *Cache) fillAndStore(ctx context.Context, lk lookup, fill FillFunc, leased bool) (v []byte, ok bool, err error) {
+	lk.fill.MinLSN = c.minLSN(ctx, lk)
 	v, cacheable, err := fill(ctx, lk.fill)
 	if err == nil && cacheable && len(v) <= c.cfg.MaxValueBytes {
 		c.store(ctx, lk.dataKey, v, leased)
@@ -307,7 +405,7 @@ func (c *Cache) observe(parent context.Context, op string, err error) {
 		return
 	}
 	c.m.errors.WithLabelValues(op).Inc()
-	c.br.failure()
+	c.br.failure(c.clock())
 }
 
 func (c *Cache) breakerChanged(open bool, downFor time.Duration) {
@@ -339,11 +437,12 @@ func (c *Cache) warnOnSlowClient() {
 	}
 }
 
-// Run probes Redis in the background until ctx ends: while the breaker is
-// open it PINGs every ProbeInterval and closes the breaker once Redis answers
-// and the invalidations queued meanwhile are replayed; while closed it PINGs
-// every 4 intervals and replays any queued invalidation. It also expires the
-// per-instance token records.
+// Run probes Redis in the background until ctx ends, every ProbeInterval
+// (at once when asked: a request found its epoch view out of date, a write
+// waits for its delivery): it refreshes the cache epoch — which also keeps
+// the epoch alive for every instance — and replays the invalidations and
+// tokens queued while Redis failed; while the breaker is open it closes it
+// once Redis answers and the queue is replayed.
 func (c *Cache) Run(ctx context.Context) {
 	if c.client == nil {
 		<-ctx.Done()
@@ -351,30 +450,32 @@ func (c *Cache) Run(ctx context.Context) {
 	}
 	t := time.NewTicker(c.cfg.ProbeInterval)
 	defer t.Stop()
-	for tick := 1; ; tick++ {
+	for {
+		c.probe(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		}
-		c.tokens.prune(time.Now())
-		if !c.br.allow() {
-			if c.ping(ctx) == nil && c.replay(ctx) {
-				c.br.close()
-			}
-			continue
-		}
-		if c.pending.size() > 0 {
-			c.replay(ctx)
-		}
-		if tick%4 == 0 {
-			c.observe(ctx, "ping", c.ping(ctx))
+		case <-c.kick:
 		}
 	}
 }
 
-func (c *Cache) ping(ctx context.Context) error {
-	octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
-	defer cancel()
-	return c.client.Ping(octx).Err()
+func (c *Cache) probe(ctx context.Context) {
+	err := c.refreshEpoch(ctx)
+	if ctx.Err() != nil || err != nil {
+		return
+	}
+	if c.forceEpoch.Load() && c.newEpoch(ctx) == nil {
+		c.forceEpoch.Store(false)
+	}
+	if !c.br.allow() {
+		if c.replay(ctx) {
+			c.br.close()
+		}
+		return
+	}
+	if c.owes() {
+		c.replay(ctx)
+	}
 }

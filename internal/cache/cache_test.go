@@ -68,12 +68,24 @@ func newCache(t testing.TB, cfg Config) *Cache {
 	if cfg.Registerer == nil {
 		cfg.Registerer = prometheus.NewRegistry()
 	}
+	if cfg.Position == nil {
+		cfg.Position = floorAt(testFloor)
+	}
 	c := New(newClient(t), cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 	return c
+}
+
+// testFloor is the primary's position in the tests that do not set one: the
+// floor of every record the cache creates.
+var testFloor = pos("0/1")
+
+// floorAt stands in for the primary's current position (Config.Position).
+func floorAt(p wal.LSN) func(context.Context) (wal.LSN, error) {
+	return func(context.Context) (wal.LSN, error) { return p, nil }
 }
 
 // fillCounter is a fill function that returns value and counts its calls,
@@ -117,8 +129,8 @@ func TestGetOrFill(t *testing.T) {
 	if v, r := get(t, c, page, f.fn); v != "page-1" || r != ResultMiss {
 		t.Fatalf("cold read = %q, %v; want page-1, miss", v, r)
 	}
-	if fl := f.last.Load(); !fl.Store || fl.MinLSN != wal.Unknown || fl.Generation == 0 {
-		t.Errorf("fill of a new owner got %+v, want Store, MinLSN unknown (primary only), a generation", *fl)
+	if fl := f.last.Load(); !fl.Store || fl.MinLSN != testFloor || fl.Generation == 0 {
+		t.Errorf("fill of a new owner got %+v, want Store, MinLSN the new record's floor %v, a generation", *fl, testFloor)
 	}
 	f.set("changed-in-db-but-not-invalidated")
 	if v, r := get(t, c, page, f.fn); v != "page-1" || r != ResultHit {
@@ -184,8 +196,8 @@ func TestKeyLayout(t *testing.T) {
 	if got := ks.gen(scopeUser, 7); got != "p:{user:7}:gen" {
 		t.Errorf("generation key = %q", got)
 	}
-	if got := ks.token(7); got != "p:{user:7}:tok" {
-		t.Errorf("token key = %q", got)
+	if got := ks.epoch(); got != "p:{epoch}" {
+		t.Errorf("epoch key = %q", got)
 	}
 	defer func() {
 		if recover() == nil {

@@ -9,7 +9,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/internal/wal"
 )
+
+// DefaultTokenTTL is Config.TokenTTL's default.
+const DefaultTokenTTL = time.Minute
 
 // Config tunes a Cache. Zero fields take the defaults.
 type Config struct {
@@ -30,9 +35,11 @@ type Config struct {
 	MaxValueBytes int
 	// BreakerFailures consecutive failed operations open the breaker (default 5).
 	BreakerFailures int
-	// ProbeInterval is how often Run PINGs Redis while the breaker is open and
-	// replays queued invalidations (default 250 ms); while closed it PINGs
-	// every 4 intervals so that an idle instance notices a dead Redis too.
+	// ProbeInterval is how often Run probes Redis — by refreshing the cache
+	// epoch, which also tells an idle instance that Redis is gone — and
+	// replays queued invalidations and tokens (default 250 ms, at most
+	// EpochTTL/5). While writes wait for their delivery it probes every
+	// 10 ms.
 	ProbeInterval time.Duration
 	// MaxPending bounds the queue of invalidations waiting for Redis (default
 	// 100000). Beyond it this instance bypasses the cache for TTL.
@@ -40,6 +47,29 @@ type Config struct {
 	// Prefix is put before every key (e.g. "parley:"); it must not contain
 	// braces, which would change the Redis Cluster hash tag.
 	Prefix string
+	// EpochTTL is how long the cache epoch outlives its last refresh
+	// (default 1 s). Every instance refreshes it every EpochTTL/5 and serves
+	// nothing from Redis more than 0.9 × EpochTTL after its last successful
+	// refresh; when nobody could refresh it (Redis hung or unreachable from
+	// every instance for EpochTTL) it lapses, and the next epoch makes every
+	// value and record written before unreachable. A write whose token or
+	// invalidation could not be delivered is acknowledged only once it has
+	// been, or once Redis has been unreachable from this instance for
+	// OpTimeout + 1.1 × EpochTTL (the epoch has lapsed): the longest a send
+	// can wait at the start of a Redis outage.
+	EpochTTL time.Duration
+	// TokenTTL is how long a user's read-your-writes token lives after their
+	// last write (default DefaultTokenTTL). It only has to outlast
+	// replication: a replica further behind is taken out by its breaker
+	// (5 s by default) long before.
+	TokenTTL time.Duration
+	// Position returns the primary's current WAL position (after a commit:
+	// at least the commit's). The cache calls it, once per owner record,
+	// to give a record it created a floor: a position at least that of every
+	// write acknowledged before the record existed (see doc.go). Nil: no
+	// floors, so a new record's owner fills from the primary only and a user
+	// whose record is younger than TokenTTL has an unknown position.
+	Position func(ctx context.Context) (wal.LSN, error)
 
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer // nil: metrics are not registered
@@ -57,6 +87,9 @@ func (c Config) withDefaults() Config {
 	def(&c.LeaseTTL, 200*time.Millisecond)
 	def(&c.LeaseWait, 50*time.Millisecond)
 	def(&c.ProbeInterval, 250*time.Millisecond)
+	def(&c.EpochTTL, time.Second)
+	def(&c.TokenTTL, DefaultTokenTTL)
+	c.ProbeInterval = min(c.ProbeInterval, c.EpochTTL/5)
 	if c.MaxValueBytes <= 0 {
 		c.MaxValueBytes = 1 << 20
 	}

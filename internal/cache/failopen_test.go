@@ -123,19 +123,21 @@ func TestRedisDownFailsOpen(t *testing.T) {
 	}
 
 	// A write while Redis is down is queued; this instance bypasses the owner.
-	c.InvalidateConversation(ctx, 300, []int64{7}, pos("0/900"))
+	if err := c.InvalidateConversation(ctx, 300, []int64{7}, pos("0/900")); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("InvalidateConversation with Redis down = %v, want ErrUnavailable", err)
+	}
 	if c.pending.size() != 2 {
 		t.Errorf("pending invalidations = %d, want 2", c.pending.size())
 	}
-	// Tokens: recorded locally, reported as unknown.
-	if err := c.SetUserToken(ctx, 7, pos("0/900"), time.Minute); !errors.Is(err, ErrUnavailable) {
+	// Tokens: queued, and every user's position is unknown (this one's and
+	// one who wrote through another instance alike).
+	if err := c.SetUserToken(ctx, 7, pos("0/900")); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("SetUserToken with Redis down = %v, want ErrUnavailable", err)
 	}
-	if lsn, ok, err := c.UserToken(ctx, 7); !errors.Is(err, ErrUnavailable) || !ok || lsn != pos("0/900") {
-		t.Errorf("UserToken with Redis down = %q, %v, %v; want the local 0/900 and ErrUnavailable", lsn, ok, err)
-	}
-	if _, ok, err := c.UserToken(ctx, 8); !errors.Is(err, ErrUnavailable) || ok {
-		t.Errorf("UserToken(no local record) = %v, %v; want not ok, ErrUnavailable", ok, err)
+	for _, user := range []int64{7, 8} {
+		if _, _, err := c.UserToken(ctx, user); !errors.Is(err, ErrUnavailable) {
+			t.Errorf("UserToken(%d) with Redis down = %v, want ErrUnavailable", user, err)
+		}
 	}
 
 	restart()
@@ -159,9 +161,9 @@ func TestRedisDownFailsOpen(t *testing.T) {
 	if got := f.last.Load().MinLSN; got != pos("0/900") {
 		t.Errorf("replayed invalidation left MinLSN %q, want 0/900", got)
 	}
-	// The token lives on locally (Redis lost it in the restart).
+	// The queued token was delivered to the restarted Redis.
 	if lsn, ok, err := c.UserToken(ctx, 7); err != nil || !ok || lsn != pos("0/900") {
-		t.Errorf("UserToken after recovery = %q, %v, %v", lsn, ok, err)
+		t.Errorf("UserToken after recovery = %q, %v, %v; want 0/900", lsn, ok, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package cache
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,9 +20,10 @@ import (
 // cached values or its members' lists show (a send, a new conversation, a
 // membership change), before acknowledging the write, whether or not the
 // rollout currently enables the cache. One pipelined round trip. If Redis
-// cannot be reached the bumps are queued for Run to replay, and this
-// instance bypasses the cache for these owners until then.
-func (c *Cache) InvalidateConversation(ctx context.Context, convID int64, memberIDs []int64, lsn wal.LSN) {
+// cannot be reached the bumps are queued for Run to replay, this instance
+// bypasses the cache for these owners until then, and the error wraps
+// ErrUnavailable: call AwaitDelivery before acknowledging the write.
+func (c *Cache) InvalidateConversation(ctx context.Context, convID int64, memberIDs []int64, lsn wal.LSN) error {
 	keys := make([]string, 0, 1+len(memberIDs))
 	keys = append(keys, c.ks.gen(scopeConversation, convID))
 	for _, id := range memberIDs {
@@ -29,15 +31,15 @@ func (c *Cache) InvalidateConversation(ctx context.Context, convID int64, member
 	}
 	c.m.invalidations.WithLabelValues("conversation").Inc()
 	c.m.invalidations.WithLabelValues("user").Add(float64(len(memberIDs)))
-	c.invalidate(ctx, keys, c.writePosition(lsn))
+	return c.invalidate(ctx, keys, c.writePosition(lsn))
 }
 
 // InvalidateUser moves one user's values (conversation list, unread counts)
 // to a new generation: call it after a write that changes only that user's
-// view, e.g. advancing their read marker.
-func (c *Cache) InvalidateUser(ctx context.Context, userID int64, lsn wal.LSN) {
+// view, e.g. advancing their read marker. Errors as InvalidateConversation.
+func (c *Cache) InvalidateUser(ctx context.Context, userID int64, lsn wal.LSN) error {
 	c.m.invalidations.WithLabelValues("user").Inc()
-	c.invalidate(ctx, []string{c.ks.gen(scopeUser, userID)}, c.writePosition(lsn))
+	return c.invalidate(ctx, []string{c.ks.gen(scopeUser, userID)}, c.writePosition(lsn))
 }
 
 // writePosition is the position recorded for a write at lsn: wal.Unknown
@@ -49,13 +51,13 @@ func (c *Cache) writePosition(lsn wal.LSN) wal.LSN {
 	return lsn
 }
 
-func (c *Cache) invalidate(ctx context.Context, keys []string, pos wal.LSN) {
+func (c *Cache) invalidate(ctx context.Context, keys []string, pos wal.LSN) error {
 	if c.client == nil {
-		return
+		return nil
 	}
 	if !c.br.allow() {
 		c.queue(keys, pos)
-		return
+		return fmt.Errorf("%w: %d invalidations queued (breaker open)", ErrUnavailable, len(keys))
 	}
 	// The write is committed: finish the invalidation even if the client
 	// went away.
@@ -71,7 +73,9 @@ func (c *Cache) invalidate(ctx context.Context, keys []string, pos wal.LSN) {
 			fk[i] = keys[j]
 		}
 		c.queue(fk, pos)
+		return fmt.Errorf("%w: %d of %d invalidations queued", ErrUnavailable, len(failed), len(keys))
 	}
+	return nil
 }
 
 // bump runs bumpScript for each key in one pipeline and returns the indexes
@@ -84,10 +88,11 @@ func (c *Cache) bump(ctx context.Context, keys []string, positions []wal.LSN) []
 	for i := range idx {
 		idx[i] = i
 	}
-	failed, noScript, err := c.bumpOnce(octx, keys, positions, idx)
+	epoch := c.writeEpoch(ctx)
+	failed, noScript, err := c.bumpOnce(octx, keys, positions, idx, epoch)
 	if noScript { // a new or flushed Redis: load the scripts, retry once
 		if err = loadScripts(octx, c.client); err == nil {
-			failed, _, err = c.bumpOnce(octx, keys, positions, failed)
+			failed, _, err = c.bumpOnce(octx, keys, positions, failed, epoch)
 		}
 	}
 	c.observe(ctx, "invalidate", err)
@@ -96,11 +101,11 @@ func (c *Cache) bump(ctx context.Context, keys []string, positions []wal.LSN) []
 
 // bumpOnce pipelines the bumps of keys[idx...] and returns the failed
 // indexes, whether any failed with NOSCRIPT, and the first error.
-func (c *Cache) bumpOnce(ctx context.Context, keys []string, positions []wal.LSN, idx []int) (failed []int, noScript bool, err error) {
+func (c *Cache) bumpOnce(ctx context.Context, keys []string, positions []wal.LSN, idx []int, epoch string) (failed []int, noScript bool, err error) {
 	cmds := make([]*redis.Cmd, len(idx))
 	_, err = c.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, j := range idx {
-			cmds[i] = bumpScript.EvalSha(ctx, p, []string{keys[j]}, positions[j].String(), c.genTTLMs)
+			cmds[i] = bumpScript.EvalSha(ctx, p, []string{keys[j]}, positions[j].String(), c.genTTLMs, epoch)
 		}
 		return nil
 	})
@@ -115,14 +120,19 @@ func (c *Cache) bumpOnce(ctx context.Context, keys []string, positions []wal.LSN
 
 func (c *Cache) queue(keys []string, pos wal.LSN) {
 	if c.pending.add(keys, pos, c.cfg.MaxPending, c.cfg.TTL) {
-		c.log.Error("too many invalidations waiting for Redis: this instance bypasses the cache until every entry cached before now has expired",
+		c.forceEpoch.Store(true)
+		c.log.Error("too many invalidations waiting for Redis: this instance bypasses the cache until every entry cached before now has expired, and starts a new cache epoch when Redis answers",
 			"max_pending", c.cfg.MaxPending, "ttl", c.cfg.TTL)
 	}
 	c.m.pending.Set(float64(c.pending.size()))
 }
 
-// replay bumps the queued owners; it reports whether none is left.
+// replay delivers the queued tokens and bumps; it reports whether nothing
+// is left.
 func (c *Cache) replay(ctx context.Context) bool {
+	if !c.replayTokens(ctx) {
+		return false
+	}
 	keys, positions := c.pending.list()
 	const chunk = 1000
 	for start := 0; start < len(keys); start += chunk {

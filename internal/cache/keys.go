@@ -66,9 +66,8 @@ func (ks keyspace) dataParts(k Key) (head, tail string) {
 	return ks.prefix + k.tag() + ":" + k.kind + ":g", ":" + k.params
 }
 
-// token is the user's read-your-writes token key.
-func (ks keyspace) token(userID int64) string {
-	return ks.prefix + ownerTag(scopeUser, userID) + ":tok"
-}
+// epoch is the cache epoch's key (a slot of its own in a cluster: no
+// script reads it together with an owner's keys).
+func (ks keyspace) epoch() string { return ks.prefix + "{epoch}" }
 
 func leaseKey(dataKey string) string { return dataKey + ":lease" }

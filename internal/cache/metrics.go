@@ -45,6 +45,9 @@ type metrics struct {
 	errors        *prometheus.CounterVec
 	up            prometheus.Gauge
 	pending       prometheus.Gauge
+	pendingTokens prometheus.Gauge
+	epochChanges  prometheus.Counter
+	deliveryWaits *prometheus.CounterVec
 
 	byEndpoint sync.Map // endpoint → *[numResults]prometheus.Counter
 }
@@ -71,6 +74,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "parley_cache_pending_invalidations",
 			Help: "Generation bumps waiting for Redis on this instance.",
 		}),
+		pendingTokens: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "parley_cache_pending_tokens",
+			Help: "Read-your-writes tokens waiting for Redis on this instance.",
+		}),
+		epochChanges: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "parley_cache_epoch_changes_total",
+			Help: "Times this instance found a new cache epoch (the previous one lapsed during an outage, or Redis lost it): everything cached before is ignored.",
+		}),
+		deliveryWaits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_cache_delivery_waits_total",
+			Help: "Writes whose acknowledgement waited for a token or invalidation Redis had not received, by outcome (delivered, lapsed: Redis unreachable until the epoch lapsed, timeout).",
+		}, []string{"outcome"}),
 	}
 	if reg != nil {
 		m.requests = promreg.MustRegister(reg, m.requests)
@@ -78,9 +93,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.errors = promreg.MustRegister(reg, m.errors)
 		m.up = promreg.MustRegister(reg, m.up)
 		m.pending = promreg.MustRegister(reg, m.pending)
+		m.pendingTokens = promreg.MustRegister(reg, m.pendingTokens)
+		m.epochChanges = promreg.MustRegister(reg, m.epochChanges)
+		m.deliveryWaits = promreg.MustRegister(reg, m.deliveryWaits)
 	}
 	for _, kind := range []string{"conversation", "user"} {
 		m.invalidations.WithLabelValues(kind)
+	}
+	for _, outcome := range []string{"delivered", "lapsed", "timeout"} {
+		m.deliveryWaits.WithLabelValues(outcome)
 	}
 	return m
 }

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -16,141 +15,163 @@ import (
 // the WAL position it captured (pg_current_wal_insert_lsn() read after the
 // commit; wal.Unknown when it could not be read). A later read by the user
 // may use a replica only if the replica has replayed that position. Tokens
-// live in Redis ({user:7}:tok), so every instance sees them, and are only
-// ever raised; each instance also keeps the tokens of the writes it made, for
-// when Redis is unavailable.
+// live in the user's record in Redis ({user:7}:gen, fields t and x), so every
+// instance sees them, and are only ever raised.
+//
+// A token Redis does not have is not proof that there was no write: Redis
+// may have been unreachable (the read cannot ask), or lost the record
+// (eviction, restart, a new epoch after an outage). So UserToken trusts the
+// absence of a token only in a record older than TokenTTL — any write before
+// it would have expired by now — and in a younger record uses its floor, a
+// primary position read after the record was made; when it cannot ask Redis
+// at all, the position is unknown (ErrUnavailable) and the caller must read
+// from the primary.
 
-// SetUserToken raises the user's token to lsn (a lower position is ignored;
-// 0 counts as wal.Unknown) and extends its TTL to at least ttl. The token is
-// always recorded on this instance; an error wrapping ErrUnavailable means
-// Redis did not get it (other instances will not see it).
-func (c *Cache) SetUserToken(ctx context.Context, userID int64, lsn wal.LSN, ttl time.Duration) error {
+// SetUserToken raises the user's token to lsn (a lower position is ignored
+// while the token lives; 0 counts as wal.Unknown) and extends it to at
+// least TokenTTL. An error wrapping ErrUnavailable means Redis did not get
+// it: it is queued for Run to deliver, and the caller must AwaitDelivery
+// before acknowledging the write.
+func (c *Cache) SetUserToken(ctx context.Context, userID int64, lsn wal.LSN) error {
 	if lsn == 0 {
 		lsn = wal.Unknown
 	}
-	c.tokens.raise(userID, lsn, time.Now().Add(ttl))
-	if !c.br.allow() {
-		return ErrUnavailable
+	if c.client == nil {
+		return fmt.Errorf("%w: no Redis configured", ErrUnavailable)
 	}
-	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.OpTimeout)
-	defer cancel()
-	ms := max(ttl.Milliseconds(), 1)
-	err := raiseScript.Run(octx, c.client, []string{c.ks.token(userID)}, lsn.String(), ms).Err()
-	c.observe(ctx, "token", err)
-	if err != nil && !errors.Is(err, redis.Nil) {
+	if !c.br.allow() {
+		c.tokensOwed.add(userID, lsn)
+		c.m.pendingTokens.Set(float64(c.tokensOwed.size()))
+		return fmt.Errorf("%w: token queued (breaker open)", ErrUnavailable)
+	}
+	if err := c.setToken(ctx, userID, lsn); err != nil {
+		c.tokensOwed.add(userID, lsn)
+		c.m.pendingTokens.Set(float64(c.tokensOwed.size()))
 		return fmt.Errorf("%w: set token: %w", ErrUnavailable, err)
 	}
 	return nil
 }
 
-// UserToken returns the user's token: ok = false when the user wrote nothing
-// within the token TTL. When err wraps ErrUnavailable the token is unknown:
-// lsn and ok then come from this instance's own record only, and writes the
-// user made through other instances are not included — route such a read to
-// the primary (at least when ok is true, i.e. the user wrote recently). A
-// value in Redis that is not a position reads as wal.Unknown.
-func (c *Cache) UserToken(ctx context.Context, userID int64) (lsn wal.LSN, ok bool, err error) {
-	local, lok := c.tokens.get(userID, time.Now())
-	if !c.br.allow() {
-		return local, lok, ErrUnavailable
-	}
-	octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
+func (c *Cache) setToken(ctx context.Context, userID int64, lsn wal.LSN) error {
+	octx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.OpTimeout)
 	defer cancel()
-	v, err := c.client.Get(octx, c.ks.token(userID)).Result()
+	err := setTokenScript.Run(octx, c.client, []string{c.ks.gen(scopeUser, userID)},
+		lsn.String(), c.tokenTTLms, c.genTTLMs, c.writeEpoch(ctx)).Err()
+	c.observe(ctx, "token", err)
+	if errors.Is(err, redis.Nil) {
+		err = nil
+	}
+	return err
+}
+
+// UserToken returns the position of the user's last write for routing their
+// read: ok = false when they made none within TokenTTL. The position may be
+// the user's record's floor (see above) rather than a write's: either way a
+// replica that has replayed it has every write of the user. An error
+// wrapping ErrUnavailable means the position is unknown (Redis unreachable,
+// timed out, breaker open, no current epoch, or a young record whose floor
+// could not be read): read from the primary. A stored token that is not a
+// position reads as wal.Unknown.
+func (c *Cache) UserToken(ctx context.Context, userID int64) (lsn wal.LSN, ok bool, err error) {
+	if c.client == nil {
+		return 0, false, fmt.Errorf("%w: no Redis configured", ErrUnavailable)
+	}
+	if !c.br.allow() {
+		return 0, false, fmt.Errorf("%w: breaker open", ErrUnavailable)
+	}
+	epoch, current := c.currentEpoch(ctx)
+	if !current {
+		return 0, false, fmt.Errorf("%w: no current cache epoch", ErrUnavailable)
+	}
+	key := c.ks.gen(scopeUser, userID)
+	octx, cancel := context.WithTimeout(ctx, c.cfg.OpTimeout)
+	r, err := getTokenScript.Run(octx, c.client, []string{key}, epoch, c.tokenTTLms, c.genTTLMs).Slice()
+	cancel()
 	c.observe(ctx, "token", err)
 	switch {
-	case errors.Is(err, redis.Nil):
-		return local, lok, nil
 	case err != nil:
-		return local, lok, fmt.Errorf("%w: get token: %w", ErrUnavailable, err)
+		return 0, false, fmt.Errorf("%w: get token: %w", ErrUnavailable, err)
+	case len(r) == 0:
+		c.expireView(epoch)
+		return 0, false, fmt.Errorf("%w: a newer cache epoch", ErrUnavailable)
+	case len(r) != 4:
+		return 0, false, fmt.Errorf("%w: get token: unexpected reply %v", ErrUnavailable, r)
 	}
-	stored, perr := wal.Parse(v)
-	if perr != nil || stored == 0 {
-		stored = wal.Unknown
+	if t, has := r[0].(string); has {
+		if lsn, err = wal.Parse(t); err != nil || lsn == 0 {
+			lsn = wal.Unknown
+		}
+		ok = true
 	}
-	if lok && local > stored {
-		return local, true, nil
+	if young, _ := r[1].(int64); young == 0 {
+		return lsn, ok, nil
 	}
-	return stored, true, nil
+	var floor wal.LSN
+	if f, has := r[2].(string); has {
+		if floor, err = wal.Parse(f); err != nil {
+			floor = wal.Unknown
+		}
+	} else {
+		created, _ := r[3].(string)
+		if floor, err = c.establishFloor(ctx, key, created); err != nil {
+			return 0, false, err
+		}
+	}
+	return max(lsn, floor, 1), true, nil
 }
 
-// localTokens is the per-instance record of tokens, sharded to keep lock
-// contention off the read path.
-type localTokens struct {
-	shards [32]tokenShard
+// replayTokens delivers the queued tokens; it reports whether none is left.
+func (c *Cache) replayTokens(ctx context.Context) bool {
+	for userID, lsn := range c.tokensOwed.list() {
+		if err := c.setToken(ctx, userID, lsn); err != nil {
+			break
+		}
+		c.tokensOwed.done(userID, lsn)
+	}
+	n := c.tokensOwed.size()
+	c.m.pendingTokens.Set(float64(n))
+	return n == 0
 }
 
-type tokenShard struct {
+// pendingTokens holds the tokens that did not reach Redis, per user the
+// highest.
+type pendingTokens struct {
 	mu sync.Mutex
-	m  map[int64]localToken
+	m  map[int64]wal.LSN
 }
 
-type localToken struct {
-	pos     wal.LSN
-	expires time.Time
-}
-
-// maxLocalTokens bounds each shard; expired records are pruned first.
-const maxLocalTokensPerShard = 1 << 14
-
-func (t *localTokens) init() {
-	for i := range t.shards {
-		t.shards[i].m = make(map[int64]localToken)
+func (p *pendingTokens) add(userID int64, lsn wal.LSN) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		p.m = make(map[int64]wal.LSN)
+	}
+	if cur, ok := p.m[userID]; !ok || lsn > cur {
+		p.m[userID] = lsn
 	}
 }
 
-func (t *localTokens) shard(userID int64) *tokenShard {
-	return &t.shards[uint64(userID)%uint64(len(t.shards))]
+func (p *pendingTokens) list() map[int64]wal.LSN {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make(map[int64]wal.LSN, len(p.m))
+	for k, v := range p.m {
+		out[k] = v
+	}
+	return out
 }
 
-func (t *localTokens) raise(userID int64, pos wal.LSN, expires time.Time) {
-	s := t.shard(userID)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	cur, ok := s.m[userID]
-	if ok && time.Now().Before(cur.expires) && pos <= cur.pos {
-		if expires.After(cur.expires) {
-			cur.expires = expires
-			s.m[userID] = cur
-		}
-		return
-	}
-	if !ok && len(s.m) >= maxLocalTokensPerShard {
-		s.pruneLocked(time.Now())
-		for k := range s.m { // still full: drop an arbitrary record
-			if len(s.m) < maxLocalTokensPerShard {
-				break
-			}
-			delete(s.m, k)
-		}
-	}
-	s.m[userID] = localToken{pos: pos, expires: expires}
-}
-
-func (t *localTokens) get(userID int64, now time.Time) (wal.LSN, bool) {
-	s := t.shard(userID)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	tok, ok := s.m[userID]
-	if !ok || !now.Before(tok.expires) {
-		return 0, false
-	}
-	return tok.pos, true
-}
-
-func (t *localTokens) prune(now time.Time) {
-	for i := range t.shards {
-		s := &t.shards[i]
-		s.mu.Lock()
-		s.pruneLocked(now)
-		s.mu.Unlock()
+// done removes a delivered token unless a higher one was queued meanwhile.
+func (p *pendingTokens) done(userID int64, lsn wal.LSN) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m[userID] == lsn {
+		delete(p.m, userID)
 	}
 }
 
-func (s *tokenShard) pruneLocked(now time.Time) {
-	for k, v := range s.m {
-		if !now.Before(v.expires) {
-			delete(s.m, k)
-		}
-	}
+func (p *pendingTokens) size() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.m)
 }

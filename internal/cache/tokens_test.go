@@ -1,8 +1,12 @@
 package cache
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/parley-chat/parley/internal/wal"
 )
@@ -13,8 +17,11 @@ func TestUserTokens(t *testing.T) {
 	b := newCache(t, Config{Prefix: prefix}) // another instance
 	ctx := testCtx(t)
 
-	if _, ok, err := b.UserToken(ctx, 1); ok || err != nil {
-		t.Fatalf("token of a user without writes: ok=%v, %v", ok, err)
+	// A user Redis has no record of: the record is made now, and until it is
+	// older than the token TTL its floor (the primary's position now) stands
+	// for any write whose token Redis may have lost.
+	if lsn, ok, err := b.UserToken(ctx, 1); !ok || err != nil || lsn != testFloor {
+		t.Fatalf("token of a user without a record: %v, %v, %v; want the floor %v", lsn, ok, err, testFloor)
 	}
 	steps := []struct {
 		set  wal.LSN
@@ -29,17 +36,19 @@ func TestUserTokens(t *testing.T) {
 		{pos("2/0"), wal.Unknown},
 	}
 	for _, st := range steps {
-		if err := a.SetUserToken(ctx, 1, st.set, time.Minute); err != nil {
+		if err := a.SetUserToken(ctx, 1, st.set); err != nil {
 			t.Fatalf("SetUserToken(%s): %v", st.set, err)
 		}
-		// Seen by the other instance, which has no local record.
 		if got, ok, err := b.UserToken(ctx, 1); err != nil || !ok || got != st.want {
 			t.Errorf("after set %s: other instance sees %q, %v, %v; want %q", st.set, got, ok, err, st.want)
 		}
 	}
 	// A stored value that is not a position (another program's) reads as
 	// unknown: the user's reads go to the primary.
-	if err := a.client.Set(ctx, a.ks.token(2), "e1:0/5", time.Minute).Err(); err != nil {
+	if err := a.SetUserToken(ctx, 2, pos("0/5")); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.client.HSet(ctx, a.ks.gen(scopeUser, 2), "t", "e1:0/5").Err(); err != nil {
 		t.Fatal(err)
 	}
 	if got, ok, err := b.UserToken(ctx, 2); err != nil || !ok || got != wal.Unknown {
@@ -52,6 +61,7 @@ func TestUserTokens(t *testing.T) {
 func TestLuaNewerMatchesGo(t *testing.T) {
 	c := newCache(t, Config{})
 	ctx := testCtx(t)
+	newer := redis.NewScript(luaNewer + `return newer(ARGV[1], ARGV[2]) and 1 or 0`)
 	lsns := []wal.LSN{0, 1, 0xFFFFFFFF, 0x1_00000000, 0x16_B374D848, 0x16_B374D849, wal.Unknown - 1, wal.Unknown}
 	type pair struct {
 		a      wal.LSN
@@ -67,64 +77,71 @@ func TestLuaNewerMatchesGo(t *testing.T) {
 			pairs = append(pairs, pair{a, junk, true})
 		}
 	}
-	for i, p := range pairs {
-		key := c.ks.token(int64(1000 + i))
-		if err := c.client.Set(ctx, key, p.b, time.Minute).Err(); err != nil {
-			t.Fatal(err)
-		}
-		got, err := raiseScript.Run(ctx, c.client, []string{key}, p.a.String(), 60000).Text()
+	for _, p := range pairs {
+		got, err := newer.Run(ctx, c.client, nil, p.a.String(), p.b).Int()
 		if err != nil {
-			t.Fatalf("raise %v over %q: %v", p.a, p.b, err)
+			t.Fatalf("newer(%v, %q): %v", p.a, p.b, err)
 		}
-		if replaced := got == p.a.String() && p.a.String() != p.b; replaced != p.expect {
-			t.Errorf("%v over %q: Lua replaced=%v, want %v", p.a, p.b, replaced, p.expect)
+		if (got == 1) != p.expect {
+			t.Errorf("newer(%v, %q) = %v in Lua, want %v", p.a, p.b, got == 1, p.expect)
 		}
 	}
 }
 
+// A token lives TokenTTL after the user's last write; once the user's
+// record is older than that, no token means no write within the TTL.
 func TestUserTokenTTL(t *testing.T) {
+	const ttl = 300 * time.Millisecond
 	prefix := testPrefix()
-	a := newCache(t, Config{Prefix: prefix})
-	b := newCache(t, Config{Prefix: prefix})
+	a := newCache(t, Config{Prefix: prefix, TokenTTL: ttl})
+	b := newCache(t, Config{Prefix: prefix, TokenTTL: ttl})
 	ctx := testCtx(t)
-	if err := a.SetUserToken(ctx, 3, pos("0/10"), 150*time.Millisecond); err != nil {
+	if err := a.SetUserToken(ctx, 3, pos("0/10")); err != nil {
 		t.Fatal(err)
 	}
-	// A lower position with a shorter TTL neither lowers nor shortens it.
-	if err := a.SetUserToken(ctx, 4, pos("0/20"), 2*time.Second); err != nil {
+	if err := a.SetUserToken(ctx, 4, pos("0/20")); err != nil {
 		t.Fatal(err)
 	}
-	if err := a.SetUserToken(ctx, 4, pos("0/5"), 50*time.Millisecond); err != nil {
+	time.Sleep(ttl / 2)
+	// A lower position neither lowers the token nor keeps it from living on.
+	if err := a.SetUserToken(ctx, 4, pos("0/5")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(ttl/2 + 50*time.Millisecond)
 	for _, c := range []*Cache{a, b} {
 		if lsn, ok, err := c.UserToken(ctx, 3); ok || err != nil {
-			t.Errorf("expired token still there: %q, %v", lsn, err)
+			t.Errorf("expired token still there: %q, %v, %v", lsn, ok, err)
 		}
 		if lsn, ok, err := c.UserToken(ctx, 4); !ok || err != nil || lsn != pos("0/20") {
-			t.Errorf("token 4 = %q, %v, %v; want 0/20 (not lowered, not shortened)", lsn, ok, err)
+			t.Errorf("token 4 = %q, %v, %v; want 0/20 (not lowered, extended by the later write)", lsn, ok, err)
 		}
 	}
 }
 
-// The local record covers a token Redis lost (restart, eviction).
-func TestUserTokenLocalFloor(t *testing.T) {
-	c := newCache(t, Config{})
+// A user's record lost (eviction, restart) takes their token with it: the
+// record made again has a floor — the primary's position when it was made —
+// that stands for the lost token; without a floor the position is unknown.
+func TestUserTokenRecordLost(t *testing.T) {
+	primary := pos("0/700")
+	c := newCache(t, Config{Position: func(context.Context) (wal.LSN, error) { return primary, nil }})
 	ctx := testCtx(t)
-	if err := c.SetUserToken(ctx, 5, pos("0/500"), time.Minute); err != nil {
+	if err := c.SetUserToken(ctx, 5, pos("0/500")); err != nil {
 		t.Fatal(err)
 	}
-	if err := c.client.Set(ctx, c.ks.token(5), "0/400", time.Minute).Err(); err != nil { // older, e.g. after a restart
+	if err := c.client.Del(ctx, c.ks.gen(scopeUser, 5)).Err(); err != nil { // evicted
 		t.Fatal(err)
 	}
-	if lsn, _, _ := c.UserToken(ctx, 5); lsn != pos("0/500") {
-		t.Errorf("UserToken = %q, want this instance's 0/500", lsn)
+	if lsn, ok, err := c.UserToken(ctx, 5); lsn != primary || !ok || err != nil {
+		t.Errorf("UserToken after Redis lost the record = %q, %v, %v; want the floor %v", lsn, ok, err, primary)
 	}
-	if err := c.client.Del(ctx, c.ks.token(5)).Err(); err != nil {
-		t.Fatal(err)
+	// The floor is kept: the primary moving on does not move it.
+	primary = pos("0/900")
+	if lsn, _, _ := c.UserToken(ctx, 5); lsn != pos("0/700") {
+		t.Errorf("UserToken with its floor set = %q, want 0/700", lsn)
 	}
-	if lsn, ok, err := c.UserToken(ctx, 5); lsn != pos("0/500") || !ok || err != nil {
-		t.Errorf("UserToken after Redis lost it = %q, %v, %v", lsn, ok, err)
+
+	noFloor := newCache(t, Config{Position: func(context.Context) (wal.LSN, error) { return 0, errors.New("primary down") }})
+	if _, _, err := noFloor.UserToken(ctx, 6); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("UserToken of a new record without a floor = %v, want ErrUnavailable", err)
 	}
 }

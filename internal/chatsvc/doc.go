@@ -32,10 +32,13 @@
 //
 // The user's read-your-writes token (userToken) is the commit position of
 // their last write, kept in Redis for every instance to see (cache's
-// SetUserToken/UserToken). While Redis cannot say, a user who wrote through
-// this instance within the token TTL reads from the primary; a client that
-// needs its writes through other instances visible sends the
-// X-Consistency-Token it got (ReadOptions.Token), which needs no Redis.
+// SetUserToken/UserToken). When the cache cannot say — Redis unreachable,
+// timed out, breaker open, or a user record Redis lost whose floor could not
+// be read — the user may have written through another instance and any
+// replica may be behind it: the read goes to the primary
+// (dbrouter.PositionUnknown, counted with reason token_unknown). An
+// X-Consistency-Token the client sends is honoured as well, but cannot stand
+// for the user's other writes.
 //
 // # The write path
 //
@@ -50,7 +53,11 @@
 // whatever the rollout says, so a later step of the rollout finds nothing
 // stale: a send or a new conversation invalidates the conversation and every
 // member's list and counts, a mark-read the reader's. The token is returned
-// with the result (chat.Ack) and becomes X-Consistency-Token.
+// with the result (chat.Ack) and becomes X-Consistency-Token. When Redis did
+// not get the token or an invalidation, acknowledge waits (cache.AwaitDelivery)
+// until it has, or until Redis has been gone long enough that every
+// instance ignores what it held (the cache epoch lapsed): at most about a
+// second, at the start of an outage.
 //
 // # Authentication
 //

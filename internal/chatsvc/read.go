@@ -2,7 +2,6 @@ package chatsvc
 
 import (
 	"context"
-	"errors"
 
 	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
@@ -116,33 +115,32 @@ func (s *Service) route(ctx context.Context, spec readSpec, userID int64, opts c
 	case opts.Strong:
 		c, replica = dbrouter.Strong, true // allowed, so that the router counts reason="strong"
 	case replica:
-		token, primaryOnly := s.userToken(ctx, userID)
-		if primaryOnly {
-			replica = false
-		} else {
+		if token, known := s.userToken(ctx, userID); known {
 			c = dbrouter.ReadYourWrites(max(floor, opts.Token, token))
+		} else {
+			c = dbrouter.PositionUnknown
 		}
 	}
 	target, err := s.router.Read(ctx, spec.endpoint, dbrouter.Route{Consistency: c, ReplicaAllowed: replica}, fn)
 	return value, chat.Source(target), DomainError(ctx, err)
 }
 
-// userToken returns the position of userID's last write as stored after it
-// (0: none within the TTL). primaryOnly says the read must go to the primary:
-// Redis cannot say (down, or too slow) and this instance wrote for the user
-// within the TTL, so a write through another instance may be newer than
-// anything known here (routing.md: "fall back to a local per-instance record
-// and, for users with a recent write, the primary"). A user with no local
-// record keeps the request's own token only; a client that needs its writes
-// through other instances visible during a Redis outage sends
-// X-Consistency-Token.
-func (s *Service) userToken(ctx context.Context, userID int64) (token wal.LSN, primaryOnly bool) {
+// userToken returns the position of userID's last write as the cache knows
+// it (0: none within the token TTL; possibly the floor of a user record
+// made recently, which stands for writes Redis may have lost). known is
+// false when the cache cannot say — Redis unreachable, timed out, breaker
+// open, no current epoch, a lost record whose floor could not be read —:
+// then any replica may lack a write this user made through another
+// instance, and the read goes to the primary (reason token_unknown). A
+// token the client sends (X-Consistency-Token) is honoured as well, but
+// cannot stand in for the user's other writes.
+func (s *Service) userToken(ctx context.Context, userID int64) (token wal.LSN, known bool) {
 	pos, ok, err := s.cache.UserToken(ctx, userID)
-	if errors.Is(err, cache.ErrUnavailable) && ok {
+	switch {
+	case err != nil:
+		return 0, false
+	case !ok:
 		return 0, true
 	}
-	if !ok {
-		return 0, false
-	}
-	return pos, false
+	return pos, true
 }

@@ -15,11 +15,6 @@ import (
 	"github.com/parley-chat/parley/internal/rollout"
 )
 
-// DefaultTokenTTL is how long a user's read-your-writes token is kept after
-// their last write. It only has to outlast replication: a replica that falls
-// further behind is taken out by its breaker (5 s by default) long before.
-const DefaultTokenTTL = time.Minute
-
 // Config wires a Service to the data layer.
 type Config struct {
 	// Store runs the SQL; its pool must be the Router's primary pool.
@@ -41,9 +36,6 @@ type Config struct {
 	// (postgres.CursorKey).
 	Cursors *chat.CursorCodec
 	Logger  *slog.Logger
-	// TokenTTL is how long a user's read-your-writes token is kept after
-	// their last write (default DefaultTokenTTL).
-	TokenTTL time.Duration
 	// AuthCacheTTL is how long this instance remembers a bearer token's user
 	// (default DefaultAuthCacheTTL; negative: every request reads the
 	// database).
@@ -74,9 +66,6 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
-	}
-	if cfg.TokenTTL <= 0 {
-		cfg.TokenTTL = DefaultTokenTTL
 	}
 	if cfg.AuthCacheTTL == 0 {
 		cfg.AuthCacheTTL = DefaultAuthCacheTTL

@@ -15,14 +15,16 @@ import (
 const ackTimeout = 2 * time.Second
 
 // CreateUser stores a user and its bearer token. Nothing cached can show a
-// new user; the token lets a client read the user back from anywhere (the
-// admin is not the user: no stored token).
+// new user. The new user's stored token is their creation: it starts their
+// record in Redis, so that their reads know from the start that no other
+// write of theirs can be missing (cache.UserToken); the returned token lets
+// a client read the user back from anywhere.
 func (s *Service) CreateUser(ctx context.Context, handle, displayName string) (chat.Ack[chat.NewUser], error) {
 	u, token, pos, err := s.store.CreateUser(monitor.WithQueryName(ctx, "create_user"), handle, displayName)
 	if err != nil {
 		return chat.Ack[chat.NewUser]{}, DomainError(ctx, err)
 	}
-	return chat.Ack[chat.NewUser]{Value: chat.NewUser{User: u, Token: token}, Token: s.acknowledge(ctx, 0, pos, nil)}, nil
+	return chat.Ack[chat.NewUser]{Value: chat.NewUser{User: u, Token: token}, Token: s.acknowledge(ctx, u.ID, pos, nil)}, nil
 }
 
 // CreateConversation stores a conversation of u and memberIDs; every
@@ -32,8 +34,8 @@ func (s *Service) CreateConversation(ctx context.Context, u chat.User, title str
 	if err != nil {
 		return chat.Ack[chat.Conversation]{}, DomainError(ctx, err)
 	}
-	token := s.acknowledge(ctx, u.ID, pos, func(ctx context.Context, pos wal.LSN) {
-		s.cache.InvalidateConversation(ctx, c.ID, c.MemberIDs, pos)
+	token := s.acknowledge(ctx, u.ID, pos, func(ctx context.Context, pos wal.LSN) error {
+		return s.cache.InvalidateConversation(ctx, c.ID, c.MemberIDs, pos)
 	})
 	return chat.Ack[chat.Conversation]{Value: c, Token: token}, nil
 }
@@ -48,8 +50,8 @@ func (s *Service) Send(ctx context.Context, u chat.User, req chat.SendRequest) (
 	if err != nil {
 		return chat.Ack[chat.SendResult]{}, DomainError(ctx, err)
 	}
-	token := s.acknowledge(ctx, u.ID, pos, func(ctx context.Context, pos wal.LSN) {
-		s.cache.InvalidateConversation(ctx, req.ConversationID, res.MemberIDs, pos)
+	token := s.acknowledge(ctx, u.ID, pos, func(ctx context.Context, pos wal.LSN) error {
+		return s.cache.InvalidateConversation(ctx, req.ConversationID, res.MemberIDs, pos)
 	})
 	return chat.Ack[chat.SendResult]{Value: res, Token: token}, nil
 }
@@ -61,8 +63,8 @@ func (s *Service) MarkRead(ctx context.Context, u chat.User, convID, messageID i
 	if err != nil {
 		return chat.Ack[int64]{}, DomainError(ctx, err)
 	}
-	token := s.acknowledge(ctx, u.ID, pos, func(ctx context.Context, pos wal.LSN) {
-		s.cache.InvalidateUser(ctx, u.ID, pos)
+	token := s.acknowledge(ctx, u.ID, pos, func(ctx context.Context, pos wal.LSN) error {
+		return s.cache.InvalidateUser(ctx, u.ID, pos)
 	})
 	return chat.Ack[int64]{Value: n, Token: token}, nil
 }
@@ -77,25 +79,41 @@ func (s *Service) MarkRead(ctx context.Context, u chat.User, convID, messageID i
 // commit) must not let the user's next read reach a replica that lacks the
 // write: the user's token is raised to wal.Unknown, which keeps their reads
 // on the primary until it expires; the invalidation runs with an unknown
-// position (fills from the primary only). A Redis outage leaves the token on
-// this instance and queues the invalidation. It returns the token (0 when
-// unknown).
-func (s *Service) acknowledge(ctx context.Context, userID int64, committed wal.LSN, invalidate func(ctx context.Context, pos wal.LSN)) wal.LSN {
+// position (fills from the primary only).
+//
+// When Redis did not get the token or an invalidation (an outage), the
+// write is not answered until it has (cache.AwaitDelivery), or until Redis
+// has been unreachable long enough that every instance will ignore what it
+// held (the cache epoch lapsed): otherwise another instance could serve a
+// value or route a read by a token older than this acknowledged write.
+// That wait is at most ~1 s, at the start of an outage. It returns the
+// token (0 when unknown).
+func (s *Service) acknowledge(ctx context.Context, userID int64, committed wal.LSN, invalidate func(ctx context.Context, pos wal.LSN) error) wal.LSN {
 	// The write is committed: finish even if the client has gone.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
 	defer cancel()
 	pos := s.commitToken(ctx, committed)
+	owed := false
 	if userID != 0 {
 		token := pos
 		if token == 0 {
 			token = wal.Unknown
 		}
-		if err := s.cache.SetUserToken(ctx, userID, token, s.cfg.TokenTTL); err != nil && !errors.Is(err, cache.ErrUnavailable) {
-			s.log.Warn("set read-your-writes token", "user_id", userID, "request_id", chat.RequestID(ctx), "err", err)
+		if err := s.cache.SetUserToken(ctx, userID, token); err != nil {
+			owed = owed || errors.Is(err, cache.ErrUnavailable)
+			if !errors.Is(err, cache.ErrUnavailable) {
+				s.log.Warn("set read-your-writes token", "user_id", userID, "request_id", chat.RequestID(ctx), "err", err)
+			}
 		}
 	}
-	if invalidate != nil {
-		invalidate(ctx, pos)
+	if invalidate != nil && invalidate(ctx, pos) != nil {
+		owed = true
+	}
+	if owed {
+		if err := s.cache.AwaitDelivery(ctx); err != nil {
+			s.log.Warn("write acknowledged before Redis got its token or invalidations: other instances may serve older values until they arrive",
+				"request_id", chat.RequestID(ctx), "err", err)
+		}
 	}
 	return pos
 }

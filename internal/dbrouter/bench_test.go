@@ -66,6 +66,8 @@ func TestPickDecision(t *testing.T) {
 		{"token replayed", Route{Consistency: ReadYourWrites(1000), ReplicaAllowed: true}, nil, false, ReasonOK},
 		{"token ahead", Route{Consistency: ReadYourWrites(1001), ReplicaAllowed: true}, nil, true, ReasonTokenAhead},
 		{"strong", Route{Consistency: Strong, ReplicaAllowed: true}, nil, true, ReasonStrong},
+		{"writer's position unknown", Route{Consistency: PositionUnknown, ReplicaAllowed: true}, nil, true, ReasonTokenUnknown},
+		{"position unknown, replica not allowed", Route{Consistency: PositionUnknown}, nil, true, ReasonDisabled},
 		{"not allowed", Route{}, nil, true, ReasonDisabled},
 		{"one replica open, other serves", allowed, func() {
 			r.replicas[0].view.Store(&replicaView{breaker: BreakerOpen})

@@ -55,8 +55,9 @@ type Config struct {
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
 	// MaxSpillover bounds how many reads meant for replicas may run on the
-	// primary at once while no replica is healthy (0: three quarters of the
-	// primary pool; negative: no bound). A read over the bound waits up to
+	// primary at once while no replica is healthy or the reader's write
+	// position is unknown (PositionUnknown: a Redis outage) (0: three
+	// quarters of the primary pool; negative: no bound). A read over the bound waits up to
 	// AcquireTimeout for a slot, then fails with postgres.ErrUnavailable, so the
 	// primary keeps connections for writes.
 	MaxSpillover int

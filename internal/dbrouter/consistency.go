@@ -24,6 +24,7 @@ const (
 	modeAny consistencyMode = iota
 	modeStrong
 	modeToken
+	modeUnknown
 )
 
 var (
@@ -31,6 +32,11 @@ var (
 	AnyReplica = Consistency{mode: modeAny}
 	// Strong sends the read to the primary (X-Consistency: strong).
 	Strong = Consistency{mode: modeStrong}
+	// PositionUnknown sends a read that may use a replica to the primary
+	// because the position it must reflect — the caller's last write — is
+	// not known (the store of tokens cannot say): any replica may be behind
+	// it. Counted with reason token_unknown, and bounded like spill-over.
+	PositionUnknown = Consistency{mode: modeUnknown}
 )
 
 // ReadYourWrites lets a replica serve the read only if it has replayed the
@@ -47,13 +53,16 @@ func ReadYourWrites(token wal.LSN) Consistency {
 // Token is the read-your-writes token (0 unless made by ReadYourWrites).
 func (c Consistency) Token() wal.LSN { return c.token }
 
-// String names the mode: "any_replica", "strong" or "read_your_writes".
+// String names the mode: "any_replica", "strong", "read_your_writes" or
+// "position_unknown".
 func (c Consistency) String() string {
 	switch c.mode {
 	case modeStrong:
 		return "strong"
 	case modeToken:
 		return "read_your_writes"
+	case modeUnknown:
+		return "position_unknown"
 	}
 	return "any_replica"
 }

@@ -23,6 +23,7 @@ const (
 	ReasonDisabled         = "disabled"           // replica not allowed for this request, or none configured
 	ReasonStrong           = "strong"             // the caller asked for the primary
 	ReasonTokenAhead       = "token_ahead"        // healthy replicas exist but none has replayed the caller's token
+	ReasonTokenUnknown     = "token_unknown"      // the caller's write position is unknown (Redis unavailable): any replica may be behind it
 	ReasonNoHealthyReplica = "no_healthy_replica" // every replica's breaker is open or half-open: spill-over
 	ReasonFallbackError    = "fallback_error"     // the replica failed (connection error, no connection free); retried on the primary
 )
@@ -178,8 +179,11 @@ func (r *Router) pick(o Route) (*replica, string) {
 	if !o.ReplicaAllowed || len(r.replicas) == 0 {
 		return nil, ReasonDisabled
 	}
-	if o.Consistency.mode == modeStrong {
+	switch o.Consistency.mode {
+	case modeStrong:
 		return nil, ReasonStrong
+	case modeUnknown:
+		return nil, ReasonTokenUnknown
 	}
 	n := len(r.replicas)
 	start := 0
@@ -215,8 +219,10 @@ func (r *Router) pick(o Route) (*replica, string) {
 // Read runs fn on the node that route allows: a replica (the one with the
 // fewest reads in flight among those whose breaker is closed and, for
 // ReadYourWrites, that have replayed the token) when route.ReplicaAllowed,
-// else the primary. If the replica fails with a
-// connection error, or no replica connection is free within AcquireTimeout,
+// else the primary. Reads a replica may serve that go to the primary for
+// want of a healthy replica or because the caller's position is unknown
+// (PositionUnknown) take a spill-over slot (MaxSpillover). If the replica
+// fails with a connection error, or no replica connection is free within AcquireTimeout,
 // fn is run again on the primary in the same call, so fn must not keep state
 // from a failed attempt (reset what it fills at its start).
 //
@@ -234,7 +240,7 @@ func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func
 		}
 		r.log.Warn("dbrouter: replica read failed, retrying on the primary", "replica", rep.name, "endpoint", endpoint, "err", err)
 		reason = ReasonFallbackError
-	} else if reason == ReasonNoHealthyReplica {
+	} else if reason == ReasonNoHealthyReplica || reason == ReasonTokenUnknown {
 		release, err := r.acquireSpill(ctx)
 		if err != nil {
 			r.metrics.spillRejected.WithLabelValues(endpoint).Inc()
@@ -348,7 +354,7 @@ func (r *Router) Ping(ctx context.Context) error {
 // spill-over rejections — so the series exist before the first read.
 func (r *Router) DeclareEndpoints(endpoints ...string) {
 	for _, e := range endpoints {
-		for _, reason := range []string{ReasonDisabled, ReasonStrong, ReasonTokenAhead, ReasonNoHealthyReplica, ReasonFallbackError} {
+		for _, reason := range []string{ReasonDisabled, ReasonStrong, ReasonTokenAhead, ReasonTokenUnknown, ReasonNoHealthyReplica, ReasonFallbackError} {
 			r.metrics.reads.WithLabelValues(e, TargetPrimary, reason)
 		}
 		r.metrics.reads.WithLabelValues(e, TargetReplica, ReasonOK)

@@ -36,14 +36,14 @@ const adminToken = "adm_integration"
 
 // service is one database and any number of API instances on it.
 type service struct {
-	t         *testing.T
+	t         testing.TB
 	stack     *stacktest.Stack
 	db        stacktest.Database
 	pool      *pgxpool.Pool // for assertions
 	instances []*client
 }
 
-func newService(t *testing.T) *service {
+func newService(t testing.TB) *service {
 	t.Helper()
 	s := stacktest.ForTest(t)
 	db := s.NewDatabase(t) // migrated (the package's template)
@@ -51,7 +51,7 @@ func newService(t *testing.T) *service {
 	return &service{t: t, stack: s, db: db, pool: pool}
 }
 
-func openPool(t *testing.T, url string, maxConns int32) *pgxpool.Pool {
+func openPool(t testing.TB, url string, maxConns int32) *pgxpool.Pool {
 	t.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
@@ -256,7 +256,7 @@ func percentile(ds []time.Duration, p float64) time.Duration {
 
 // counterMetric sums the samples of a counter family in reg whose labels
 // include want (0 when none).
-func counterMetric(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) float64 {
+func counterMetric(t testing.TB, reg *prometheus.Registry, name string, want map[string]string) float64 {
 	t.Helper()
 	v, _ := stacktest.Metric(t, reg, name, want)
 	return v
