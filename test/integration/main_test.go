@@ -74,6 +74,8 @@ type instanceOptions struct {
 	// (default 10) and the acquire bound (default the router's).
 	primaryPoolConns int
 	acquireTimeout   time.Duration
+	// requestTimeout overrides the request deadline (default the server's).
+	requestTimeout time.Duration
 }
 
 // instance starts one API server built by app.New, as `parley serve`
@@ -113,6 +115,7 @@ func (s *service) instance(opt ...instanceOptions) *client {
 		cfg.PrimaryPoolConns = o.primaryPoolConns
 	}
 	cfg.AcquireTimeout = o.acquireTimeout
+	cfg.RequestTimeout = o.requestTimeout
 	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +125,7 @@ func (s *service) instance(opt ...instanceOptions) *client {
 	srv := httptest.NewServer(a.Handler)
 	t.Cleanup(srv.Close)
 	c := &client{Client: stacktest.NewClient(t, srv.URL, adminToken), app: a,
-		router: a.Router, cache: a.Cache, rollouts: a.Rollouts, reg: a.Registry}
+		router: a.Router, cache: a.Cache, rollouts: a.Rollouts, reg: a.Registry, logs: logs}
 	s.instances = append(s.instances, c)
 	return c
 }
@@ -136,6 +139,7 @@ type client struct {
 	cache    *cache.Cache
 	rollouts *rollout.Store
 	reg      *prometheus.Registry
+	logs     *stacktest.LogBuffer // the instance's log
 }
 
 // The API's resources as the tests decode them.
