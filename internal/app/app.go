@@ -52,6 +52,11 @@ type Config struct {
 	RedisURL string
 	// CachePrefix is put before every Redis key (no braces).
 	CachePrefix string
+	// CacheOpTimeout bounds each Redis round trip on the request path
+	// (default the cache's, cache.Config.OpTimeout). Tests of what the cache
+	// guarantees while Redis answers raise it, so that a busy test machine
+	// does not turn into a Redis outage (fail-open).
+	CacheOpTimeout time.Duration
 	// PgBouncerAdminURL is PgBouncer's admin console, for the pool monitor
 	// (optional).
 	PgBouncerAdminURL string
@@ -164,7 +169,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 			return nil, fmt.Errorf("%w: %w", ErrConfig, err)
 		}
 	}
-	a.Cache = cache.New(a.redis, cache.Config{Logger: log, Registerer: reg, Prefix: cfg.CachePrefix})
+	a.Cache = cache.New(a.redis, cache.Config{Logger: log, Registerer: reg, Prefix: cfg.CachePrefix, OpTimeout: cfg.CacheOpTimeout})
 
 	primary := a.Router.Primary()
 	key, err := postgres.CursorKey(ctx, primary, cfg.CursorKey)
