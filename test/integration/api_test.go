@@ -356,33 +356,6 @@ func refusedPrimary(t *testing.T) *stacktest.Client {
 	return stacktest.NewClient(t, srv.URL, adminToken)
 }
 
-// TestNewUserOnLaggingReplica: a user created while the replica lags (replay
-// paused) is known at once on every instance — the token lookup reads the
-// primary — and the user's own writes are read back.
-func TestNewUserOnLaggingReplica(t *testing.T) {
-	svc := newService(t)
-	a, b := svc.instance(), svc.instance()
-	svc.optimize(a, false, true)
-	stacktest.PauseReplay(t, svc.db.ReplicaURL)
-	alice, bob := a.CreateUser(), a.CreateUser()
-	for _, in := range []*client{a, b} { // b has never seen these tokens
-		r := in.Do("GET", "/v1/me", alice.Token, nil)
-		stacktest.Want(t, r, 200, "")
-		if src := r.Source(); src != "primary" {
-			t.Errorf("/v1/me of a new user: X-Read-Source %q, want primary", src)
-		}
-	}
-	c := b.CreateConversation(alice, "t", bob)
-	m := b.Send(c.ID, alice, "hi")
-	for _, in := range []*client{a, b} {
-		p := in.Page(c.ID, alice, "")
-		if len(p.Messages) != 1 || p.Messages[0].ID != m.ID {
-			t.Errorf("alice's own message not read back: %+v", p)
-		}
-	}
-	stacktest.Want(t, a.Do("GET", "/v1/unread", bob.Token, nil), 200, "")
-}
-
 // TestReadSourceOnEveryReadResponse: the contract puts X-Read-Source on
 // every read reply, also when the read is refused before anything is
 // read (no token, a malformed consistency header) or fails.
