@@ -158,9 +158,28 @@ func TestQueryPerformance(t *testing.T) {
 	short, cancel2 := context.WithTimeout(errCtx, 100*time.Millisecond)
 	defer cancel2()
 	_, timeoutErr := primary.Exec(short, `SELECT pg_sleep(2)`)
+	// Cancelled once the server runs it: a fixed delay could end it while
+	// the pool still dials the connection the timeout above closed, and a
+	// query that never started is not traced.
 	midQuery, cancel3 := context.WithCancel(errCtx)
-	time.AfterFunc(100*time.Millisecond, cancel3)
-	_, _ = primary.Exec(midQuery, `SELECT pg_sleep(2)`)
+	go func() {
+		defer cancel3()
+		conn, err := pgx.Connect(ctx, db.PrimaryURL)
+		if err != nil {
+			t.Errorf("watch the query: %v", err)
+			return
+		}
+		defer conn.Close(context.Background())
+		for ctx.Err() == nil {
+			var running bool
+			if err := conn.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM pg_stat_activity
+				WHERE query = 'SELECT pg_sleep(2.5)' AND state = 'active')`).Scan(&running); err != nil || running {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}()
+	_, _ = primary.Exec(midQuery, `SELECT pg_sleep(2.5)`)
 	for _, c := range []struct {
 		target, class string
 		want          float64
