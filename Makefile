@@ -39,15 +39,10 @@ build:
 vet:
 	$(GO) vet ./...
 
-## fuzz: run each fuzz target briefly (CI); FUZZTIME=5m for a longer run
+## fuzz: run each fuzz target for FUZZTIME (10s; FUZZTIME=5m for a longer run) and report its exec rate
 FUZZTIME ?= 10s
 fuzz:
-	@set -e; for target in $$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r dirname | sort -u); do \
-	  for f in $$(grep -h -o '^func Fuzz[A-Za-z0-9_]*' $$target/*_test.go | sed 's/func //'); do \
-	    echo "fuzz $$target $$f ($(FUZZTIME))"; \
-	    $(GO) test -run='^$$' -fuzz="^$$f$$" -fuzztime=$(FUZZTIME) $$target; \
-	  done; \
-	done
+	@GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem ./...

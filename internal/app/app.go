@@ -56,6 +56,11 @@ type Config struct {
 	RedisURL string
 	// CachePrefix is put before every Redis key (no braces).
 	CachePrefix string
+	// CacheOpTimeout bounds each Redis round trip on the request path
+	// (default the cache's, cache.Config.OpTimeout). Tests of what the cache
+	// guarantees while Redis answers raise it, so that a busy test machine
+	// does not turn into a Redis outage (fail-open).
+	CacheOpTimeout time.Duration
 	// PgBouncerAdminURL is PgBouncer's admin console, for the pool monitor
 	// (optional).
 	PgBouncerAdminURL string
@@ -171,7 +176,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		}
 	}
 	router := a.Router
-	a.Cache = cache.New(a.redis, cache.Config{Logger: log, Registerer: reg, Prefix: cfg.CachePrefix,
+	a.Cache = cache.New(a.redis, cache.Config{Logger: log, Registerer: reg, Prefix: cfg.CachePrefix, OpTimeout: cfg.CacheOpTimeout,
 		// A floor for a record the cache (re)creates: the primary's position now.
 		Position: func(ctx context.Context) (wal.LSN, error) {
 			return router.CommitLSN(monitor.WithQueryName(ctx, "cache_floor"))

@@ -54,6 +54,12 @@ func testPrefix() string { return fmt.Sprintf("t%d-%d:", os.Getpid(), prefixSeq.
 // (pass cfg.Prefix to share keys between two caches, like two instances).
 func newCache(t testing.TB, cfg Config) *Cache {
 	t.Helper()
+	return newCacheOn(t, newClient(t), cfg)
+}
+
+// newCacheOn is newCache on a given client (e.g. one with a hook).
+func newCacheOn(t testing.TB, client redis.UniversalClient, cfg Config) *Cache {
+	t.Helper()
 	if cfg.Prefix == "" {
 		cfg.Prefix = testPrefix()
 	}
@@ -71,7 +77,7 @@ func newCache(t testing.TB, cfg Config) *Cache {
 	if cfg.Position == nil {
 		cfg.Position = floorAt(testFloor)
 	}
-	c := New(newClient(t), cfg)
+	c := New(client, cfg)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { c.Run(ctx); close(done) }()

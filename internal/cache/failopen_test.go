@@ -3,10 +3,14 @@ package cache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/parley-chat/parley/internal/stack"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
@@ -35,6 +39,84 @@ func stopRedis(t *testing.T) (restart func()) {
 	return restart
 }
 
+// opRecorder is a go-redis hook that sees every command a request sends:
+// the requests of a test carry a counter in their context (withOps), and
+// each command sent with one is counted there and checked to carry a
+// deadline within the cache's per-operation budget. Which commands a
+// request sends and how each is bounded are exact facts; how long they take
+// on a shared machine is not, so the tests assert the former and log the
+// latter.
+type opRecorder struct {
+	budget time.Duration // the longest deadline a request's command may carry
+	mu     sync.Mutex
+	bad    []string // commands sent without a deadline within budget
+}
+
+type opsKey struct{}
+
+var handshake = map[string]bool{"hello": true, "auth": true, "select": true, "client": true}
+
+// withOps marks ctx: commands sent with it are counted in n.
+func withOps(ctx context.Context, n *atomic.Int64) context.Context {
+	return context.WithValue(ctx, opsKey{}, n)
+}
+
+// newObservedCache is newCache with an opRecorder on its client.
+func newObservedCache(t *testing.T, cfg Config) (*Cache, *opRecorder) {
+	t.Helper()
+	client := newClient(t)
+	rec := &opRecorder{budget: cfg.OpTimeout}
+	client.AddHook(rec)
+	t.Cleanup(func() {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, b := range rec.bad {
+			t.Errorf("a request's Redis command without a deadline within the %v budget: %s", cfg.OpTimeout, b)
+		}
+	})
+	return newCacheOn(t, client, cfg), rec
+}
+
+func (r *opRecorder) check(ctx context.Context, name string) {
+	n, ok := ctx.Value(opsKey{}).(*atomic.Int64)
+	if !ok {
+		return // the cache's own probe, or set-up
+	}
+	// A new connection's handshake (HELLO, and AUTH/SELECT when
+	// configured) runs on the request's context, under the same deadline:
+	// checked, but not one of the cache's commands.
+	if !handshake[name] {
+		n.Add(1)
+	}
+	d, ok := ctx.Deadline()
+	if left := time.Until(d); !ok || left > r.budget {
+		r.mu.Lock()
+		r.bad = append(r.bad, fmt.Sprintf("%s (deadline set %v, %v left)", name, ok, left.Round(time.Millisecond)))
+		r.mu.Unlock()
+	}
+}
+
+func (r *opRecorder) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *opRecorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.check(ctx, cmd.Name())
+		return next(ctx, cmd)
+	}
+}
+
+func (r *opRecorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		r.check(ctx, fmt.Sprintf("pipeline of %d", len(cmds)))
+		return next(ctx, cmds)
+	}
+}
+
+// opsOf is how many Redis commands each result may cost a request while
+// Redis is down or hung: a failed lookup is one (then the fill serves it),
+// a bypass none.
+var opsOf = map[Result]int64{ResultError: 1, ResultBypass: 0}
+
 // work stands in for a database query in the latency comparison.
 func work(context.Context, Fill) ([]byte, bool, error) {
 	time.Sleep(200 * time.Microsecond)
@@ -46,11 +128,12 @@ func p95(ds []time.Duration) time.Duration {
 	return ds[len(ds)*95/100]
 }
 
-// Redis stops: every request still succeeds via the database, the breaker
-// opens quickly and then costs nothing measurable; writes made meanwhile are
-// not served stale; Redis returns: the cache is used again within seconds.
+// Redis stops: every request still succeeds via the database, paying at
+// most one failed Redis command (bounded by OpTimeout) until the breaker
+// opens, and none after; writes made meanwhile are not served stale; Redis
+// returns: the cache is used again within seconds.
 func TestRedisDownFailsOpen(t *testing.T) {
-	c := newCache(t, Config{ProbeInterval: 100 * time.Millisecond, OpTimeout: 100 * time.Millisecond})
+	c, _ := newObservedCache(t, Config{ProbeInterval: 100 * time.Millisecond, OpTimeout: 100 * time.Millisecond})
 	ctx := testCtx(t)
 	warm := ConversationKey(300, KindHistory, "")
 	get(t, c, warm, newFill("cached-before-outage", true).fn)
@@ -62,26 +145,29 @@ func TestRedisDownFailsOpen(t *testing.T) {
 	stopped := time.Now()
 
 	// 100 concurrent requests: all served by the fill. Those in flight when
-	// Redis went away pay one failed operation each (bounded by OpTimeout).
+	// Redis went away pay one failed command each, bounded by OpTimeout
+	// (the hook checks every command's deadline); the others none.
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	results := map[Result]int{}
 	var slowest time.Duration
 	for i := range 100 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
+			var ops atomic.Int64
 			s := time.Now()
-			v, r, err := c.GetOrFill(ctx, "test", ConversationKey(int64(301+i%10), KindHistory, ""), work)
+			v, r, err := c.GetOrFill(withOps(ctx, &ops), "test", ConversationKey(int64(301+i%10), KindHistory, ""), work)
 			d := time.Since(s)
 			if err != nil || string(v) != "from-db" {
 				t.Errorf("request during outage = %q, %v", v, err)
+			}
+			if want, ok := opsOf[r]; !ok || ops.Load() != want {
+				t.Errorf("request during outage: %v after %d Redis commands; want an error after 1 or a bypass after 0", r, ops.Load())
 			}
 			mu.Lock()
 			results[r]++
 			slowest = max(slowest, d)
 			mu.Unlock()
-		}()
+		})
 	}
 	wg.Wait()
 	openAfter := time.Since(stopped)
@@ -90,18 +176,16 @@ func TestRedisDownFailsOpen(t *testing.T) {
 	if c.Up() {
 		t.Fatalf("breaker still closed after 100 failed requests")
 	}
-	if limit := c.cfg.OpTimeout + 100*time.Millisecond; slowest > limit { // generous for -race on 2 cores
-		t.Errorf("slowest request during the outage took %v, want < %v", slowest, limit)
-	}
-	// The next requests do not touch Redis at all.
-	for i := range 10 {
-		if _, r, _ := c.GetOrFill(ctx, "test", ConversationKey(int64(301+i), KindHistory, ""), work); r != ResultBypass {
-			t.Errorf("request after the breaker opened: %v, want bypass", r)
-		}
+	if results[ResultError] < c.cfg.BreakerFailures {
+		t.Errorf("%d failed lookups, yet the breaker opens after %d", results[ResultError], c.cfg.BreakerFailures)
 	}
 
-	// With the breaker open, the cache adds (almost) nothing per request.
+	// With the breaker open, a request sends Redis nothing: 300 bypasses,
+	// no command. Their cost next to the fill alone is logged (a figure
+	// for this machine; BenchmarkGetOrFillBypass measures it).
 	const n = 300
+	var ops atomic.Int64
+	octx := withOps(ctx, &ops)
 	base, through := make([]time.Duration, n), make([]time.Duration, n)
 	for i := range n {
 		s := time.Now()
@@ -110,17 +194,17 @@ func TestRedisDownFailsOpen(t *testing.T) {
 		}
 		base[i] = time.Since(s)
 		s = time.Now()
-		_, r, err := c.GetOrFill(ctx, "test", ConversationKey(int64(i), KindHistory, ""), work)
+		_, r, err := c.GetOrFill(octx, "test", ConversationKey(int64(i), KindHistory, ""), work)
 		through[i] = time.Since(s)
 		if err != nil || r != ResultBypass {
 			t.Fatalf("open breaker: %v, %v", r, err)
 		}
 	}
+	if n := ops.Load(); n != 0 {
+		t.Errorf("%d Redis commands from 300 requests with the breaker open, want 0", n)
+	}
 	pb, pt := p95(base), p95(through)
 	t.Logf("p95 with breaker open: %v; database-only baseline: %v; added %v", pt, pb, pt-pb)
-	if pt-pb > 5*time.Millisecond {
-		t.Errorf("breaker open adds %v at p95 (baseline %v), want well under 5ms", pt-pb, pb)
-	}
 
 	// A write while Redis is down is queued; this instance bypasses the owner.
 	if err := c.InvalidateConversation(ctx, 300, []int64{7}, pos("0/900")); !errors.Is(err, ErrUnavailable) {
@@ -188,10 +272,13 @@ func TestLostInvalidationReplayed(t *testing.T) {
 }
 
 // A hung Redis (CLIENT PAUSE: connections accepted, nothing answered) costs
-// each request at most OpTimeout until the breaker opens, then nothing.
+// each request at most OpTimeout until the breaker opens, then nothing: a
+// request sends one command, with a deadline within OpTimeout, and gives up
+// on it (it returns long before the pause ends); once the breaker is open,
+// none.
 func TestRedisHungTimesOut(t *testing.T) {
 	const opTimeout = 30 * time.Millisecond
-	c := newCache(t, Config{OpTimeout: opTimeout, ProbeInterval: 100 * time.Millisecond})
+	c, _ := newObservedCache(t, Config{OpTimeout: opTimeout, ProbeInterval: 100 * time.Millisecond})
 	ctx := testCtx(t)
 	key := ConversationKey(500, KindHistory, "")
 	get(t, c, key, newFill("v", true).fn)
@@ -204,26 +291,33 @@ func TestRedisHungTimesOut(t *testing.T) {
 	paused := time.Now()
 	var lat []time.Duration
 	results := map[Result]int{}
-	for range 20 {
+	for i := range 20 {
+		var ops atomic.Int64
 		s := time.Now()
-		v, r, err := c.GetOrFill(ctx, "test", key, work)
-		lat = append(lat, time.Since(s))
+		v, r, err := c.GetOrFill(withOps(ctx, &ops), "test", key, work)
+		d := time.Since(s)
+		lat = append(lat, d)
 		results[r]++
 		if err != nil || string(v) != "from-db" {
 			t.Fatalf("request with Redis hung = %q, %v", v, err)
 		}
+		if want, ok := opsOf[r]; !ok || ops.Load() != want {
+			t.Errorf("request %d: %v after %d Redis commands; want an error after 1 or a bypass after 0", i, r, ops.Load())
+		}
+		// A timed-out command waited out its budget: Redis really was hung
+		// (not refusing), so this test measures what it says.
+		if r == ResultError && d < opTimeout {
+			t.Errorf("request %d failed after %v, before its %v budget: Redis was not hung", i, d, opTimeout)
+		}
 	}
+	// The pause is the bound a request without its own deadline would wait
+	// for: every request returned before it ended.
 	if d := time.Since(paused); d > pause {
-		t.Fatalf("the loop took %v, longer than the %v pause it measures", d, pause)
+		t.Fatalf("20 requests took %v, longer than the %v pause: a request waited for Redis", d, pause)
 	}
 	t.Logf("Redis hung: results %v, latencies %v", results, lat)
 	if results[ResultError] > c.cfg.BreakerFailures+1 || results[ResultBypass] < 20-c.cfg.BreakerFailures-1 {
 		t.Errorf("breaker did not open after %d timeouts: %v", c.cfg.BreakerFailures, results)
-	}
-	for i, d := range lat {
-		if d > opTimeout+100*time.Millisecond { // generous for -race on 2 cores
-			t.Errorf("request %d took %v with a %v Redis budget", i, d, opTimeout)
-		}
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for !c.Up() && time.Now().Before(deadline) {

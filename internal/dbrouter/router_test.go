@@ -149,8 +149,18 @@ func TestReadYourWritesTokenAheadGoesToPrimary(t *testing.T) {
 // returns counters; every read must succeed.
 type loadResult struct {
 	reads, failed, onReplica, onPrimary atomic.Int64
-	firstErr                            atomic.Value
-	lastTarget                          atomic.Value
+	// firstErr is the first failed read's error: a pointer, so errors of
+	// different types can be stored (atomic.Value panics on a second type).
+	firstErr   atomic.Pointer[error]
+	lastTarget atomic.Value
+}
+
+// first is the first failed read's error, nil when none failed.
+func (l *loadResult) first() error {
+	if p := l.firstErr.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 func runLoad(t *testing.T, r *Router, db stacktest.Database, readers int, stop <-chan struct{}) (*loadResult, *sync.WaitGroup) {
@@ -175,7 +185,7 @@ func runLoad(t *testing.T, r *Router, db stacktest.Database, readers int, stop <
 				switch {
 				case err != nil:
 					res.failed.Add(1)
-					res.firstErr.CompareAndSwap(nil, err)
+					res.firstErr.CompareAndSwap(nil, &err)
 				case target == TargetReplica:
 					res.onReplica.Add(1)
 				default:
@@ -266,7 +276,7 @@ func TestBreakerOpensOnPausedReplay(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if f := res.failed.Load(); f != 0 {
-		t.Fatalf("%d of %d reads failed, first: %v", f, res.reads.Load(), res.firstErr.Load())
+		t.Fatalf("%d of %d reads failed, first: %v", f, res.reads.Load(), res.first())
 	}
 	record(t, "pause/resume under load (4 readers, 1 writer): failed reads", "0 of %d (%d on the replica, %d on the primary)", res.reads.Load(), res.onReplica.Load(), res.onPrimary.Load())
 }
@@ -323,7 +333,7 @@ func TestBreakerOpensOnStalledReplay(t *testing.T) {
 	close(stop)
 	wg.Wait()
 	if f := res.failed.Load(); f != 0 {
-		t.Fatalf("%d of %d reads failed, first: %v", f, res.reads.Load(), res.firstErr.Load())
+		t.Fatalf("%d of %d reads failed, first: %v", f, res.reads.Load(), res.first())
 	}
 }
 

@@ -2,8 +2,13 @@ package loadgen
 
 import (
 	"context"
+	"net/http"
+	"net/http/httptest"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 func runURLTest(t *testing.T, o Options) *ScenarioReport {
@@ -76,7 +81,15 @@ func TestClosedPipeliningDepthAndExactCounts(t *testing.T) {
 	}
 }
 
-// A server with a fixed 10 ms delay reads as p50 ≈ 10 ms in both models.
+// A server with a fixed 10 ms delay, timed by the server itself: what the
+// generator reports must agree with what the server measured in the same
+// run, without bounds that depend on how busy the machine is. Each request's
+// latency includes its time in the handler, so every quantile of the
+// generator's latencies is at least the server's; in the closed model each
+// connection has one request at a time, so throughput × mean latency cannot
+// exceed the connections (Little's law); in the open model a latency is its
+// send lag plus its service time, and the service time includes the
+// handler's.
 func TestFixedDelayLatency(t *testing.T) {
 	t.Parallel()
 	for _, closed := range []bool{true, false} {
@@ -86,7 +99,7 @@ func TestFixedDelayLatency(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
-			srv := newStallServer(t, 10*time.Millisecond, 0, 0)
+			srv := newTimedServer(t, 10*time.Millisecond)
 			o := Options{URL: srv.URL + "/", Connections: 4, Duration: time.Second}
 			if closed {
 				o.Closed = true
@@ -99,21 +112,76 @@ func TestFixedDelayLatency(t *testing.T) {
 			if sr.Errors != 0 {
 				t.Fatalf("errors: %v", sr.ErrorsByClass)
 			}
-			// Shared, noisy machine: generous bounds.
-			if p50 := sr.LatencyMs.P50; p50 < 9.5 || p50 > 25 {
-				t.Errorf("p50 = %.2fms, want ≈ 10ms", p50)
+			handler := srv.latency()
+			t.Logf("generator: %d requests, %.1f/s, latency %+v; server: %d handled, in the handler p50 %.3fms max %.3fms",
+				sr.Requests, sr.RPS, sr.LatencyMs, srv.handled(), handler.P50, handler.Max)
+			// HdrHistogram keeps three significant digits: 0.1 % either way.
+			const res = 1.002
+			if sr.LatencyMs.P50*res < handler.P50 || sr.LatencyMs.Max*res < handler.Max {
+				t.Errorf("latency p50 %.3fms max %.3fms, below the server's own time in the handler (p50 %.3fms max %.3fms)",
+					sr.LatencyMs.P50, sr.LatencyMs.Max, handler.P50, handler.Max)
 			}
 			if sr.LatencyMs.P99 < sr.LatencyMs.P50 || sr.LatencyMs.Max < sr.LatencyMs.P99 {
 				t.Errorf("percentiles out of order: %+v", sr.LatencyMs)
 			}
 			if closed {
-				// 4 connections, one request each per ~10 ms: ≈ 400/s.
-				if sr.RPS < 150 || sr.RPS > 420 {
-					t.Errorf("closed rps = %.1f, want ≈ 400", sr.RPS)
+				// A request finishing after the last full second may count:
+				// one per connection at most, well under 5 %.
+				if busy := sr.RPS * sr.LatencyMs.Mean / 1000; busy > float64(o.Connections)*1.05 {
+					t.Errorf("%.1f req/s × mean latency %.3fms = %.2f requests in flight on average, more than the %d connections allow",
+						sr.RPS, sr.LatencyMs.Mean, busy, o.Connections)
 				}
+				return
+			}
+			svc, lag := sr.ServiceTimeMs, sr.SendLag
+			if svc == nil || lag == nil {
+				t.Fatal("open-model report without service time or send lag")
+			}
+			if svc.P50*res < handler.P50 || sr.LatencyMs.P50 < svc.P50 || sr.LatencyMs.Max < svc.Max {
+				t.Errorf("service time %+v: below the handler's (p50 %.3fms) or above the latency %+v", *svc, handler.P50, sr.LatencyMs)
+			}
+			if sr.LatencyMs.Max > (lag.Max+svc.Max)*res {
+				t.Errorf("latency max %.3fms over send lag max %.3fms + service time max %.3fms", sr.LatencyMs.Max, lag.Max, svc.Max)
 			}
 		})
 	}
+}
+
+// timedServer answers every request after delay and records how long each
+// spent in its handler.
+type timedServer struct {
+	*httptest.Server
+	mu sync.Mutex
+	h  *hdrhistogram.Histogram
+}
+
+func newTimedServer(t *testing.T, delay time.Duration) *timedServer {
+	t.Helper()
+	s := &timedServer{h: newHist()}
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		time.Sleep(delay)
+		d := time.Since(start)
+		s.mu.Lock()
+		recordDur(s.h, d)
+		s.mu.Unlock()
+		w.Header().Set("Content-Length", "2")
+		w.Write([]byte("ok"))
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *timedServer) latency() Latency {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return latencyOf(s.h)
+}
+
+func (s *timedServer) handled() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.h.TotalCount()
 }
 
 // Connection stages ramp the closed model's connections.

@@ -127,6 +127,11 @@ func readResponse(br *bufio.Reader, method string, keep *[]byte) (response, erro
 		if err != nil {
 			return resp, err
 		}
+		if http10 {
+			// Transfer-Encoding is HTTP/1.1's: an HTTP/1.0 message with it
+			// was not framed by it (RFC 9112 §6.1); net/http ignores it too.
+			chunked = false
+		}
 		if status >= 100 && status < 200 {
 			continue // 100 Continue and friends: the real response follows
 		}
@@ -151,13 +156,17 @@ func readResponse(br *bufio.Reader, method string, keep *[]byte) (response, erro
 }
 
 func parseStatusLine(line []byte) (status int, http10 bool, err error) {
-	// "HTTP/1.1 200 OK\r\n"
+	// "HTTP/1.1 200 OK\r\n" (net/http allows more spaces before the code)
 	if len(line) < 12 || !bytes.HasPrefix(line, []byte("HTTP/1.")) || line[8] != ' ' {
 		return 0, false, fmt.Errorf("%w: bad status line %q", errProtocol, trimCRLF(line))
 	}
 	http10 = line[7] == '0'
+	code := bytes.TrimLeft(line[8:], " ")
+	if len(code) < 3 {
+		return 0, false, fmt.Errorf("%w: bad status code in %q", errProtocol, trimCRLF(line))
+	}
 	s := 0
-	for _, c := range line[9:12] {
+	for _, c := range code[:3] {
 		if c < '0' || c > '9' {
 			return 0, false, fmt.Errorf("%w: bad status code in %q", errProtocol, trimCRLF(line))
 		}

@@ -33,6 +33,9 @@ func TestReadResponse(t *testing.T) {
 		{name: "204 has no body", raw: "HTTP/1.1 204 No Content\r\n\r\nNEXT", status: 204, leftover: "NEXT"},
 		{name: "HEAD has no body", raw: "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nNEXT", method: "HEAD", status: 200, leftover: "NEXT"},
 		{name: "100 continue skipped", raw: "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxNEXT", status: 200, body: "x", leftover: "NEXT", wantBody: true},
+		// Found by FuzzReadResponse against net/http:
+		{name: "http/1.0 ignores Transfer-Encoding", raw: "HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello", status: 200, close: true, body: "5\r\nhello", wantBody: true},
+		{name: "spaces before the status code", raw: "HTTP/1.1  204 No Content\r\n\r\nNEXT", status: 204, leftover: "NEXT"},
 		{name: "empty: no response", raw: "", err: errNoResponse},
 		{name: "garbage", raw: "SMTP ready\r\n", err: errProtocol},
 		{name: "bad length", raw: "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n", err: errProtocol},

@@ -154,6 +154,15 @@ scenarios:
 		"name: history\nmix: {send: 1}\n",
 		"name: x\nmix: {send: 1}\nthresholds: [\"p95<soon\"]\n",
 		"name: x\nmix: {send: 1}\nconections: 3\n",
+		// Found by FuzzParseScenarios: accepted, then refused by the runner
+		// after the run had created its data (or silently changed).
+		`{"scenarios":[{"name":"x","mix":{"send":0}}]}`,
+		"name: x\nmix: {send: .nan}\n",
+		"name: x\nmix: {send: .inf, unread: 1}\n",
+		"name: x\nmix: {send: 1}\nstages:\n  - {duration: 0s}\n",
+		"name: x\nmix: {send: 1}\nduration: -5\n",
+		"name: x\nmix: {send: 1}\nduration: 90 seconds\n",
+		"name: x\nmix: {send: 1}\nrate: -3\n",
 		"scenarios: []\n",
 	} {
 		if _, err := ParseScenarios([]byte(bad)); err == nil {

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"math"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,16 +59,19 @@ func (d *fileDuration) set(s string) error {
 		*d = 0
 		return nil
 	}
-	if v, err := time.ParseDuration(s); err == nil {
-		*d = fileDuration(v)
-		return nil
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		secs, ferr := strconv.ParseFloat(s, 64)
+		if ferr != nil || math.IsNaN(secs) || math.IsInf(secs, 0) || math.Abs(secs) > math.MaxInt64/float64(time.Second) {
+			return fmt.Errorf("bad duration %q (want 90s, 2m or a number of seconds)", s)
+		}
+		v = time.Duration(secs * float64(time.Second))
 	}
-	var secs float64
-	if _, err := fmt.Sscanf(s, "%g", &secs); err == nil {
-		*d = fileDuration(secs * float64(time.Second))
-		return nil
+	if v < 0 {
+		return fmt.Errorf("negative duration %q", s)
 	}
-	return fmt.Errorf("bad duration %q", s)
+	*d = fileDuration(v)
+	return nil
 }
 
 func (d *fileDuration) UnmarshalYAML(n *yaml.Node) error { return d.set(n.Value) }
@@ -135,13 +140,21 @@ func ParseScenarios(data []byte) ([]Scenario, error) {
 		if len(fs.Mix) == 0 {
 			return nil, fmt.Errorf("scenario %s: no mix", fs.Name)
 		}
+		var total float64
 		for op, w := range fs.Mix {
 			if !knownOp(op) {
 				return nil, fmt.Errorf("scenario %s: unknown operation %q (want one of %s)", fs.Name, op, strings.Join(KnownOps, ", "))
 			}
-			if w < 0 {
-				return nil, fmt.Errorf("scenario %s: operation %s has a negative weight", fs.Name, op)
+			if w < 0 || math.IsNaN(w) || math.IsInf(w, 0) {
+				return nil, fmt.Errorf("scenario %s: operation %s has weight %v; want a number of at least 0", fs.Name, op, w)
 			}
+			total += w
+		}
+		if total <= 0 || math.IsInf(total, 0) {
+			return nil, fmt.Errorf("scenario %s: the mix has no operation with a positive weight", fs.Name)
+		}
+		if fs.Connections < 0 || fs.Pipelining < 0 || fs.Rate < 0 || math.IsNaN(fs.Rate) || math.IsInf(fs.Rate, 0) {
+			return nil, fmt.Errorf("scenario %s: connections, pipelining and rate must be finite and at least 0", fs.Name)
 		}
 		for _, e := range fs.Thresholds {
 			if _, err := ParseThreshold(e); err != nil {
@@ -162,15 +175,26 @@ func ParseScenarios(data []byte) ([]Scenario, error) {
 		if sc.Duration <= 0 && len(fs.Stages) == 0 {
 			sc.Duration = time.Minute
 		}
-		for _, st := range fs.Stages {
+		for i, st := range fs.Stages {
 			s := Stage{Duration: time.Duration(st.Duration), Connections: -1, Rate: -1}
 			if st.Connections != nil {
+				if *st.Connections < 0 {
+					return nil, fmt.Errorf("scenario %s: stage %d: negative connections", fs.Name, i+1)
+				}
 				s.Connections = *st.Connections
 			}
 			if st.Rate != nil {
+				if r := *st.Rate; r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
+					return nil, fmt.Errorf("scenario %s: stage %d: rate %v; want a finite number of at least 0", fs.Name, i+1, r)
+				}
 				s.Rate = *st.Rate
 			}
 			sc.Stages = append(sc.Stages, s)
+		}
+		if len(sc.Stages) > 0 {
+			if _, err := newProfile(sc.Stages, sc.Connections, sc.Rate); err != nil {
+				return nil, fmt.Errorf("scenario %s: %w", fs.Name, err)
+			}
 		}
 		if len(sc.Stages) > 0 {
 			// Fill unset values of the first stage from the scenario.

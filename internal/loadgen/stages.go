@@ -165,6 +165,9 @@ func ParseStage(s string) (Stage, error) {
 	if err != nil {
 		return Stage{}, fmt.Errorf("stage %q: duration: %w", s, err)
 	}
+	if d < 0 {
+		return Stage{}, fmt.Errorf("stage %q: negative duration", s)
+	}
 	st := Stage{Duration: d, Connections: -1, Rate: -1}
 	for _, kv := range parts[1:] {
 		k, v, ok := strings.Cut(strings.TrimSpace(kv), "=")
@@ -180,7 +183,7 @@ func ParseStage(s string) (Stage, error) {
 			st.Connections = n
 		case "rate", "r", "rps":
 			r, err := strconv.ParseFloat(strings.TrimSuffix(v, "/s"), 64)
-			if err != nil || r < 0 {
+			if err != nil || r < 0 || math.IsNaN(r) || math.IsInf(r, 0) {
 				return Stage{}, fmt.Errorf("stage %q: bad rate %q", s, v)
 			}
 			st.Rate = r

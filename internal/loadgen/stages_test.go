@@ -20,6 +20,9 @@ func TestParseStage(t *testing.T) {
 		{"1m,conns=-3", Stage{}, true},
 		{"1m,speed=3", Stage{}, true},
 		{"1m,rate", Stage{}, true},
+		{"1s,rate=NaN", Stage{}, true}, // found by FuzzParseStage
+		{"1s,rate=Inf", Stage{}, true},
+		{"-1s", Stage{}, true},
 	}
 	for _, tc := range tests {
 		got, err := ParseStage(tc.in)

@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"time"
@@ -91,6 +92,9 @@ func ParseThreshold(expr string) (Threshold, error) {
 	}
 	if err != nil {
 		return t, fmt.Errorf("threshold %q: bad value %q: %w", expr, right, err)
+	}
+	if math.IsNaN(t.Value) || math.IsInf(t.Value, 0) || t.Value < 0 {
+		return t, fmt.Errorf("threshold %q: value %q is not a finite number of at least 0", expr, right)
 	}
 	return t, nil
 }

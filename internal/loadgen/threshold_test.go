@@ -28,6 +28,9 @@ func TestParseThreshold(t *testing.T) {
 		{"p95<fast", "", "", "", 0, true},
 		{":p95<3ms", "", "", "", 0, true},
 		{"p95<", "", "", "", 0, true},
+		{"p95<NaN", "", "", "", 0, true}, // found by FuzzParseThreshold: no gate
+		{"rps>-1", "", "", "", 0, true},
+		{"p99<-5ms", "", "", "", 0, true},
 	}
 	for _, tc := range tests {
 		th, err := ParseThreshold(tc.in)

@@ -80,7 +80,9 @@ type PgBouncerPoolSummary struct {
 // DATABASES) over one connection in the simple query protocol, reconnecting
 // after any failure, and exports parley_pgbouncer_* per database (the
 // "pgbouncer" admin pseudo-database excluded). Columns are read by name, so
-// versions that add columns work. When PgBouncer cannot be reached,
+// versions that add columns work; one it needs that is missing or not a
+// number fails the poll like an unreachable PgBouncer. When PgBouncer cannot
+// be reached,
 // parley_pgbouncer_up is 0 and the per-database series disappear; the
 // monitor keeps trying every Interval and never fails the process.
 type PgBouncer struct {
@@ -222,20 +224,42 @@ func (p *PgBouncer) read(ctx context.Context) ([]PgBouncerDatabase, error) {
 		}
 		p.conn = conn
 	}
-	pools, err := showRows(ctx, p.conn, "SHOW POOLS")
-	if err != nil {
-		return nil, err
+	var sh pgbouncerShow
+	for _, q := range []struct {
+		cmd  string
+		rows *[]showRow
+	}{{"SHOW POOLS", &sh.pools}, {"SHOW STATS", &sh.stats}, {"SHOW DATABASES", &sh.databases}} {
+		rows, err := showRows(ctx, p.conn, q.cmd)
+		if err != nil {
+			return nil, err
+		}
+		*q.rows = rows
 	}
-	stats, err := showRows(ctx, p.conn, "SHOW STATS")
-	if err != nil {
-		return nil, err
-	}
-	databases, err := showRows(ctx, p.conn, "SHOW DATABASES")
-	if err != nil {
-		return nil, err
-	}
+	sh.config = func() ([]showRow, error) { return showRows(ctx, p.conn, "SHOW CONFIG") }
 	now := time.Now()
+	dbs, all, err := aggregatePgBouncer(sh, p.prev, p.prevAt, now, p.opts.MaxDatabases)
+	if err != nil {
+		return nil, err
+	}
+	p.prev, p.prevAt = all, now
+	return dbs, nil
+}
 
+// pgbouncerShow is what one poll read from the admin console.
+type pgbouncerShow struct {
+	pools, stats, databases []showRow
+	// config reads SHOW CONFIG, only when a pool's database is missing from
+	// SHOW DATABASES (its pool size is then default_pool_size).
+	config func() ([]showRow, error)
+}
+
+// aggregatePgBouncer sums one poll's SHOW rows per database (the "pgbouncer"
+// admin pseudo-database excluded). prev and prevAt are the previous poll's
+// databases, for rates from the counters; all is this poll's, for the next.
+// dbs is capped at maxDBs, the busiest first, and sorted by name. A column
+// it needs that is missing or not a number is an error (a PgBouncer version
+// that renamed it must not read as 0); columns it does not know are ignored.
+func aggregatePgBouncer(sh pgbouncerShow, prev map[string]PgBouncerDatabase, prevAt, now time.Time, maxDBs int) (dbs []PgBouncerDatabase, all map[string]PgBouncerDatabase, err error) {
 	byName := map[string]*PgBouncerDatabase{}
 	get := func(name string) *PgBouncerDatabase {
 		d := byName[name]
@@ -245,31 +269,35 @@ func (p *PgBouncer) read(ctx context.Context) ([]PgBouncerDatabase, error) {
 		}
 		return d
 	}
+	dbr, pr, sr := showReader{cmd: "SHOW DATABASES"}, showReader{cmd: "SHOW POOLS"}, showReader{cmd: "SHOW STATS"}
 	poolSize := map[string]int{}
-	for _, r := range databases {
-		name := r.str("name")
+	for _, r := range sh.databases {
+		name := dbr.str(r, "name")
 		if name == "" || name == "pgbouncer" {
 			continue
 		}
 		d := get(name)
-		d.PoolSize = int(r.num("pool_size"))
+		d.PoolSize = int(dbr.num(r, "pool_size"))
 		poolSize[name] = d.PoolSize
 		if d.PoolSize > 0 {
 			d.Saturation = 0
 		}
-		d.PoolMode = r.str("pool_mode")
+		d.PoolMode = dbr.str(r, "pool_mode")
+	}
+	if dbr.err != nil {
+		return nil, nil, dbr.err
 	}
 	// An auto-created database ("*" entry) is sometimes missing from SHOW
 	// DATABASES while its pool is in SHOW POOLS; its pool size is then
 	// default_pool_size.
-	for _, r := range pools {
-		if name := r.str("database"); name != "" && name != "pgbouncer" && poolSize[name] == 0 {
-			size, err := p.defaultPoolSize(ctx)
+	for _, r := range sh.pools {
+		if name := pr.str(r, "database"); name != "" && name != "pgbouncer" && poolSize[name] == 0 {
+			size, err := defaultPoolSize(sh.config)
 			if err != nil {
-				return nil, err
+				return nil, nil, err
 			}
-			for _, r := range pools {
-				if name := r.str("database"); name != "" && name != "pgbouncer" && poolSize[name] == 0 && size > 0 {
+			for _, r := range sh.pools {
+				if name := pr.str(r, "database"); name != "" && name != "pgbouncer" && poolSize[name] == 0 && size > 0 {
 					poolSize[name] = size
 					d := get(name)
 					d.PoolSize, d.Saturation = size, 0
@@ -278,48 +306,57 @@ func (p *PgBouncer) read(ctx context.Context) ([]PgBouncerDatabase, error) {
 			break
 		}
 	}
-	for _, r := range pools {
-		name := r.str("database")
+	for _, r := range sh.pools {
+		name := pr.str(r, "database")
 		if name == "" || name == "pgbouncer" {
 			continue
 		}
 		d := get(name)
-		d.ClientsActive += r.num("cl_active")
-		d.ClientsWaiting += r.num("cl_waiting")
-		d.ServersActive += r.num("sv_active")
-		d.ServersIdle += r.num("sv_idle")
-		d.ServersUsed += r.num("sv_used")
-		d.ServersLogin += r.num("sv_login")
-		d.QueueWaitSeconds = max(d.QueueWaitSeconds, r.num("maxwait")+r.num("maxwait_us")/1e6)
-		if m := r.str("pool_mode"); m != "" {
+		d.ClientsActive += pr.num(r, "cl_active")
+		d.ClientsWaiting += pr.num(r, "cl_waiting")
+		active := pr.num(r, "sv_active")
+		d.ServersActive += active
+		d.ServersIdle += pr.num(r, "sv_idle")
+		d.ServersUsed += pr.num(r, "sv_used")
+		d.ServersLogin += pr.num(r, "sv_login")
+		d.QueueWaitSeconds = max(d.QueueWaitSeconds, pr.num(r, "maxwait")+pr.num(r, "maxwait_us")/1e6)
+		if m := pr.str(r, "pool_mode"); m != "" {
 			d.PoolMode = m
 		}
 		if size := poolSize[name]; size > 0 {
-			d.Saturation = max(d.Saturation, r.num("sv_active")/float64(size))
+			d.Saturation = max(d.Saturation, active/float64(size))
 		}
 	}
-	for _, r := range stats {
-		name := r.str("database")
+	if pr.err != nil {
+		return nil, nil, pr.err
+	}
+	for _, r := range sh.stats {
+		name := sr.str(r, "database")
 		if name == "" || name == "pgbouncer" {
 			continue
 		}
 		d := get(name)
-		d.AvgWaitSeconds = r.num("avg_wait_time") / 1e6
-		d.totalXacts, d.totalQuery = r.num("total_xact_count"), r.num("total_query_count")
-		d.TransactionsPerSecond, d.QueriesPerSecond = r.num("avg_xact_count"), r.num("avg_query_count")
+		d.AvgWaitSeconds = sr.num(r, "avg_wait_time") / 1e6
+		d.totalXacts, d.totalQuery = sr.num(r, "total_xact_count"), sr.num(r, "total_query_count")
+		d.TransactionsPerSecond, d.QueriesPerSecond = sr.num(r, "avg_xact_count"), sr.num(r, "avg_query_count")
 		// Between two polls, the counters give a fresher rate than
 		// PgBouncer's averages over its stats_period (60 s).
-		if prev, ok := p.prev[name]; ok && now.After(p.prevAt) {
-			elapsed := now.Sub(p.prevAt).Seconds()
+		if prev, ok := prev[name]; ok && now.After(prevAt) {
+			elapsed := now.Sub(prevAt).Seconds()
 			if dx, dq := d.totalXacts-prev.totalXacts, d.totalQuery-prev.totalQuery; dx >= 0 && dq >= 0 {
 				d.TransactionsPerSecond, d.QueriesPerSecond = dx/elapsed, dq/elapsed
 			}
 		}
 	}
+	if sr.err != nil {
+		return nil, nil, sr.err
+	}
 
-	dbs := make([]PgBouncerDatabase, 0, len(byName))
-	for _, d := range byName {
+	dbs = make([]PgBouncerDatabase, 0, len(byName))
+	all = make(map[string]PgBouncerDatabase, len(byName))
+	for name, d := range byName {
 		dbs = append(dbs, *d)
+		all[name] = *d
 	}
 	activity := func(d PgBouncerDatabase) float64 {
 		return d.ClientsActive + d.ClientsWaiting + d.ServersActive + d.ServersIdle + d.ServersUsed
@@ -330,42 +367,63 @@ func (p *PgBouncer) read(ctx context.Context) ([]PgBouncerDatabase, error) {
 		}
 		return cmp.Compare(a.Database, b.Database)
 	})
-	if len(dbs) > p.opts.MaxDatabases {
-		dbs = dbs[:p.opts.MaxDatabases]
+	if len(dbs) > maxDBs {
+		dbs = dbs[:maxDBs]
 	}
 	slices.SortFunc(dbs, func(a, b PgBouncerDatabase) int { return cmp.Compare(a.Database, b.Database) })
-	p.prev = make(map[string]PgBouncerDatabase, len(byName))
-	for name, d := range byName {
-		p.prev[name] = *d
-	}
-	p.prevAt = now
-	return dbs, nil
+	return dbs, all, nil
 }
 
 // defaultPoolSize reads default_pool_size from SHOW CONFIG.
-func (p *PgBouncer) defaultPoolSize(ctx context.Context) (int, error) {
-	rows, err := showRows(ctx, p.conn, "SHOW CONFIG")
+func defaultPoolSize(config func() ([]showRow, error)) (int, error) {
+	rows, err := config()
 	if err != nil {
 		return 0, err
 	}
+	cr := showReader{cmd: "SHOW CONFIG"}
 	for _, r := range rows {
-		if r.str("key") == "default_pool_size" {
-			return int(r.num("value")), nil
+		if cr.str(r, "key") == "default_pool_size" {
+			n := int(cr.num(r, "value"))
+			return n, cr.err
 		}
 	}
-	return 0, nil
+	if cr.err != nil {
+		return 0, cr.err
+	}
+	return 0, errors.New("SHOW CONFIG: no default_pool_size")
 }
 
-// showRow is one row of a SHOW command, by column name (text format).
+// showRow is one row of a SHOW command, by column name (text format; a
+// NULL is "").
 type showRow map[string]string
 
-func (r showRow) str(col string) string { return r[col] }
+// showReader reads the columns of one SHOW command's rows and keeps the
+// first problem: a column that is missing, or not a number where one is
+// needed.
+type showReader struct {
+	cmd string
+	err error
+}
 
-// num parses a numeric column; missing or non-numeric columns read 0.
-func (r showRow) num(col string) float64 {
-	f, err := strconv.ParseFloat(r[col], 64)
-	if err != nil {
+func (r *showReader) str(row showRow, col string) string {
+	v, ok := row[col]
+	if !ok && r.err == nil {
+		r.err = fmt.Errorf("%s: no column %q", r.cmd, col)
+	}
+	return v
+}
+
+func (r *showReader) num(row showRow, col string) float64 {
+	v, ok := row[col]
+	if !ok {
+		if r.err == nil {
+			r.err = fmt.Errorf("%s: no column %q", r.cmd, col)
+		}
 		return 0
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil && r.err == nil {
+		r.err = fmt.Errorf("%s: column %q is %q, not a number", r.cmd, col, v)
 	}
 	return f
 }
@@ -385,6 +443,7 @@ func showRows(ctx context.Context, conn *pgx.Conn, cmd string) ([]showRow, error
 		raw := rows.RawValues()
 		r := make(showRow, len(fds))
 		for i, fd := range fds {
+			r[fd.Name] = ""
 			if i < len(raw) && raw[i] != nil {
 				r[fd.Name] = string(raw[i])
 			}

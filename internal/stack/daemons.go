@@ -17,7 +17,16 @@ func (s *Stack) redisPIDFile() string     { return filepath.Join(s.redisDir(), "
 
 func (s *Stack) pgbouncerINI() string {
 	d := s.pgbouncerDir()
-	return fmt.Sprintf(`; Written by parley stack; rewritten on every 'up'.
+	// Every setting of deploy/pgbouncer.ini's [pgbouncer] section that
+	// shapes PgBouncer's behaviour (pool mode, reserve pool, query wait
+	// timeout, reset query, …) is copied here with the same value, so that
+	// tests exercise the deployed behaviour; only what is local differs —
+	// addresses and ports, the auth file, the users, the pool size (the
+	// tests' 10; --pool-size), logs, pid file — and the stack sets nothing
+	// deploy does not. TestPgBouncerFollowsDeployConfig checks both ways
+	// against the running PgBouncer; docs/testing.md says what follows.
+	return fmt.Sprintf(`; Written by parley stack; rewritten on every 'up'. The [pgbouncer]
+; settings follow deploy/pgbouncer.ini except the local ones.
 [databases]
 %[1]s = host=127.0.0.1 port=%[2]d dbname=%[1]s
 %[1]s_ro = host=127.0.0.1 port=%[3]d dbname=%[1]s
@@ -35,8 +44,9 @@ stats_users = %[6]s
 pool_mode = transaction
 max_client_conn = 12000
 default_pool_size = %[7]d
-reserve_pool_size = 0
-max_db_connections = 0
+reserve_pool_size = 5
+reserve_pool_timeout = 1
+query_wait_timeout = 10
 server_reset_query =
 ignore_startup_parameters = extra_float_digits,search_path
 logfile = %[8]s

@@ -13,3 +13,6 @@ func SetDebianPGBin(dir string) (restore func()) {
 	debianPGBin = dir
 	return func() { debianPGBin = old }
 }
+
+// PgBouncerINI is the PgBouncer configuration the stack writes.
+func (s *Stack) PgBouncerINI() string { return s.pgbouncerINI() }

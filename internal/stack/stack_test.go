@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -208,29 +209,36 @@ func TestUpDownLeavesNothing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pids []stack.ComponentStatus
-	for _, c := range s.Status(ctx) {
+	// Every component, each with a process: a check over whatever Status
+	// happens to list would hold for a list missing some (or all) of them.
+	process := map[string]string{"primary": "postgres", "replica": "postgres", "pgbouncer": "pgbouncer", "redis": "redis-server"}
+	up := s.Status(ctx)
+	var names []string
+	for _, c := range up {
+		names = append(names, c.Name)
 		if !c.Running || c.PID == 0 {
 			t.Fatalf("component not running after up: %+v", c)
 		}
-		pids = append(pids, c)
+	}
+	if want := []string{"primary", "replica", "pgbouncer", "redis"}; !slices.Equal(names, want) {
+		t.Fatalf("status lists %v, want %v", names, want)
 	}
 	if err := s.Down(ctx); err != nil {
 		t.Fatal(err)
 	}
-	for _, c := range pids {
-		want := c.Name
-		if want == "primary" || want == "replica" {
-			want = "postgres"
-		} else if want == "redis" {
-			want = "redis-server"
-		}
-		if stack.Alive(c.PID, want) {
+	for _, c := range up {
+		if stack.Alive(c.PID, process[c.Name]) {
 			t.Errorf("%s (pid %d) still running after down", c.Name, c.PID)
 		}
 	}
-	if stack.Healthy(s.Status(ctx)) {
-		t.Error("status healthy after down")
+	down := s.Status(ctx)
+	if len(down) != len(up) {
+		t.Errorf("status after down lists %d components, want %d: %+v", len(down), len(up), down)
+	}
+	for _, c := range down {
+		if c.Running {
+			t.Errorf("status after down: %s running (%s)", c.Name, c.Detail)
+		}
 	}
 	// A second down is harmless.
 	if err := s.Down(ctx); err != nil {

@@ -59,14 +59,50 @@ func TestStringRoundTrip(t *testing.T) {
 	}
 }
 
-// FuzzParse: Parse never panics, accepts only what String gives back
-// unchanged (up to case and leading zeros), and String always parses.
+// refParse is the text form of a pg_lsn, written out: two groups of one to
+// eight hexadecimal digits around one slash, the high and low 32 bits.
+func refParse(s string) (uint64, bool) {
+	var v [2]uint64
+	part, digits := 0, 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		var d uint64
+		switch {
+		case c == '/' && part == 0 && digits > 0:
+			part, digits = 1, 0
+			continue
+		case '0' <= c && c <= '9':
+			d = uint64(c - '0')
+		case 'a' <= c && c <= 'f':
+			d = uint64(c-'a') + 10
+		case 'A' <= c && c <= 'F':
+			d = uint64(c-'A') + 10
+		default:
+			return 0, false
+		}
+		if digits++; digits > 8 {
+			return 0, false
+		}
+		v[part] = v[part]<<4 | d
+	}
+	if part != 1 || digits == 0 {
+		return 0, false
+	}
+	return v[0]<<32 | v[1], true
+}
+
+// FuzzParse: Parse accepts exactly what the written-out grammar accepts
+// (refParse), with the same value, never panics, and String parses back.
 func FuzzParse(f *testing.F) {
-	for _, s := range []string{"0/0", "16/B374D848", "FFFFFFFF/FFFFFFFF", "e1:0/5", "", "1/2/3"} {
+	for _, s := range []string{"0/0", "16/B374D848", "FFFFFFFF/FFFFFFFF", "e1:0/5", "", "1/2/3", "+1/1", "0x1/1", "1_0/1", "00000001/0", "000000001/0", " 1/1"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
 		l, err := Parse(s)
+		want, ok := refParse(s)
+		if (err == nil) != ok || (ok && uint64(l) != want) {
+			t.Fatalf("Parse(%q) = %v, %v; the grammar says %x, %v", s, l, err, want, ok)
+		}
 		if err != nil {
 			return
 		}

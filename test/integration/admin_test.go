@@ -134,9 +134,11 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 }
 
-// TestConsistencyHeaders: malformed consistency headers are 400, a write
-// returns a token that a read takes back, and every read answer says where
-// it was served from, errors included.
+// TestConsistencyHeaders: malformed consistency headers are 400, every
+// write returns a token that every read accepts back, and every read answer
+// says where it was served from, errors included. (That a read with the
+// token shows the write when nothing else would is TestReadYourWrites's
+// "token in the header" cases, on a lagging replica.)
 func TestConsistencyHeaders(t *testing.T) {
 	svc := newService(t)
 	a := svc.instance()

@@ -74,6 +74,14 @@ type instanceOptions struct {
 	// (default 10) and the acquire bound (default the router's).
 	primaryPoolConns int
 	acquireTimeout   time.Duration
+	// requestTimeout overrides the request deadline (default the server's).
+	requestTimeout time.Duration
+	// patientCache gives each Redis round trip a second instead of the
+	// production 30 ms: for tests of what the cache guarantees while Redis
+	// answers, which a busy machine must not turn into a Redis outage
+	// (fail-open: a timed-out invalidation is replayed later). They check
+	// that no Redis operation failed (cacheErrors).
+	patientCache bool
 }
 
 // instance starts one API server built by app.New, as `parley serve`
@@ -113,6 +121,10 @@ func (s *service) instance(opt ...instanceOptions) *client {
 		cfg.PrimaryPoolConns = o.primaryPoolConns
 	}
 	cfg.AcquireTimeout = o.acquireTimeout
+	cfg.RequestTimeout = o.requestTimeout
+	if o.patientCache {
+		cfg.CacheOpTimeout = time.Second
+	}
 	a, err := app.New(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +134,7 @@ func (s *service) instance(opt ...instanceOptions) *client {
 	srv := httptest.NewServer(a.Handler)
 	t.Cleanup(srv.Close)
 	c := &client{Client: stacktest.NewClient(t, srv.URL, adminToken), app: a,
-		router: a.Router, cache: a.Cache, rollouts: a.Rollouts, reg: a.Registry}
+		router: a.Router, cache: a.Cache, rollouts: a.Rollouts, reg: a.Registry, logs: logs}
 	s.instances = append(s.instances, c)
 	return c
 }
@@ -136,6 +148,7 @@ type client struct {
 	cache    *cache.Cache
 	rollouts *rollout.Store
 	reg      *prometheus.Registry
+	logs     *stacktest.LogBuffer // the instance's log
 }
 
 // The API's resources as the tests decode them.
@@ -276,4 +289,11 @@ func (s *service) counts() string {
 		s.t.Fatal(err)
 	}
 	return out
+}
+
+// cacheErrors is the number of failed Redis operations of c's cache so far.
+func (c *client) cacheErrors(t *testing.T) float64 {
+	t.Helper()
+	v, _ := stacktest.Metric(t, c.reg, "parley_cache_errors_total", nil)
+	return v
 }

@@ -14,10 +14,11 @@ import (
 
 // TestRedisOutage: with Redis stopped, 100 concurrent requests all succeed
 // from the database, before and after the cache's breaker opens; once it is
-// open, the outage adds under 5 ms to the p95 of a cached endpoint compared
-// with the no-cache baseline measured side by side (a user of each cohort at
-// 50 %, requests interleaved); writes succeed; when Redis is back the cache
-// serves again.
+// open, a request of the cached cohort costs Redis nothing — every one is a
+// bypass and no Redis operation is attempted (counted) — and its latency is
+// logged next to the no-cache baseline measured side by side (a user of each
+// cohort at 50 %, requests interleaved: a figure for this machine); writes
+// succeed; when Redis is back the cache serves again.
 func TestRedisOutage(t *testing.T) {
 	svc := newService(t)
 	a := svc.instance()
@@ -91,6 +92,10 @@ func TestRedisOutage(t *testing.T) {
 	if _, sources := burst(100); sources["primary"] != 100 {
 		t.Fatalf("reads with the breaker open: sources %v", sources)
 	}
+	bypasses := func() float64 {
+		return counterMetric(t, a.reg, "parley_cache_requests_total", map[string]string{"endpoint": chat.EndpointMessageHistory, "result": "bypass"})
+	}
+	errorsBefore, bypassesBefore := a.cacheErrors(t), bypasses()
 	var withOutage, withoutCache []time.Duration
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -119,10 +124,13 @@ func TestRedisOutage(t *testing.T) {
 	p95o, p95b := percentile(withOutage, 95), percentile(withoutCache, 95)
 	p50o, p50b := percentile(withOutage, 50), percentile(withoutCache, 50)
 	added := p95o - p95b
-	t.Logf("Redis down, breaker open, 2 clients x 400 interleaved reads: cached cohort p50 %v p95 %v; no-cache baseline p50 %v p95 %v; p95 added by the outage %v",
+	t.Logf("Redis down, breaker open, 2 clients x 400 interleaved reads: cached cohort p50 %v p95 %v; no-cache baseline p50 %v p95 %v; p95 added by the outage %v (this machine)",
 		p50o.Round(time.Microsecond), p95o.Round(time.Microsecond), p50b.Round(time.Microsecond), p95b.Round(time.Microsecond), added.Round(time.Microsecond))
-	if added >= 5*time.Millisecond {
-		t.Fatalf("the outage adds %v to the p95 (limit 5 ms)", added)
+	if n, want := bypasses()-bypassesBefore, float64(len(withOutage)); n != want {
+		t.Errorf("%v of the cached cohort's %v reads bypassed the cache with the breaker open", n, want)
+	}
+	if n := a.cacheErrors(t) - errorsBefore; n != 0 {
+		t.Errorf("%v Redis operations attempted (and failed) with the breaker open, want none", n)
 	}
 
 	// Writes go on; the write is visible once Redis is back.
