@@ -61,12 +61,12 @@ func finalRows(ctx context.Context, url string, convs []string) ([]row, error) {
 // consistency checks of the reads.
 type verdict struct {
 	Attempted, Acked, Lost, Duplicated, Unexpected, Recovered, InDoubt, Failed int
-	OrderViolations                                                           int
-	RYWChecks, RYWViolations                                                  int
-	StaleReads                                                                int
-	StaleBySource                                                             map[string]int
-	AbortedSends, AbortedCommitted, AbortChecks, AbortViolations              int
-	Examples                                                                  []string
+	OrderViolations                                                            int
+	RYWChecks, RYWViolations                                                   int
+	StaleReads                                                                 int
+	StaleBySource                                                              map[string]int
+	AbortedSends, AbortedCommitted, AbortChecks, AbortViolations               int
+	Examples                                                                   []string
 }
 
 func (v *verdict) example(format string, args ...any) {

@@ -190,7 +190,7 @@ var scenarios = []*scenario{
 				{Name: "success during the fault", Want: "≥ 95 %", Measured: fmt.Sprintf("%.1f %% of %d", success, f.Requests), Passed: success >= 95},
 				{Name: "max queue wait", Want: "≤ 2 s (PgBouncer's maxwait and the slowest request of the fault phase)",
 					Measured: fmt.Sprintf("PgBouncer %.2f s, slowest request %.0f ms", maxWait.Seconds(), f.MaxMs),
-					Passed: maxWait <= 2*time.Second && f.MaxMs <= 2000},
+					Passed:   maxWait <= 2*time.Second && f.MaxMs <= 2000},
 			}
 		},
 	},
