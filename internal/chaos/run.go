@@ -538,6 +538,7 @@ func (e *env) runScenario(ctx context.Context, sc *scenario) (res Result) {
 	if faultErr != nil || healErr != nil {
 		r.wl.draining.Store(true)
 		stopWork()
+		stopDrain()
 		wlWG.Wait()
 		return fail(errors.Join(faultErr, healErr))
 	}

@@ -358,6 +358,9 @@ var scenarios = []*scenario{
 		heal: func(ctx context.Context, r *scenarioRun) error {
 			err := r.e.stack.SignalComponent("pgbouncer", syscall.SIGCONT)
 			r.mark("pgbouncer resumed")
+			if err != nil { // the fault stopped half-way: PgBouncer must run again
+				err = errors.Join(err, r.e.stack.StartComponent(ctx, "pgbouncer"))
+			}
 			return err
 		},
 		targets: func(r *scenarioRun, res *Result) []Target {

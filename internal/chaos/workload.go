@@ -183,6 +183,7 @@ func (wl *workload) client(ctx, drainCtx context.Context, w *writer) {
 	}
 	n := len(wl.bases)
 	turn := 0
+	reads := 0 // background reads since the last send began
 	var pending *send
 	var lastAck *send
 	checkKind := 0
@@ -223,7 +224,12 @@ func (wl *workload) client(ctx, drainCtx context.Context, w *writer) {
 			lastAck = nil
 		case drain:
 			return
+		case reads < 3:
+			// Mostly reads, as a chat client: three between two sends.
+			reads++
+			wl.backgroundRead(c, rng, w, drain)
 		default:
+			reads = 0
 			turn++
 			s := &send{Client: w.idx, Conv: w.soloID, first: (turn + w.idx) % n}
 			switch {
@@ -238,9 +244,6 @@ func (wl *workload) client(ctx, drainCtx context.Context, w *writer) {
 			wl.rec.sends[s.Key] = s
 			wl.rec.mu.Unlock()
 			pending = s
-			if turn%2 == 0 {
-				wl.backgroundRead(c, rng, w, drain)
-			}
 		}
 	}
 }

@@ -3,16 +3,22 @@ package chatsvc
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/monitor"
+	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/wal"
 )
 
-// ackTimeout bounds the work after a commit (position, token, invalidation).
-const ackTimeout = 2 * time.Second
+// Every write runs detached from its client (writeContext): a client that
+// hangs up does not cut it between its COMMIT and its acknowledgement, and
+// its database work is bounded by the budget. When the COMMIT was sent and
+// never answered (postgres.ErrCommitUnknown) the write may have committed:
+// it is acknowledged as if it had — the user's token raised to a position
+// read now (or wal.Unknown), what it would have changed invalidated — and
+// answered 503, so that the client retries (a send with its Idempotency-Key
+// then finds its row, or makes it).
 
 // CreateUser stores a user and its bearer token. Nothing cached can show a
 // new user. The new user's stored token is their creation: it starts their
@@ -20,9 +26,11 @@ const ackTimeout = 2 * time.Second
 // write of theirs can be missing (cache.UserToken); the returned token lets
 // a client read the user back from anywhere.
 func (s *Service) CreateUser(ctx context.Context, handle, displayName string) (chat.Ack[chat.NewUser], error) {
-	u, token, pos, err := s.store.CreateUser(monitor.WithQueryName(ctx, "create_user"), handle, displayName)
+	wctx, cancel := s.writeContext(ctx)
+	defer cancel()
+	u, token, pos, err := s.store.CreateUser(monitor.WithQueryName(wctx, "create_user"), handle, displayName)
 	if err != nil {
-		return chat.Ack[chat.NewUser]{}, DomainError(ctx, err)
+		return chat.Ack[chat.NewUser]{}, DomainError(wctx, err)
 	}
 	return chat.Ack[chat.NewUser]{Value: chat.NewUser{User: u, Token: token}, Token: s.acknowledge(ctx, u.ID, pos, nil)}, nil
 }
@@ -30,9 +38,20 @@ func (s *Service) CreateUser(ctx context.Context, handle, displayName string) (c
 // CreateConversation stores a conversation of u and memberIDs; every
 // member's list changes.
 func (s *Service) CreateConversation(ctx context.Context, u chat.User, title string, memberIDs []int64) (chat.Ack[chat.Conversation], error) {
-	c, pos, err := s.store.CreateConversation(monitor.WithQueryName(ctx, "create_conversation"), u.ID, title, memberIDs)
+	wctx, cancel := s.writeContext(ctx)
+	defer cancel()
+	c, pos, err := s.store.CreateConversation(monitor.WithQueryName(wctx, "create_conversation"), u.ID, title, memberIDs)
+	if errors.Is(err, postgres.ErrCommitUnknown) {
+		s.acknowledge(ctx, u.ID, 0, func(ctx context.Context, pos wal.LSN) error {
+			var errs []error
+			for _, id := range append([]int64{u.ID}, memberIDs...) {
+				errs = append(errs, s.cache.InvalidateUser(ctx, id, pos))
+			}
+			return errors.Join(errs...)
+		})
+	}
 	if err != nil {
-		return chat.Ack[chat.Conversation]{}, DomainError(ctx, err)
+		return chat.Ack[chat.Conversation]{}, DomainError(wctx, err)
 	}
 	token := s.acknowledge(ctx, u.ID, pos, func(ctx context.Context, pos wal.LSN) error {
 		return s.cache.InvalidateConversation(ctx, c.ID, c.MemberIDs, pos)
@@ -46,27 +65,37 @@ func (s *Service) CreateConversation(ctx context.Context, u chat.User, title str
 // invalidating.
 func (s *Service) Send(ctx context.Context, u chat.User, req chat.SendRequest) (chat.Ack[chat.SendResult], error) {
 	req.SenderID = u.ID
-	res, pos, err := s.store.SendMessage(monitor.WithQueryName(ctx, "send_message"), req)
-	if err != nil {
-		return chat.Ack[chat.SendResult]{}, DomainError(ctx, err)
-	}
-	token := s.acknowledge(ctx, u.ID, pos, func(ctx context.Context, pos wal.LSN) error {
+	wctx, cancel := s.writeContext(ctx)
+	defer cancel()
+	res, pos, err := s.store.SendMessage(monitor.WithQueryName(wctx, "send_message"), req)
+	invalidate := func(ctx context.Context, pos wal.LSN) error {
 		return s.cache.InvalidateConversation(ctx, req.ConversationID, res.MemberIDs, pos)
-	})
-	return chat.Ack[chat.SendResult]{Value: res, Token: token}, nil
+	}
+	if errors.Is(err, postgres.ErrCommitUnknown) {
+		s.acknowledge(ctx, u.ID, 0, invalidate)
+	}
+	if err != nil {
+		return chat.Ack[chat.SendResult]{}, DomainError(wctx, err)
+	}
+	return chat.Ack[chat.SendResult]{Value: res, Token: s.acknowledge(ctx, u.ID, pos, invalidate)}, nil
 }
 
 // MarkRead moves u's read marker forward and returns the conversation's
 // unread count. Only the reader's view changes: their list and counts.
 func (s *Service) MarkRead(ctx context.Context, u chat.User, convID, messageID int64) (chat.Ack[int64], error) {
-	n, pos, err := s.store.MarkRead(monitor.WithQueryName(ctx, "mark_read"), u.ID, convID, messageID)
-	if err != nil {
-		return chat.Ack[int64]{}, DomainError(ctx, err)
-	}
-	token := s.acknowledge(ctx, u.ID, pos, func(ctx context.Context, pos wal.LSN) error {
+	wctx, cancel := s.writeContext(ctx)
+	defer cancel()
+	n, pos, err := s.store.MarkRead(monitor.WithQueryName(wctx, "mark_read"), u.ID, convID, messageID)
+	invalidate := func(ctx context.Context, pos wal.LSN) error {
 		return s.cache.InvalidateUser(ctx, u.ID, pos)
-	})
-	return chat.Ack[int64]{Value: n, Token: token}, nil
+	}
+	if errors.Is(err, postgres.ErrCommitUnknown) {
+		s.acknowledge(ctx, u.ID, 0, invalidate)
+	}
+	if err != nil {
+		return chat.Ack[int64]{}, DomainError(wctx, err)
+	}
+	return chat.Ack[int64]{Value: n, Token: s.acknowledge(ctx, u.ID, pos, invalidate)}, nil
 }
 
 // acknowledge runs after a write of userID committed and before it is
@@ -90,7 +119,7 @@ func (s *Service) MarkRead(ctx context.Context, u chat.User, convID, messageID i
 // token (0 when unknown).
 func (s *Service) acknowledge(ctx context.Context, userID int64, committed wal.LSN, invalidate func(ctx context.Context, pos wal.LSN) error) wal.LSN {
 	// The write is committed: finish even if the client has gone.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ackTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.cfg.WriteTimeout)
 	defer cancel()
 	pos := s.commitToken(ctx, committed)
 	owed := false

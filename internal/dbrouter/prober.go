@@ -232,6 +232,21 @@ func (r *Router) probeReplica(ctx context.Context, rep *replica) {
 
 var errNotInRecovery = errors.New("not in recovery (promoted?): not a replica")
 
+// replicaTimeout records a user read that rep did not answer within the
+// replica read bound.
+func (r *Router) replicaTimeout(rep *replica, err error) {
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	from, to := rep.br.userTimeout()
+	if from == to {
+		return
+	}
+	v := *rep.view.Load()
+	v.breaker, v.err = to, err
+	rep.view.Store(&v)
+	r.transition(rep, from, to, &v)
+}
+
 // replicaConnError records a connection error that a user read got from rep.
 func (r *Router) replicaConnError(rep *replica, err error) {
 	rep.mu.Lock()

@@ -2,7 +2,9 @@ package stack
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"syscall"
 	"time"
@@ -56,15 +58,16 @@ func (s *Stack) RestartPrimary(ctx context.Context, mode string) error {
 // again with StartComponent (or Up).
 func (s *Stack) KillComponent(name string) error {
 	var pid int
-	var want string
+	var want, pidFile string
 	switch name {
 	case "pgbouncer":
-		pid, want = readPID(s.pgbouncerPIDFile()), "pgbouncer"
+		pidFile, want = s.pgbouncerPIDFile(), "pgbouncer"
 	case "redis":
-		pid, want = readPID(s.redisPIDFile()), "redis-server"
+		pidFile, want = s.redisPIDFile(), "redis-server"
 	default:
 		return fmt.Errorf("kill: unknown component %q (want pgbouncer or redis)", name)
 	}
+	pid = readPID(pidFile)
 	if !alive(pid, want) {
 		return fmt.Errorf("%s is not running", name)
 	}
@@ -76,6 +79,11 @@ func (s *Stack) KillComponent(name string) error {
 			return fmt.Errorf("%s (pid %d) still alive 5 s after SIGKILL", name, pid)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+	// A killed daemon leaves its pid file, and PgBouncer refuses to start
+	// while the pid in it exists — a zombie counts where nothing reaps it.
+	if err := os.Remove(pidFile); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove %s's pid file: %w", name, err)
 	}
 	return nil
 }
