@@ -126,7 +126,7 @@ func judge(w *world, rec *recorder, rows []row) verdict {
 		}
 		if s.Aborted {
 			v.AbortedSends++
-			if present {
+			if present && r.At.Before(s.AbortReadAt) {
 				v.AbortedCommitted++
 			}
 		}
@@ -185,7 +185,10 @@ func judge(w *world, rec *recorder, rows []row) verdict {
 			}
 		}
 		if o.AbortCheck != "" {
-			if _, committed := byKey[o.AbortCheck]; committed {
+			// Committed by the attempt the client hung up on — not by its
+			// retry, which comes after these reads: stored before the read
+			// began, with 500 ms for the commit and its acknowledgement.
+			if r, committed := byKey[o.AbortCheck]; committed && r.At.Add(500*time.Millisecond).Before(o.Start) {
 				v.AbortChecks++
 				if !o.HasMsg {
 					v.AbortViolations++

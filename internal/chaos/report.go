@@ -53,6 +53,9 @@ type Result struct {
 	Targets  []Target           `json:"targets"`
 	Notes    []string           `json:"notes,omitempty"`
 	Examples []string           `json:"examples,omitempty"`
+	// Slowest are the five slowest requests (kind, instance, outcome, start
+	// after the fault began, duration).
+	Slowest []string `json:"slowest,omitempty"`
 	Error    string             `json:"error,omitempty"`
 }
 
@@ -131,6 +134,23 @@ func phaseStats(ops []op, fault, heal, end time.Time) map[string]*PhaseStats {
 		if b := bounds[p]; !b[0].IsZero() && b[1].After(b[0]) {
 			st.Seconds = round3(b[1].Sub(b[0]).Seconds())
 		}
+	}
+	return out
+}
+
+// slowest describes the n slowest requests of ops.
+func slowest(ops []op, fault time.Time, n int) []string {
+	s := make([]op, 0, len(ops))
+	for _, o := range ops {
+		if !o.Drain && o.Class != "aborted" {
+			s = append(s, o)
+		}
+	}
+	sort.Slice(s, func(i, j int) bool { return s[i].End.Sub(s[i].Start) > s[j].End.Sub(s[j].Start) })
+	var out []string
+	for _, o := range s[:min(n, len(s))] {
+		out = append(out, fmt.Sprintf("%s on instance %d: %s (HTTP %d) at %+.3f s, %.0f ms",
+			o.Kind, o.Inst, o.Class, o.Status, o.Start.Sub(fault).Seconds(), float64(o.End.Sub(o.Start).Microseconds())/1000))
 	}
 	return out
 }

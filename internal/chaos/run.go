@@ -573,6 +573,7 @@ func (e *env) runScenario(ctx context.Context, sc *scenario) (res Result) {
 	res.AbortedSends, res.AbortedCommitted, res.AbortViolations = v.AbortedSends, v.AbortedCommitted, v.AbortViolations
 	res.Examples = v.Examples
 	res.Phases = phaseStats(r.wl.rec.ops, r.faultAt, r.healAt, end)
+	res.Slowest = slowest(r.wl.rec.ops, r.faultAt, 5)
 	for name, t := range r.marks {
 		res.Marks[name] = round3(t.Sub(r.faultAt).Seconds())
 	}

@@ -116,6 +116,9 @@ type send struct {
 	MsgAt      time.Time
 	Failed     string // a definite failure (4xx): given up
 	Aborted    bool   // the client hung up on an attempt on purpose
+	// AbortReadAt is when the reads after a hang-up began: a row stored
+	// before was made by the attempt hung up on, not by the retry.
+	AbortReadAt time.Time
 
 	first   int // the instance of the first attempt (later ones alternate)
 	retryAt time.Time
@@ -303,6 +306,9 @@ func (wl *workload) attempt(ctx context.Context, rng *rand.Rand, w *writer, s *s
 		case <-t.C:
 		}
 		t.Stop()
+		if s.AbortReadAt.IsZero() {
+			s.AbortReadAt = time.Now()
+		}
 		for i := range len(wl.bases) {
 			wl.read(ctx, w, "history", s.Conv, i, nil, drain, s.Key)
 		}

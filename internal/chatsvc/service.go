@@ -48,6 +48,9 @@ type Config struct {
 	// on the server first, its connection kept: the budget only fires on
 	// hangs (a hung PgBouncer, a queue).
 	DBBudget time.Duration
+	// InstanceID names this instance in the cache witness (default: host,
+	// pid and a random part).
+	InstanceID string
 	// WriteTimeout bounds a write's acknowledgement after its commit (the
 	// token, the invalidations, waiting for their delivery to Redis; default
 	// DefaultWriteTimeout).
@@ -93,6 +96,9 @@ func New(cfg Config) (*Service, error) {
 	}
 	if cfg.WriteTimeout <= 0 {
 		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = newInstanceID()
 	}
 	s := &Service{cfg: cfg, log: cfg.Logger, store: cfg.Store, router: cfg.Router, cache: cfg.Cache,
 		rollouts: cfg.Rollouts, enc: chat.Encoder{Cursors: cfg.Cursors},

@@ -192,7 +192,11 @@ func (r *Router) probeReplica(ctx context.Context, rep *replica) {
 	switch {
 	case res.err != nil:
 		v.state, v.err = StateDown, res.err
-		o.connError = postgres.IsConnectionError(res.err)
+		// A probe the replica did not answer at all within ProbeTimeout —
+		// its server-side statement_timeout (a little shorter) would have
+		// ended a slow one with an error — means a hung node or a dead link:
+		// out at once, like a connection error.
+		o.connError = postgres.IsConnectionError(res.err) || errors.Is(res.err, context.DeadlineExceeded)
 		o.failed = !o.connError
 		if prev != nil { // keep the last known position for the status page
 			v.replay, v.receive, v.lagBytes, v.lagSeconds = prev.replay, prev.receive, prev.lagBytes, prev.lagSeconds
