@@ -56,7 +56,7 @@ type Result struct {
 	// Slowest are the five slowest requests (kind, instance, outcome, start
 	// after the fault began, duration).
 	Slowest []string `json:"slowest,omitempty"`
-	Error    string             `json:"error,omitempty"`
+	Error   string   `json:"error,omitempty"`
 }
 
 // PhaseStats are the workload's requests of one phase.

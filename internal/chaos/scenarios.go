@@ -132,7 +132,7 @@ var scenarios = []*scenario{
 				failedRequests(res, 0),
 				{Name: "p95 added by the outage", Want: "≤ 5 ms (fault phase p95 − before phase p95, all requests)",
 					Measured: fmt.Sprintf("%+.2f ms (%.2f → %.2f ms; reads %.1f → %.1f, sends %.1f → %.1f)", added, b.P95ms, f.P95ms, b.ReadP95, f.ReadP95, b.SendP95, f.SendP95),
-					Passed: added <= 5},
+					Passed:   added <= 5},
 				inval,
 			}
 		},
