@@ -260,6 +260,9 @@ func (a *App) Start() {
 	a.stop = stop
 	a.wg.Go(func() { a.Rollouts.Run(bg) })
 	a.wg.Go(func() { a.Cache.Run(bg) })
+	if a.cfg.RedisURL != "" {
+		a.wg.Go(func() { a.Service.RunWitness(bg) })
+	}
 	a.wg.Go(func() { a.Dashboard.Run(bg) })
 	if a.Monitors != nil {
 		a.wg.Go(func() { _ = a.Monitors.Run(bg) })

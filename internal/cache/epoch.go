@@ -193,8 +193,31 @@ var ErrUndelivered = errors.New("cache: a token or invalidation is still waiting
 // anywhere —, or until ctx ends (ErrUndelivered). Without Redis configured
 // it returns at once.
 func (c *Cache) AwaitDelivery(ctx context.Context) error {
+	_, err := c.Await(ctx)
+	return err
+}
+
+// Delivery is how AwaitDelivery's wait ended.
+type Delivery int
+
+const (
+	// Delivered: Redis has everything this instance owed it.
+	Delivered Delivery = iota
+	// Lapsed: Redis failed every operation of this instance long enough
+	// that the epoch lapsed — if no other instance refreshed it meanwhile.
+	// That "if" this instance cannot see: when another instance still
+	// reaches Redis (this one alone is cut off), the epoch lives on and the
+	// undelivered invalidations leave older values servable there. The
+	// caller must rule that out (chatsvc's witness) before acknowledging.
+	Lapsed
+	// Undelivered: ctx ended first (ErrUndelivered).
+	Undelivered
+)
+
+// Await is AwaitDelivery, saying how the wait ended.
+func (c *Cache) Await(ctx context.Context) (Delivery, error) {
 	if c.client == nil {
-		return nil
+		return Delivered, nil
 	}
 	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
@@ -202,17 +225,33 @@ func (c *Cache) AwaitDelivery(ctx context.Context) error {
 		switch {
 		case !c.owes():
 			c.m.deliveryWaits.WithLabelValues("delivered").Inc()
-			return nil
+			return Delivered, nil
 		case c.lapsed():
 			c.m.deliveryWaits.WithLabelValues("lapsed").Inc()
-			return nil
+			return Lapsed, nil
 		}
 		c.kickRun()
 		select {
 		case <-ctx.Done():
 			c.m.deliveryWaits.WithLabelValues("timeout").Inc()
-			return fmt.Errorf("%w: %w", ErrUndelivered, ctx.Err())
+			return Undelivered, fmt.Errorf("%w: %w", ErrUndelivered, ctx.Err())
 		case <-t.C:
 		}
 	}
 }
+
+// RedisReachedAgo is how long ago this instance last refreshed the cache
+// epoch in Redis (ok false: never, or no Redis configured). Other instances
+// learn from it, through the database, that Redis is reachable and the
+// epoch alive (chatsvc's witness).
+func (c *Cache) RedisReachedAgo() (ago time.Duration, ok bool) {
+	v := c.view.Load()
+	if c.client == nil || v == nil {
+		return 0, false
+	}
+	return time.Duration(c.clock() - v.sent), true
+}
+
+// EpochTTL is the cache epoch's life after its last refresh
+// (Config.EpochTTL).
+func (c *Cache) EpochTTL() time.Duration { return c.cfg.EpochTTL }

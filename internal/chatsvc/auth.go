@@ -24,6 +24,8 @@ func (s *Service) Authenticate(ctx context.Context, token string, opts chat.Read
 		}
 	}
 	var u chat.User
+	ctx, cancel := s.budget(ctx)
+	defer cancel()
 	target, err := s.router.Read(monitor.WithQueryName(ctx, "user_by_token"), chat.EndpointAuth, dbrouter.Route{},
 		func(ctx context.Context, q postgres.Querier) error {
 			var err error
@@ -40,6 +42,8 @@ func (s *Service) Authenticate(ctx context.Context, token string, opts chat.Read
 // CheckMember is nil when u is a member of conversation convID and
 // ENOTFOUND when not; it reads the primary.
 func (s *Service) CheckMember(ctx context.Context, u chat.User, convID int64) error {
+	ctx, cancel := s.budget(ctx)
+	defer cancel()
 	_, err := s.router.Read(monitor.WithQueryName(ctx, "conversation"), chat.EndpointConversation, dbrouter.Route{},
 		func(ctx context.Context, q postgres.Querier) error {
 			_, err := s.store.Conversation(ctx, q, u.ID, convID)

@@ -36,6 +36,8 @@ func (s *Service) decide(endpoint string, userID int64) rollout.Decision {
 // read serves spec for u: the rollout decision, then the cache or the
 // database (route).
 func (s *Service) read(ctx context.Context, u chat.User, opts chat.ReadOptions, spec readSpec) (chat.Read, error) {
+	ctx, cancel := s.budget(ctx)
+	defer cancel()
 	d := s.decide(spec.rollout, u.ID)
 	out := chat.Read{Cohort: d.Cohort}
 	var (

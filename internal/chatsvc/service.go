@@ -40,7 +40,28 @@ type Config struct {
 	// (default DefaultAuthCacheTTL; negative: every request reads the
 	// database).
 	AuthCacheTTL time.Duration
+	// DBBudget bounds the database work of one request — waiting for a
+	// connection, PgBouncer's queue and the statements (default
+	// DefaultDBBudget). Past it the request is answered 503 + Retry-After
+	// and pgx cancels the statement on the server. Keep it above the role's
+	// statement_timeout (1 s, migration 0070), so that a slow statement ends
+	// on the server first, its connection kept: the budget only fires on
+	// hangs (a hung PgBouncer, a queue).
+	DBBudget time.Duration
+	// InstanceID names this instance in the cache witness (default: host,
+	// pid and a random part).
+	InstanceID string
+	// WriteTimeout bounds a write's acknowledgement after its commit (the
+	// token, the invalidations, waiting for their delivery to Redis; default
+	// DefaultWriteTimeout).
+	WriteTimeout time.Duration
 }
+
+// Defaults of Config.
+const (
+	DefaultDBBudget     = 1500 * time.Millisecond
+	DefaultWriteTimeout = 3 * time.Second
+)
 
 // Service implements chat.Service and chat.Admin on the data layer.
 type Service struct {
@@ -70,6 +91,15 @@ func New(cfg Config) (*Service, error) {
 	if cfg.AuthCacheTTL == 0 {
 		cfg.AuthCacheTTL = DefaultAuthCacheTTL
 	}
+	if cfg.DBBudget <= 0 {
+		cfg.DBBudget = DefaultDBBudget
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
+	}
+	if cfg.InstanceID == "" {
+		cfg.InstanceID = newInstanceID()
+	}
 	s := &Service{cfg: cfg, log: cfg.Logger, store: cfg.Store, router: cfg.Router, cache: cfg.Cache,
 		rollouts: cfg.Rollouts, enc: chat.Encoder{Cursors: cfg.Cursors},
 		auth: newAuthCache(cfg.AuthCacheTTL, defaultAuthCacheSize)}
@@ -95,10 +125,25 @@ func DomainError(ctx context.Context, err error) error {
 		return err
 	}
 	deadline := errors.Is(err, context.DeadlineExceeded) && !errors.Is(context.Cause(ctx), context.Canceled)
-	if errors.Is(err, postgres.ErrUnavailable) || postgres.IsConnectionError(err) || deadline {
+	if errors.Is(err, postgres.ErrCommitUnknown) {
+		return &chat.Error{Code: chat.EUNAVAILABLE, Message: "the database did not confirm the write; retry with the same Idempotency-Key", Err: err}
+	}
+	if errors.Is(err, postgres.ErrUnavailable) || postgres.IsConnectionError(err) || deadline || postgres.IsTimeout(err) {
 		return &chat.Error{Code: chat.EUNAVAILABLE, Message: "the database is unavailable; retry shortly", Err: err}
 	}
 	return err
+}
+
+// budget bounds ctx's database work by Config.DBBudget.
+func (s *Service) budget(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, s.cfg.DBBudget)
+}
+
+// writeContext is the context of a write's database work: detached from the
+// client (a client that hangs up must not cut a write between its COMMIT
+// and its acknowledgement), bounded by the database budget.
+func (s *Service) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DBBudget)
 }
 
 // Status is GET /admin/status: this instance's latest probe of each replica
@@ -133,6 +178,8 @@ func (s *Service) Status(context.Context) chat.Status {
 
 // Rollouts reads every endpoint's switch as stored.
 func (s *Service) Rollouts(ctx context.Context) ([]chat.Rollout, error) {
+	ctx, cancel := s.budget(ctx)
+	defer cancel()
 	rs, err := s.rollouts.List(ctx)
 	if err != nil {
 		return nil, DomainError(ctx, fmt.Errorf("list rollouts: %w", err))
@@ -143,6 +190,8 @@ func (s *Service) Rollouts(ctx context.Context) ([]chat.Rollout, error) {
 // SetRollout stores a change of an endpoint's switch; this instance applies
 // it at once, the others at their next poll (within a second).
 func (s *Service) SetRollout(ctx context.Context, endpoint string, u chat.RolloutUpdate) (chat.Rollout, error) {
+	ctx, cancel := s.writeContext(ctx)
+	defer cancel()
 	r, err := s.rollouts.Set(ctx, endpoint, u)
 	return r, DomainError(ctx, err)
 }

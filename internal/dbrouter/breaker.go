@@ -122,5 +122,17 @@ func (b *breaker) userConnError() (from, to BreakerState) {
 	return from, b.state
 }
 
+// userTimeout records a user read that the replica did not answer within
+// the replica read bound: like a probe that timed out, it counts toward
+// openAfter consecutive failures of a closed breaker (one slow read on a
+// busy machine does not open it; two in a row, with no healthy probe
+// between, do).
+func (b *breaker) userTimeout() (from, to BreakerState) {
+	if b.state != BreakerClosed {
+		return b.state, b.state
+	}
+	return b.observe(observation{failed: true})
+}
+
 func (b *breaker) open()  { b.state, b.bad, b.good = BreakerOpen, 0, 0 }
 func (b *breaker) close() { b.state, b.bad, b.good = BreakerClosed, 0, 0 }

@@ -54,6 +54,10 @@ type Config struct {
 	// and is its statement_timeout (default 400ms).
 	ProbeInterval time.Duration
 	ProbeTimeout  time.Duration
+	// ReplicaReadTimeout bounds one read's attempt on a replica (acquiring a
+	// connection and the statements; default ProbeTimeout): past it the read
+	// is run on the primary and the replica's breaker counts a failure.
+	ReplicaReadTimeout time.Duration
 	// MaxSpillover bounds how many reads meant for replicas may run on the
 	// primary at once while no replica is healthy or the reader's write
 	// position is unknown (PositionUnknown: a Redis outage) (0: three
@@ -95,6 +99,7 @@ func (c Config) withDefaults() (Config, error) {
 	setDur(&c.MaxLag, DefaultMaxLag)
 	setDur(&c.ProbeInterval, DefaultProbeInterval)
 	setDur(&c.ProbeTimeout, DefaultProbeTimeout)
+	setDur(&c.ReplicaReadTimeout, c.ProbeTimeout)
 	if c.MaxLagBytes <= 0 {
 		c.MaxLagBytes = DefaultMaxLagBytes
 	}

@@ -192,7 +192,11 @@ func (r *Router) probeReplica(ctx context.Context, rep *replica) {
 	switch {
 	case res.err != nil:
 		v.state, v.err = StateDown, res.err
-		o.connError = postgres.IsConnectionError(res.err)
+		// A probe the replica did not answer at all within ProbeTimeout —
+		// its server-side statement_timeout (a little shorter) would have
+		// ended a slow one with an error — means a hung node or a dead link:
+		// out at once, like a connection error.
+		o.connError = postgres.IsConnectionError(res.err) || errors.Is(res.err, context.DeadlineExceeded)
 		o.failed = !o.connError
 		if prev != nil { // keep the last known position for the status page
 			v.replay, v.receive, v.lagBytes, v.lagSeconds = prev.replay, prev.receive, prev.lagBytes, prev.lagSeconds
@@ -231,6 +235,21 @@ func (r *Router) probeReplica(ctx context.Context, rep *replica) {
 }
 
 var errNotInRecovery = errors.New("not in recovery (promoted?): not a replica")
+
+// replicaTimeout records a user read that rep did not answer within the
+// replica read bound.
+func (r *Router) replicaTimeout(rep *replica, err error) {
+	rep.mu.Lock()
+	defer rep.mu.Unlock()
+	from, to := rep.br.userTimeout()
+	if from == to {
+		return
+	}
+	v := *rep.view.Load()
+	v.breaker, v.err = to, err
+	rep.view.Store(&v)
+	r.transition(rep, from, to, &v)
+}
 
 // replicaConnError records a connection error that a user read got from rep.
 func (r *Router) replicaConnError(rep *replica, err error) {

@@ -254,10 +254,17 @@ func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func
 }
 
 // readReplica runs fn on rep; retry says the primary should take the read.
+// The attempt — acquiring a connection and fn — is bounded by
+// ReplicaReadTimeout: a replica that does not answer within it (a
+// black-holed link, a hung node) costs the read that much, not the
+// request's whole budget; the read goes to the primary and the timeout
+// counts against the replica's breaker.
 func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.Context, postgres.Querier) error) (err error, retry bool) {
 	rep.inFlight.Add(1)
 	defer rep.inFlight.Add(-1)
-	conn, err := rep.pool.Acquire(ctx)
+	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaReadTimeout)
+	defer cancel()
+	conn, err := rep.pool.Acquire(rctx)
 	if err != nil {
 		if ctx.Err() != nil {
 			return err, false
@@ -265,19 +272,40 @@ func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.
 		if postgres.IsConnectionError(err) {
 			r.replicaConnError(rep, err)
 		}
+		// No connection within the bound (a saturated pool, or a connect
+		// that hangs): the primary, without blaming the replica.
 		return fmt.Errorf("acquire %s connection: %w", rep.name, err), true
 	}
-	err = fn(ctx, conn)
+	err = fn(rctx, conn)
 	conn.Release()
-	if err != nil && ctx.Err() == nil && postgres.IsConnectionError(err) {
-		r.replicaConnError(rep, err)
-		return err, true
+	if err != nil && ctx.Err() == nil {
+		switch {
+		case postgres.IsConnectionError(err):
+			r.replicaConnError(rep, err)
+			return err, true
+		case rctx.Err() != nil:
+			r.replicaTimeout(rep, err)
+			return fmt.Errorf("%s did not answer within %v: %w", rep.name, r.cfg.ReplicaReadTimeout, err), true
+		}
 	}
 	return err, false
 }
 
-// onPrimary runs fn on a primary connection.
+// onPrimary runs fn on a primary connection. A connection error (a pooled
+// connection that died with PgBouncer or the primary, before fn could get
+// anything back from it) is retried on a new connection, twice at most:
+// reads are safe to repeat.
 func (r *Router) onPrimary(ctx context.Context, fn func(context.Context, postgres.Querier) error) error {
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		if err = r.onPrimaryOnce(ctx, fn); !postgres.IsConnectionError(err) || ctx.Err() != nil {
+			break
+		}
+	}
+	return err
+}
+
+func (r *Router) onPrimaryOnce(ctx context.Context, fn func(context.Context, postgres.Querier) error) error {
 	conn, err := r.primary.pool.Acquire(ctx)
 	if err != nil {
 		return postgres.Classify(ctx, fmt.Errorf("acquire primary connection: %w", err))

@@ -72,8 +72,9 @@ func connectionSQLState(code string) bool {
 }
 
 // Classify wraps err in ErrUnavailable when it means the primary could not
-// serve the call made with ctx: a connection error, or a deadline that is not
-// the caller's (the acquire wait bound) while ctx is still live. Other errors
+// serve the call made with ctx: a connection error, a deadline that is not
+// the caller's (the acquire wait bound) while ctx is still live, or a
+// statement ended by the server's statement or lock timeout (IsTimeout). Other errors
 // (SQL errors, the caller's own cancellation) are returned unchanged. Use it on
 // errors from Primary() used directly; Read, InTx, CommitLSN and Ping apply it
 // already.
@@ -81,8 +82,41 @@ func Classify(ctx context.Context, err error) error {
 	if err == nil || errors.Is(err, ErrUnavailable) || ctx.Err() != nil {
 		return err
 	}
-	if IsConnectionError(err) || errors.Is(err, context.DeadlineExceeded) {
+	if IsConnectionError(err) || errors.Is(err, context.DeadlineExceeded) || IsTimeout(err) {
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return err
+}
+
+// IsTimeout reports whether the server ended a statement at one of its
+// bounds: 57014 query_canceled (statement_timeout, or a cancel request) or
+// 55P03 lock_not_available (lock_timeout). The statement failed and its
+// transaction rolled back; the connection is fine. The service answers it
+// like unavailability (503 + Retry-After): the database could not serve the
+// request within its budget.
+func IsTimeout(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "57014" || pe.Code == "55P03")
+}
+
+// ErrCommitUnknown marks a write whose COMMIT (or autocommitted statement)
+// was sent and never answered — the connection broke, or the deadline came:
+// it may or may not have committed. It always comes with ErrUnavailable or
+// a deadline (503). The caller must act as if it had committed (invalidate
+// what it would have changed) and let the client retry: a send with its
+// Idempotency-Key then finds its row, or makes it.
+var ErrCommitUnknown = errors.New("the write's outcome is unknown: its commit was sent and not answered")
+
+// commitUnknown wraps err, an error from a COMMIT or an autocommitted write
+// statement, in ErrCommitUnknown unless the server answered it (a PgError:
+// the write did not commit) or it was not sent at all.
+func commitUnknown(err error) error {
+	var pe *pgconn.PgError
+	if err == nil || errors.As(err, &pe) {
+		return err
+	}
+	if IsConnectionError(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%w: %w", ErrCommitUnknown, err)
 	}
 	return err
 }

@@ -59,6 +59,11 @@ func (s *Store) ImportHistory(ctx context.Context, batch []HistoryImport) (int64
 	}
 	var n int64
 	_, err := s.inTx(ctx, func(tx pgx.Tx) error {
+		// A bulk load outlasts the role's statement_timeout
+		// (0070_session_timeouts.sql): its own bound is the caller's context.
+		if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0`); err != nil {
+			return fmt.Errorf("statement timeout: %w", err)
+		}
 		var busy int64
 		if err := tx.QueryRow(ctx, `
 			SELECT count(*) FILTER (WHERE last_seq > 0) FROM (
@@ -99,11 +104,30 @@ func (s *Store) ImportHistory(ctx context.Context, batch []HistoryImport) (int64
 }
 
 // Analyze refreshes the planner statistics and the visibility map of the
-// tables (VACUUM (ANALYZE)), as autovacuum would after a bulk load.
+// tables (VACUUM (ANALYZE)), as autovacuum would after a bulk load. VACUUM
+// cannot run in a transaction, so it cannot lift the role's
+// statement_timeout (0070_session_timeouts.sql) with SET LOCAL, and a
+// session SET would leak to PgBouncer's later clients: a table whose VACUUM
+// times out gets its statistics from ANALYZE in a transaction of its own
+// instead, and its visibility map from autovacuum.
 func (s *Store) Analyze(ctx context.Context) error {
-	_, err := s.write(ctx, func(q Querier) error {
-		_, err := q.Exec(ctx, `VACUUM (ANALYZE) users, conversations, conversation_members, messages`, pgx.QueryExecModeSimpleProtocol)
-		return err
-	})
-	return err
+	for _, t := range []string{"users", "conversations", "conversation_members", "messages"} {
+		_, err := s.write(ctx, func(q Querier) error {
+			_, err := q.Exec(ctx, `VACUUM (ANALYZE) `+t, pgx.QueryExecModeSimpleProtocol)
+			return err
+		})
+		if pgCode(err) != "57014" {
+			if err != nil {
+				return err
+			}
+			continue
+		}
+		if _, err := s.inTx(ctx, func(tx pgx.Tx) error {
+			_, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0; ANALYZE `+t, pgx.QueryExecModeSimpleProtocol)
+			return err
+		}); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -31,6 +31,8 @@ import (
 // The result names the members (whose lists and unread counts changed); the
 // position is the commit's, read right after it (0 when it could not be
 // read; for a replayed key, a position at or after the first commit's).
+// When the COMMIT was sent and not answered the error wraps
+// ErrCommitUnknown and the result still names the members.
 func (s *Store) SendMessage(ctx context.Context, req chat.SendRequest) (chat.SendResult, wal.LSN, error) {
 	if err := chat.ValidateBody(req.Body); err != nil {
 		return chat.SendResult{}, 0, err
@@ -102,6 +104,11 @@ func (s *Store) SendMessage(ctx context.Context, req chat.SendRequest) (chat.Sen
 		res.Created = true
 		return nil
 	})
+	if errors.Is(err, ErrCommitUnknown) {
+		// The members are known (read under the lock): the caller
+		// invalidates as if it had committed.
+		return chat.SendResult{MemberIDs: res.MemberIDs}, 0, fmt.Errorf("send message: %w", err)
+	}
 	if err != nil {
 		return chat.SendResult{}, 0, fmt.Errorf("send message: %w", err)
 	}

@@ -92,6 +92,12 @@ func applyOne(ctx context.Context, pool *pgxpool.Pool, m Migration) (bool, error
 		return false, err
 	}
 	defer tx.Rollback(context.Background())
+	// A migration may take longer than the role's statement and lock
+	// timeouts (0070_session_timeouts.sql), and waits for the other
+	// migrators' lock: no bound but the caller's context.
+	if _, err := tx.Exec(ctx, `SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = 0`, pgx.QueryExecModeSimpleProtocol); err != nil {
+		return false, err
+	}
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(7311, 1)`); err != nil {
 		return false, err
 	}

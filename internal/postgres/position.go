@@ -14,10 +14,18 @@ import (
 // cannot leave a committed write without a position. It is 0 when it could
 // not be read (the connection died right after the commit); the write is
 // committed all the same. It finishes even when the caller has gone, within
-// a short bound. The value is raw: at a WAL page boundary it points past the
-// page header (dbrouter.Router.NormalizeCommitLSN makes it a token).
+// ctx's deadline and at most 300 ms: behind PgBouncer the statement after a
+// COMMIT needs a server connection again, and a full pool must not hold a
+// committed write for long (its token is then read anew, or unknown). The
+// value is raw: at a WAL page boundary it points past the page header
+// (dbrouter.Router.NormalizeCommitLSN makes it a token).
 func commitPosition(ctx context.Context, q Querier) wal.LSN {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	if d, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(context.WithoutCancel(ctx), d)
+		defer cancel()
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 300*time.Millisecond)
 	defer cancel()
 	var s string
 	if err := q.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&s); err != nil {

@@ -67,23 +67,40 @@ func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 // inTx runs fn in a transaction on a primary connection, commits, and
 // returns the commit position (commitPosition).
 func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) (wal.LSN, error) {
-	c, err := s.acquire(ctx)
+	c, tx, err := s.begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Release()
-	tx, err := c.Begin(ctx)
-	if err != nil {
-		return 0, Classify(ctx, fmt.Errorf("begin: %w", err))
-	}
 	defer tx.Rollback(context.WithoutCancel(ctx))
 	if err := fn(tx); err != nil {
 		return 0, Classify(ctx, err)
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return 0, Classify(ctx, fmt.Errorf("commit: %w", err))
+		return 0, Classify(ctx, commitUnknown(fmt.Errorf("commit: %w", err)))
 	}
 	return commitPosition(ctx, c), nil
+}
+
+// begin acquires a primary connection and opens a transaction on it. A
+// BEGIN that fails with a connection error (a pooled connection that died
+// with PgBouncer or the primary) changed nothing: it is tried again on a new
+// connection, twice at most.
+func (s *Store) begin(ctx context.Context) (*pgxpool.Conn, pgx.Tx, error) {
+	for attempt := 0; ; attempt++ {
+		c, err := s.acquire(ctx)
+		if err != nil {
+			return nil, nil, err
+		}
+		tx, err := c.Begin(ctx)
+		if err == nil {
+			return c, tx, nil
+		}
+		c.Release()
+		if attempt == 2 || !IsConnectionError(err) || ctx.Err() != nil {
+			return nil, nil, Classify(ctx, fmt.Errorf("begin: %w", err))
+		}
+	}
 }
 
 // write runs one statement outside an explicit transaction on the primary
@@ -95,7 +112,7 @@ func (s *Store) write(ctx context.Context, fn func(q Querier) error) (wal.LSN, e
 	}
 	defer c.Release()
 	if err := fn(c); err != nil {
-		return 0, Classify(ctx, err)
+		return 0, Classify(ctx, commitUnknown(err))
 	}
 	return commitPosition(ctx, c), nil
 }

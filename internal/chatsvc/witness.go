@@ -1,0 +1,65 @@
+package chatsvc
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/parley-chat/parley/internal/monitor"
+)
+
+// The witness: how an instance that cannot reach Redis tells an outage
+// (nobody reaches it: the cache epoch lapses, and with it everything Redis
+// held) from being cut off alone (the others keep the epoch alive, and with
+// it values older than the writes this instance cannot invalidate). Every
+// instance records in the database (cache_witness), a few times a second,
+// when it last refreshed the epoch; acknowledge asks it before it lets a
+// write through on a lapse (see acknowledge).
+
+// witnessEvery is how often RunWitness records this instance's last
+// refresh of the epoch.
+const witnessEvery = 250 * time.Millisecond
+
+// RunWitness records, every witnessEvery until ctx ends, when this instance
+// last reached Redis (when it did so within the last two intervals). It
+// does nothing without Redis.
+func (s *Service) RunWitness(ctx context.Context) {
+	t := time.NewTicker(witnessEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		ago, ok := s.cache.RedisReachedAgo()
+		if !ok || ago > 2*witnessEvery {
+			continue
+		}
+		wctx, cancel := context.WithTimeout(ctx, witnessEvery)
+		if err := s.store.RecordRedisReached(monitor.WithQueryName(wctx, "cache_witness"), s.cfg.InstanceID, ago); err != nil && ctx.Err() == nil {
+			s.log.Debug("cache witness: record", "err", err)
+		}
+		cancel()
+	}
+}
+
+// redisReachedElsewhere reports whether another instance recorded reaching
+// Redis within 0.9 × the epoch's life: then the epoch cannot have lapsed.
+// In an outage of Redis for everyone the last records are older than the
+// epoch's life by the time acknowledge asks (its wait is longer).
+func (s *Service) redisReachedElsewhere(ctx context.Context) (bool, error) {
+	return s.store.RedisReachedElsewhere(monitor.WithQueryName(ctx, "cache_witness"), s.cfg.InstanceID, s.cache.EpochTTL()*9/10)
+}
+
+// newInstanceID names this process in cache_witness: host, pid and a random
+// part (a restarted process is a new instance).
+func newInstanceID() string {
+	b := make([]byte, 4)
+	_, _ = rand.Read(b)
+	h, _ := os.Hostname()
+	return h + "/" + strconv.Itoa(os.Getpid()) + "/" + hex.EncodeToString(b)
+}
