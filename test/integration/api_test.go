@@ -392,7 +392,7 @@ func TestNewUserOnLaggingReplica(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
 	svc.optimize(a, false, true)
-	stacktest.PauseReplay(t, svc.db.ReplicaURL)
+	svc.pauseReplay(t)
 	alice, bob := a.CreateUser(), a.CreateUser()
 	for _, in := range []*client{a, b} { // b has never seen these tokens
 		r := in.Do("GET", "/v1/me", alice.Token, nil)

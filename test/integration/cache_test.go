@@ -4,7 +4,10 @@ import (
 	"bytes"
 	"fmt"
 	"net/url"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -77,7 +80,11 @@ func TestCacheServesAndInvalidates(t *testing.T) {
 // conversation's newest page (cached), 200 sends alternate between the
 // instances; each send must be visible to every reader on both instances
 // within 100 ms of its acknowledgement (p99, over the sends, of the time
-// until the last reader saw it).
+// until the last reader saw it). Stale reads are counted exactly: a read
+// that began after a send was acknowledged and does not show it is stale
+// if the cache or the primary served it — none is allowed (the send bumped
+// the conversation's generation before it was acknowledged). A replica may
+// lag for a reader who is not the writer; those reads are counted apart.
 func TestInvalidationAcrossInstances(t *testing.T) {
 	svc := newService(t)
 	a, b := svc.instance(), svc.instance()
@@ -102,8 +109,14 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var hits, reads int64
+	var hits, reads, replicaBehind int64
+	var stale []string
 	var hmu sync.Mutex
+	// acked is the id of the newest acknowledged send (ids grow within a
+	// conversation: sends to it are serialized by its row lock).
+	var acked atomic.Int64
+	first := a.Page(conv.ID, sender, "")
+	acked.Store(messageID(t, first.Messages[0].ID))
 	for _, p := range pollers {
 		wg.Go(func() {
 			for {
@@ -112,6 +125,7 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 					return
 				default:
 				}
+				floor := acked.Load()
 				r := p.c.Do("GET", path, p.u.Token, nil)
 				if r.Status != 200 {
 					t.Errorf("poll: %d %s", r.Status, r.Body)
@@ -120,10 +134,21 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 				now := time.Now()
 				var pg messagePage
 				r.Decode(t, &pg)
+				newest := int64(0)
+				if len(pg.Messages) == 1 {
+					newest = messageID(t, pg.Messages[0].ID)
+				}
 				hmu.Lock()
 				reads++
 				if r.Source() == "cache" {
 					hits++
+				}
+				if newest < floor {
+					if r.Source() == "replica" {
+						replicaBehind++
+					} else {
+						stale = append(stale, fmt.Sprintf("%s on %s from the %s: newest %d, %d acknowledged before the read", p.u.Handle, p.c.Base, r.Source(), newest, floor))
+					}
 				}
 				hmu.Unlock()
 				if len(pg.Messages) == 1 {
@@ -149,7 +174,8 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 		for i := range sends {
 			c := []*client{a, b}[i%2]
 			m := c.Send(conv.ID, sender, fmt.Sprint("live ", attempt, " ", i))
-			acked := time.Now()
+			ackedAt := time.Now()
+			acked.Store(messageID(t, m.ID))
 			var lag time.Duration
 			stacktest.WaitFor(t, 5*time.Second, "every reader to see message "+m.ID, func() bool {
 				lag = 0
@@ -160,7 +186,7 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 					if !ok {
 						return false
 					}
-					lag = max(lag, at.Sub(acked))
+					lag = max(lag, at.Sub(ackedAt))
 				}
 				return true
 			})
@@ -169,10 +195,10 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 		var p50, worst time.Duration
 		p50, p99, worst = percentile(lags, 50), percentile(lags, 99), percentile(lags, 100)
 		hmu.Lock()
-		nHits, nReads := hits, reads
+		nHits, nReads, nStale, nBehind := hits, reads, len(stale), replicaBehind
 		hmu.Unlock()
-		t.Logf("run %d: invalidation across 2 instances, %d sends, 4 readers: visible to all readers after p50 %v, p99 %v, max %v (%d reads so far, %.0f%% cache hits)",
-			attempt, sends, p50, p99, worst, nReads, 100*float64(nHits)/float64(max(nReads, 1)))
+		t.Logf("run %d: invalidation across 2 instances (%s), %d sends, 4 readers: visible to all readers after p50 %v, p99 %v, max %v (%d reads so far, %.0f%% cache hits; stale reads from the cache or the primary: %d; replica reads behind the newest acknowledged send: %d)",
+			attempt, svc.stack.Shape(), sends, p50, p99, worst, nReads, 100*float64(nHits)/float64(max(nReads, 1)), nStale, nBehind)
 		if p99 < 100*time.Millisecond {
 			break
 		}
@@ -181,11 +207,29 @@ func TestInvalidationAcrossInstances(t *testing.T) {
 		t.Fatalf("p99 %v in each of %d runs: a send must be visible to every reader within 100 ms", p99, attempts)
 	}
 	hmu.Lock()
-	nHits := hits
+	nHits, staleReads := hits, append([]string(nil), stale...)
 	hmu.Unlock()
+	if len(staleReads) > 0 {
+		var invErrs, pending float64
+		for _, c := range []*client{a, b} {
+			invErrs += counterMetric(t, c.reg, "parley_cache_errors_total", map[string]string{"op": "invalidate"})
+			pending += counterMetric(t, c.reg, "parley_cache_pending_invalidations", nil)
+		}
+		t.Fatalf("%d stale reads (none allowed; invalidations that failed: %.0f, pending now: %.0f):\n%s", len(staleReads), invErrs, pending, strings.Join(staleReads, "\n"))
+	}
 	if nHits == 0 {
 		t.Fatalf("no read was a cache hit: the test did not exercise the cache")
 	}
+}
+
+// messageID is a message id as a number (ids grow within a conversation).
+func messageID(t *testing.T, id string) int64 {
+	t.Helper()
+	n, err := strconv.ParseInt(id, 10, 64)
+	if err != nil {
+		t.Fatalf("message id %q: %v", id, err)
+	}
+	return n
 }
 
 // TestUserListInvalidation: a user's cached conversation list, single
