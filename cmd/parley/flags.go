@@ -137,6 +137,43 @@ func (f *flags) List(p *[]string, name, envName, sep, usage string) {
 
 type listValue []string
 
+// Values binds a flag that takes several values: repeated, or separated by
+// sep in one value (--target A --target B, or --target A,B). Its variable
+// holds them separated by sep; the command line, when it sets the flag,
+// replaces the variable's values.
+func (f *flags) Values(p *[]string, name, envName, sep, usage string) {
+	v := &valuesFlag{p: p, sep: sep}
+	if e, ok := env(envName); ok {
+		*p = splitList(e, sep)
+	}
+	f.Var(v, name, usage+" (env "+envName+", '"+sep+"'-separated; repeatable)")
+}
+
+type valuesFlag struct {
+	p   *[]string
+	sep string
+	set bool // the command line set it: the variable's values are dropped
+}
+
+func (v *valuesFlag) String() string {
+	if v.p == nil {
+		return ""
+	}
+	return strings.Join(*v.p, v.sep)
+}
+
+func (v *valuesFlag) Set(s string) error {
+	if !v.set {
+		*v.p, v.set = nil, true
+	}
+	parts := splitList(s, v.sep)
+	if len(parts) == 0 {
+		return fmt.Errorf("empty value")
+	}
+	*v.p = append(*v.p, parts...)
+	return nil
+}
+
 func (l *listValue) String() string     { return strings.Join(*l, " ") }
 func (l *listValue) Set(v string) error { *l = append(*l, v); return nil }
 

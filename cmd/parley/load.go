@@ -45,6 +45,11 @@ Defaults come from the seed's load plan; --duration, --connections, --rate and
   parley load --url URL [--closed --connections N --pipelining P --duration D | --rate R]
 hammers one URL with no scenario, as autocannon and wrk do.
 
+Several instances of one API (parley dev --instances 2):
+  parley load --target http://127.0.0.1:8080,http://127.0.0.1:8081 ...
+spreads the connections evenly (connection i to target i mod n) and reports
+requests, errors and latency per target as well as in total.
+
 Thresholds: [scope:]metric<value, metric one of p50 p90 p95 p99 p99.9 max mean
 (latency, e.g. 350ms), error_rate (e.g. 1%), errors, requests, rps; operators
 < <= > >=; scope a scenario or an operation (history, history_deep, send,
@@ -53,6 +58,7 @@ other failure, 2 bad flags.`
 
 type loadFlags struct {
 	o                       loadgen.Options
+	targets                 []string
 	headers, stages, thresh []string
 	body                    string
 	seed                    uint64
@@ -63,9 +69,9 @@ type loadFlags struct {
 }
 
 func newLoadFlags(f *loadFlags) *flags {
-	fs := newFlags("load", "--target URL --admin-token TOKEN --scenario NAME [flags]", loadDescription, "text")
+	fs := newFlags("load", "--target URL[,URL…] --admin-token TOKEN --scenario NAME [flags]", loadDescription, "text")
 	o := &f.o
-	fs.String(&o.Target, "target", "PARLEY_URL", "", "base URL of the Parley API")
+	fs.Values(&f.targets, "target", "PARLEY_URL", ",", "base URL of the Parley API; several (instances of one API, e.g. parley dev --instances 2) spread the connections over them, connection i to target i mod n, with per-target figures in the report (the data is set up through the first)")
 	fs.Secret(&o.AdminToken, "admin-token", "PARLEY_ADMIN_TOKEN", "admin token; the scenarios create their users with it")
 	fs.String(&o.Scenario, "scenario", "PARLEY_LOAD_SCENARIO", "", "scenario: history, send, mixed, spike, all, a name from --scenario-file, or a comma-separated list")
 	fs.String(&o.ScenarioFile, "scenario-file", "PARLEY_LOAD_SCENARIO_FILE", "", "YAML or JSON file of custom scenarios (mix weights of history, history_deep, send, conversation_list, unread; connections, rate, duration, stages, thresholds, data)")
@@ -118,6 +124,7 @@ func runLoad(ctx context.Context, args []string) error {
 		return nil
 	}
 	o := &f.o
+	o.Target, o.Targets = "", f.targets
 	o.Seed = f.seed
 	o.Logger = slog.Default()
 	if !f.quiet {

@@ -72,3 +72,38 @@ func TestLoadCommandExitCodes(t *testing.T) {
 		t.Errorf("HTML report: %v", err)
 	}
 }
+
+// TestLoadTargets: --target takes several base URLs, repeated or as a
+// comma list; PARLEY_URL holds a comma list, and the command line replaces
+// it.
+func TestLoadTargets(t *testing.T) {
+	tests := []struct {
+		name, env string
+		args      []string
+		want      []string
+	}{
+		{"one", "", []string{"--target", "http://a:1"}, []string{"http://a:1"}},
+		{"repeated", "", []string{"--target", "http://a:1", "--target", "http://b:2"}, []string{"http://a:1", "http://b:2"}},
+		{"comma list", "", []string{"--target", "http://a:1, http://b:2"}, []string{"http://a:1", "http://b:2"}},
+		{"both", "", []string{"--target", "http://a:1,http://b:2", "--target", "http://c:3"}, []string{"http://a:1", "http://b:2", "http://c:3"}},
+		{"environment", "http://a:1,http://b:2", nil, []string{"http://a:1", "http://b:2"}},
+		{"command line over environment", "http://a:1,http://b:2", []string{"--target", "http://c:3"}, []string{"http://c:3"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Setenv("PARLEY_URL", tc.env)
+			var f loadFlags
+			fs := newLoadFlags(&f)
+			if err := fs.Parse(tc.args); err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(f.targets, " ") != strings.Join(tc.want, " ") {
+				t.Errorf("targets %q, want %q", f.targets, tc.want)
+			}
+		})
+	}
+	var f loadFlags
+	if err := newLoadFlags(&f).Parse([]string{"--target", " , "}); exitCode(err) != 2 {
+		t.Errorf("--target with no URL: %v, want a usage error", err)
+	}
+}

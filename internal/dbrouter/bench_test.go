@@ -115,6 +115,44 @@ func TestPickBalancesByInFlight(t *testing.T) {
 	}
 }
 
+// TestPickPerReplicaToken: each replica's own replay position answers a
+// read-your-writes token, whatever the load: a replica that has replayed it
+// serves even when it is busier; none that has: the primary (token_ahead);
+// an open breaker excludes a replica that has replayed it.
+func TestPickPerReplicaToken(t *testing.T) {
+	r := benchRouter(2)
+	r.replicas[0].view.Store(&replicaView{breaker: BreakerClosed, replay: 1000, state: StateHealthy})
+	r.replicas[1].view.Store(&replicaView{breaker: BreakerClosed, replay: 2000, state: StateHealthy})
+	r.replicas[1].inFlight.Store(7)
+	tok := Route{Consistency: ReadYourWrites(1500), ReplicaAllowed: true}
+	for range 10 {
+		if rep, reason := r.pick(tok); rep != r.replicas[1] || reason != ReasonOK {
+			t.Fatalf("token 1500: picked %v (%s), want replica2, the only one that has replayed it", rep, reason)
+		}
+	}
+	if rep, _ := r.pick(Route{ReplicaAllowed: true}); rep != r.replicas[0] {
+		t.Fatalf("no token: picked %v, want the idle replica1", rep)
+	}
+	if rep, reason := r.pick(Route{Consistency: ReadYourWrites(2001), ReplicaAllowed: true}); rep != nil || reason != ReasonTokenAhead {
+		t.Fatalf("token ahead of both: %v %s", rep, reason)
+	}
+	r.replicas[1].view.Store(&replicaView{breaker: BreakerOpen, replay: 2000, state: StatePaused})
+	if rep, reason := r.pick(tok); rep != nil || reason != ReasonTokenAhead {
+		t.Fatalf("replica2 open, replica1 behind: %v %s, want the primary (token_ahead)", rep, reason)
+	}
+	// Ties rotate: equal load spreads evenly.
+	r.replicas[1].view.Store(&replicaView{breaker: BreakerClosed, replay: 2000, state: StateHealthy})
+	r.replicas[1].inFlight.Store(0)
+	seen := map[*replica]int{}
+	for range 100 {
+		rep, _ := r.pick(Route{ReplicaAllowed: true})
+		seen[rep]++
+	}
+	if seen[r.replicas[0]] != 50 || seen[r.replicas[1]] != 50 {
+		t.Fatalf("100 reads at equal load: %d and %d, want 50 each", seen[r.replicas[0]], seen[r.replicas[1]])
+	}
+}
+
 // BenchmarkAcquireTracer is what every pool Acquire pays on top of pgxpool:
 // the wait bound (a context with a deadline) and the histogram observation.
 func BenchmarkAcquireTracer(b *testing.B) {

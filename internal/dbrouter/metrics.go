@@ -59,6 +59,8 @@ var (
 		"WAL bytes the replica's replay trails the primary's insert position, at the last probe.", []string{"replica"}, nil)
 	descLagSeconds = prometheus.NewDesc("parley_replica_lag_seconds",
 		"Seconds since the primary first had WAL the replica has not replayed (0 when caught up), at the last probe.", []string{"replica"}, nil)
+	descReplicaReads = prometheus.NewDesc("parley_replica_reads_total",
+		"Reads each replica served (with several replicas: how the router spreads them; parley_db_reads_total{target=\"replica\"} is their sum).", []string{"replica"}, nil)
 	descBreakerState = prometheus.NewDesc("parley_replica_breaker_state",
 		"Replica circuit breaker state: 0 closed, 1 half-open, 2 open.", []string{"replica"}, nil)
 	descSpillInFlight = prometheus.NewDesc("parley_db_spillover_in_flight",
@@ -72,7 +74,7 @@ type collector struct{ r *Router }
 
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descPoolConns, descPoolSaturation, descLagBytes, descLagSeconds,
-		descBreakerState, descSpillInFlight, descSpillLimit} {
+		descReplicaReads, descBreakerState, descSpillInFlight, descSpillLimit} {
 		ch <- d
 	}
 }
@@ -93,6 +95,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descLagBytes, prometheus.GaugeValue, float64(v.lagBytes), rep.name)
 		ch <- prometheus.MustNewConstMetric(descLagSeconds, prometheus.GaugeValue, v.lagSeconds, rep.name)
 		ch <- prometheus.MustNewConstMetric(descBreakerState, prometheus.GaugeValue, float64(v.breaker), rep.name)
+		ch <- prometheus.MustNewConstMetric(descReplicaReads, prometheus.CounterValue, float64(rep.served.Load()), rep.name)
 	}
 	ch <- prometheus.MustNewConstMetric(descSpillInFlight, prometheus.GaugeValue, float64(r.spillInFlight.Load()))
 	if r.spill != nil {

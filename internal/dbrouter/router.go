@@ -56,6 +56,7 @@ type replica struct {
 	*node
 	prober   *prober
 	inFlight atomic.Int64
+	served   atomic.Int64 // reads it served (parley_replica_reads_total)
 	// view is the latest probe's outcome, read lock-free by routing.
 	view atomic.Pointer[replicaView]
 	mu   sync.Mutex // guards br and the publication of view
@@ -235,6 +236,7 @@ func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func
 	if rep != nil {
 		err, retry := r.readReplica(ctx, rep, fn)
 		if !retry {
+			rep.served.Add(1)
 			r.metrics.read(endpoint, TargetReplica, ReasonOK)
 			return TargetReplica, err
 		}

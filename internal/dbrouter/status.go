@@ -25,10 +25,13 @@ type ReplicaStatus struct {
 	Breaker    string  `json:"breaker"` // closed|half_open|open
 	// Stalled: replay did not advance over a probe interval although WAL
 	// was waiting to be replayed (state "lagging").
-	Stalled   bool      `json:"stalled,omitempty"`
-	ReplayLSN wal.LSN   `json:"replay_lsn"`
-	InFlight  int64     `json:"in_flight"` // reads running on it now
-	ProbedAt  time.Time `json:"probed_at"`
+	Stalled   bool    `json:"stalled,omitempty"`
+	ReplayLSN wal.LSN `json:"replay_lsn"`
+	InFlight  int64   `json:"in_flight"` // reads running on it now
+	// Reads is how many reads it has served (since New): with several
+	// replicas, how the router spreads them.
+	Reads    int64     `json:"reads"`
+	ProbedAt time.Time `json:"probed_at"`
 }
 
 // Status returns every replica's latest probe outcome, in configuration
@@ -36,7 +39,8 @@ type ReplicaStatus struct {
 func (r *Router) Status() []ReplicaStatus {
 	out := make([]ReplicaStatus, 0, len(r.replicas))
 	for _, rep := range r.replicas {
-		s := ReplicaStatus{Name: rep.name, State: StateDown, Breaker: BreakerOpen.String(), InFlight: rep.inFlight.Load()}
+		s := ReplicaStatus{Name: rep.name, State: StateDown, Breaker: BreakerOpen.String(), InFlight: rep.inFlight.Load(),
+			Reads: rep.served.Load()}
 		if v := rep.view.Load(); v != nil {
 			s.State, s.LagBytes, s.LagSeconds, s.Breaker = v.state, v.lagBytes, v.lagSeconds, v.breaker.String()
 			s.Stalled, s.ReplayLSN, s.ProbedAt = v.stalled, v.replay, v.probedAt

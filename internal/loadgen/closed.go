@@ -33,7 +33,7 @@ func newClosedEngine(ctx context.Context, cfg *engineConfig, wl Workload) *close
 		ctx:      ctx,
 		cfg:      cfg,
 		wl:       wl,
-		d:        newDialer(cfg.ep, cfg.dialConcurrency, cfg.dialTimeout),
+		d:        newDialer(cfg.eps, cfg.dialConcurrency, cfg.dialTimeout),
 		draining: make(chan struct{}),
 	}
 	if e.cfg.pipelining < 1 {
@@ -47,7 +47,7 @@ func newClosedEngine(ctx context.Context, cfg *engineConfig, wl Workload) *close
 // prof.total, following the profile's connection counts.
 func (e *closedEngine) run(ctx context.Context, prof *profile, rec *recorder, w io.Writer, label string) runResult {
 	e.rec = rec
-	pre := predial(ctx, e.d, prof.connsAt(0), e.cfg.timeout, w, label)
+	pre := predial(ctx, e.d, 0, prof.connsAt(0), e.cfg.timeout, w, label)
 	start := time.Now()
 	rec.begin(start)
 	e.crew.resize(prof.connsAt(0), pre)
@@ -69,6 +69,7 @@ func (e *closedEngine) run(ctx context.Context, prof *profile, rec *recorder, w 
 		elapsed:    math.Max(timed.Seconds(), end.Sub(start).Seconds()),
 		requested:  prof.maxConns(),
 		peak:       e.d.peak.Load(),
+		peakPer:    e.d.peaks(),
 		dialFails:  e.d.failures.Load(),
 		reconnects: e.d.reconnect.Load(),
 		cpuSecs:    (processCPU() - rec.startCPU).Seconds(),
@@ -114,14 +115,14 @@ func (e *closedEngine) worker(id int, stop <-chan struct{}, c *conn) {
 			return
 		}
 		if w.c == nil {
-			nc, err := e.d.dial(e.ctx)
+			nc, err := e.d.dial(e.ctx, w.id)
 			if err != nil {
 				if e.ctx.Err() != nil {
 					return
 				}
 				// Count the failed connection as one failed request.
 				req := w.src.Next()
-				w.sh.record(sample{op: req.Op, class: classConnect, latency: -1, service: -1, lag: -1})
+				w.sh.record(sample{op: req.Op, target: e.d.target(w.id), class: classConnect, latency: -1, service: -1, lag: -1})
 				w.src.Done(req, 0, nil)
 				w.failAll(classConnect)
 				if stopping {
@@ -166,7 +167,7 @@ func (w *closedWorker) fill() bool {
 	}
 	for len(w.inflight) < cap(w.inflight) {
 		req := w.src.Next()
-		writeRequest(w.c.bw, w.e.cfg.ep.host, req)
+		writeRequest(w.c.bw, w.c.ep.host, req)
 		w.inflight = append(w.inflight, pending{req: req})
 	}
 	if first == len(w.inflight) {
@@ -188,7 +189,7 @@ func (w *closedWorker) fill() bool {
 func (w *closedWorker) resend() bool {
 	w.c.acquire()
 	for _, p := range w.inflight {
-		writeRequest(w.c.bw, w.e.cfg.ep.host, p.req)
+		writeRequest(w.c.bw, w.c.ep.host, p.req)
 	}
 	if err := w.c.flush(true); err != nil {
 		w.fail(err, true)
@@ -216,7 +217,7 @@ func (w *closedWorker) readOne() {
 		return
 	}
 	end := time.Now()
-	w.sh.record(sample{op: head.req.Op, class: statusClass(resp.status), status: resp.status,
+	w.sh.record(sample{op: head.req.Op, target: w.c.target, class: statusClass(resp.status), status: resp.status,
 		latency: end.Sub(head.sent), service: -1, lag: -1})
 	w.src.Done(head.req, resp.status, resp.body)
 	copy(w.inflight, w.inflight[1:])
@@ -261,8 +262,9 @@ func (w *closedWorker) markRetry() bool {
 }
 
 func (w *closedWorker) failAll(class errClass) {
+	t := w.e.d.target(w.id)
 	for _, p := range w.inflight {
-		w.sh.record(sample{op: p.req.Op, class: class, latency: -1, service: -1, lag: -1})
+		w.sh.record(sample{op: p.req.Op, target: t, class: class, latency: -1, service: -1, lag: -1})
 		w.src.Done(p.req, 0, nil)
 	}
 	w.inflight = w.inflight[:0]

@@ -59,34 +59,43 @@ func parseEndpoint(raw string) (endpoint, *url.URL, error) {
 	return e, u, nil
 }
 
-// dialer opens connections with bounded concurrency and a timeout, and counts
-// them (requested vs established).
+// dialer opens connections to one or more endpoints (the targets: slot i
+// goes to eps[i % len(eps)], so connections spread evenly) with bounded
+// concurrency and a timeout, and counts them (requested vs established).
 type dialer struct {
-	ep      endpoint
+	eps     []endpoint
 	sem     chan struct{}
 	timeout time.Duration
 	nd      net.Dialer
 
-	open      atomic.Int64 // currently established
-	peak      atomic.Int64 // most established at once
-	dials     atomic.Int64 // successful dials
-	failures  atomic.Int64 // failed dials
-	prime     *Request     // sent once on every held connection (nil: none)
-	reconnect atomic.Int64 // connections found closed by the server and redialled
+	open      atomic.Int64   // currently established
+	peak      atomic.Int64   // most established at once
+	dials     atomic.Int64   // successful dials
+	failures  atomic.Int64   // failed dials
+	prime     *Request       // sent once on every held connection (nil: none)
+	reconnect atomic.Int64   // connections found closed by the server and redialled
+	perTarget []atomic.Int64 // currently established, per endpoint
+	peakPer   []atomic.Int64 // most established at once, per endpoint
 }
 
-func newDialer(ep endpoint, concurrency int, timeout time.Duration) *dialer {
+func newDialer(eps []endpoint, concurrency int, timeout time.Duration) *dialer {
 	if concurrency <= 0 {
 		concurrency = 256
 	}
 	if timeout <= 0 {
 		timeout = 5 * time.Second
 	}
-	return &dialer{ep: ep, sem: make(chan struct{}, concurrency), timeout: timeout}
+	return &dialer{eps: eps, sem: make(chan struct{}, concurrency), timeout: timeout,
+		perTarget: make([]atomic.Int64, len(eps)), peakPer: make([]atomic.Int64, len(eps))}
 }
+
+// target is the endpoint index of connection slot i.
+func (d *dialer) target(slot int) int { return slot % len(d.eps) }
 
 // conn is one keep-alive HTTP/1.1 connection.
 type conn struct {
+	ep       *endpoint // where it goes (its Host header)
+	target   int       // the endpoint's index among the targets
 	nc       net.Conn
 	br       *bufio.Reader
 	bw       *bufio.Writer
@@ -108,8 +117,8 @@ var (
 // (Go's server closes a new connection that sends nothing within its
 // ReadHeaderTimeout, 5 s in parley serve, but keeps a used one for its
 // IdleTimeout).
-func (d *dialer) dialHeld(ctx context.Context, timeout time.Duration) (*conn, error) {
-	c, err := d.dial(ctx)
+func (d *dialer) dialHeld(ctx context.Context, timeout time.Duration, slot int) (*conn, error) {
+	c, err := d.dial(ctx, slot)
 	if err != nil || d.prime == nil {
 		return c, err
 	}
@@ -124,7 +133,7 @@ func (d *dialer) dialHeld(ctx context.Context, timeout time.Duration) (*conn, er
 // ping sends req and reads (and discards) its response, unrecorded.
 func (c *conn) ping(req *Request, timeout time.Duration) error {
 	c.acquire()
-	writeRequest(c.bw, c.d.ep.host, req)
+	writeRequest(c.bw, c.ep.host, req)
 	if err := c.flush(true); err != nil {
 		return err
 	}
@@ -141,7 +150,10 @@ func (c *conn) ping(req *Request, timeout time.Duration) error {
 	return nil
 }
 
-func (d *dialer) dial(ctx context.Context) (*conn, error) {
+// dial opens connection slot's connection (to eps[slot % len(eps)]).
+func (d *dialer) dial(ctx context.Context, slot int) (*conn, error) {
+	t := d.target(slot)
+	ep := &d.eps[t]
 	select {
 	case d.sem <- struct{}{}:
 	case <-ctx.Done():
@@ -150,33 +162,38 @@ func (d *dialer) dial(ctx context.Context) (*conn, error) {
 	defer func() { <-d.sem }()
 	dctx, cancel := context.WithTimeout(ctx, d.timeout)
 	defer cancel()
-	nc, err := d.nd.DialContext(dctx, "tcp", d.ep.addr)
+	nc, err := d.nd.DialContext(dctx, "tcp", ep.addr)
 	if err != nil {
 		d.failures.Add(1)
-		return nil, fmt.Errorf("dial %s: %w", d.ep.addr, err)
+		return nil, fmt.Errorf("dial %s: %w", ep.addr, err)
 	}
-	if d.ep.tls {
-		host, _, _ := net.SplitHostPort(d.ep.host)
+	if ep.tls {
+		host, _, _ := net.SplitHostPort(ep.host)
 		if host == "" {
-			host = d.ep.host
+			host = ep.host
 		}
 		tc := tls.Client(nc, &tls.Config{ServerName: host, NextProtos: []string{"http/1.1"}})
 		if err := tc.HandshakeContext(dctx); err != nil {
 			nc.Close()
 			d.failures.Add(1)
-			return nil, fmt.Errorf("tls handshake %s: %w", d.ep.addr, err)
+			return nil, fmt.Errorf("tls handshake %s: %w", ep.addr, err)
 		}
 		nc = tc
 	}
 	d.dials.Add(1)
-	n := d.open.Add(1)
+	raisePeak(&d.peak, d.open.Add(1))
+	raisePeak(&d.peakPer[t], d.perTarget[t].Add(1))
+	return &conn{ep: ep, target: t, nc: nc, d: d, raw: newRawIO(nc), released: true}, nil
+}
+
+// raisePeak makes peak at least n.
+func raisePeak(peak *atomic.Int64, n int64) {
 	for {
-		p := d.peak.Load()
-		if n <= p || d.peak.CompareAndSwap(p, n) {
-			break
+		p := peak.Load()
+		if n <= p || peak.CompareAndSwap(p, n) {
+			return
 		}
 	}
-	return &conn{nc: nc, d: d, raw: newRawIO(nc), released: true}, nil
 }
 
 // flush sends what writeRequest buffered. drained promises that no response
@@ -230,6 +247,7 @@ func (c *conn) close() {
 	c.nc.Close()
 	c.nc = nil
 	c.d.open.Add(-1)
+	c.d.perTarget[c.target].Add(-1)
 	if !c.released {
 		c.br.Reset(nil)
 		readerPool.Put(c.br)

@@ -11,7 +11,7 @@ import (
 
 // engineConfig is what both load models share.
 type engineConfig struct {
-	ep              endpoint
+	eps             []endpoint    // the targets; connection i goes to eps[i % len(eps)]
 	timeout         time.Duration // per request
 	dialConcurrency int
 	dialTimeout     time.Duration
@@ -34,8 +34,9 @@ type runResult struct {
 	secs       float64 // the profile's duration (offered rates are divided by it)
 	elapsed    float64 // start to the last response (served rates are divided by it)
 	open       bool
-	requested  int   // most connections the profile asked for
-	peak       int64 // most connections established at once
+	requested  int     // most connections the profile asked for
+	peak       int64   // most connections established at once
+	peakPer    []int64 // the same, per target
 	dialFails  int64
 	reconnects int64
 	schedLag   Latency // open model: scheduler lateness (a generator-health signal)
@@ -43,6 +44,15 @@ type runResult struct {
 	offered    int64   // open model: intended sends
 	cpuSecs    float64
 	marks      []StageMark
+}
+
+// peaks is the dialer's per-target peak connection counts.
+func (d *dialer) peaks() []int64 {
+	out := make([]int64, len(d.peakPer))
+	for i := range d.peakPer {
+		out[i] = d.peakPer[i].Load()
+	}
+	return out
 }
 
 // crew runs one goroutine per connection and resizes the set on demand:
@@ -63,7 +73,7 @@ func (c *crew) resize(n int, pre []*conn) []*conn {
 	for len(c.stops) < n {
 		stop := make(chan struct{})
 		c.stops = append(c.stops, stop)
-		var cn *conn
+		var cn *conn // nil (none pre-dialled, or its dial failed): the worker dials
 		if len(pre) > 0 {
 			cn, pre = pre[0], pre[1:]
 		}
@@ -83,6 +93,13 @@ func (c *crew) resize(n int, pre []*conn) []*conn {
 	return pre
 }
 
+// nextID is the id the next worker started will have (its connection slot).
+func (c *crew) nextID() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.next
+}
+
 func (c *crew) size() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -95,10 +112,11 @@ func (c *crew) stopAll() {
 	c.wg.Wait()
 }
 
-// predial opens n connections before the clock starts, with bounded
+// predial opens n connections, for the slots first … first+n-1 (the ids of
+// the workers that will get them), before the clock starts, with bounded
 // concurrency, reporting progress to w. Failed dials are counted by the
-// dialer; the returned slice holds the connections that succeeded.
-func predial(ctx context.Context, d *dialer, n int, timeout time.Duration, w io.Writer, label string) []*conn {
+// dialer and left nil in the returned slice (their workers dial again).
+func predial(ctx context.Context, d *dialer, first, n int, timeout time.Duration, w io.Writer, label string) []*conn {
 	if n <= 0 {
 		return nil
 	}
@@ -111,7 +129,7 @@ func predial(ctx context.Context, d *dialer, n int, timeout time.Duration, w io.
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
-				c, err := d.dialHeld(ctx, timeout)
+				c, err := d.dialHeld(ctx, timeout, first+i)
 				if err == nil {
 					conns[i] = c
 				}
@@ -144,13 +162,7 @@ feed:
 	close(jobs)
 	wg.Wait()
 	close(done)
-	out := conns[:0]
-	for _, c := range conns {
-		if c != nil {
-			out = append(out, c)
-		}
-	}
-	return out
+	return conns
 }
 
 // waitUntil sleeps until t or ctx ends; it reports whether t was reached.

@@ -53,7 +53,7 @@ func findMax(ctx context.Context, o *Options, p *plan, eng *openEngine, wl Workl
 			fmt.Fprintf(o.Progress, "[%s] find-max step %d: offering %.1f req/s for %s\n", p.sc.Name, i+1, rate, step)
 		}
 		prof := constantProfile(step, conns, rate)
-		res := eng.run(ctx, prof, newRecorder(wl.Ops()))
+		res := eng.run(ctx, prof, newRecorder(wl.Ops(), len(eng.cfg.eps)))
 		sr := buildScenarioReport(p.sc.Name, p, res, p.gates(rate), o)
 		st := FindMaxStep{OfferedRPS: rate, RPS: sr.RPS, P95: sr.LatencyMs.P95, P99: sr.LatencyMs.P99,
 			ErrorRate: sr.ErrorRate, Passed: sr.Passed, GeneratorBound: sr.GeneratorLoad.Bound}

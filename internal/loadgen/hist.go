@@ -36,6 +36,7 @@ func recordDur(h *hdrhistogram.Histogram, d time.Duration) {
 // interval and cumulative histograms.
 type recorder struct {
 	ops    []string
+	ntgt   int // targets (endpoints); per-target totals are kept when > 1
 	shards []*shard
 	start  time.Time
 
@@ -44,6 +45,7 @@ type recorder struct {
 
 	// collector state, only touched by tick/finish (one goroutine)
 	cum        []opTotals
+	cumTargets []opTotals              // per target (ntgt > 1)
 	service    *hdrhistogram.Histogram // open model: write to response end
 	lag        *hdrhistogram.Histogram // open model: intended to write
 	statuses   map[int]int64
@@ -68,6 +70,7 @@ type opTotals struct {
 type shard struct {
 	mu       sync.Mutex
 	ops      []opTotals
+	targets  []opTotals // per target (nil with one target)
 	service  *hdrhistogram.Histogram
 	lag      *hdrhistogram.Histogram
 	statuses map[int]int64
@@ -79,13 +82,15 @@ type shard struct {
 // it is counted as late.
 const lateThreshold = 10 * time.Millisecond
 
-func newRecorder(ops []string) *recorder {
+// newRecorder records the operations ops against targets endpoints.
+func newRecorder(ops []string, targets int) *recorder {
 	n := 4 * runtime.GOMAXPROCS(0)
 	if n > 16 {
 		n = 16
 	}
 	r := &recorder{
 		ops:        ops,
+		ntgt:       max(targets, 1),
 		shards:     make([]*shard, n),
 		cum:        make([]opTotals, len(ops)),
 		service:    newHist(),
@@ -97,16 +102,27 @@ func newRecorder(ops []string) *recorder {
 	for i := range r.cum {
 		r.cum[i].hist = newHist()
 	}
+	if r.ntgt > 1 {
+		r.cumTargets = newTotals(r.ntgt)
+	}
 	for i := range r.shards {
-		s := &shard{ops: make([]opTotals, len(ops)), statuses: map[int]int64{}}
-		for j := range s.ops {
-			s.ops[j].hist = newHist()
+		s := &shard{ops: newTotals(len(ops)), statuses: map[int]int64{}}
+		if r.ntgt > 1 {
+			s.targets = newTotals(r.ntgt)
 		}
 		s.service = newHist()
 		s.lag = newHist()
 		r.shards[i] = s
 	}
 	return r
+}
+
+func newTotals(n int) []opTotals {
+	out := make([]opTotals, n)
+	for i := range out {
+		out[i].hist = newHist()
+	}
+	return out
 }
 
 // begin marks the start of the timed part.
@@ -122,6 +138,7 @@ func (r *recorder) shard(worker int) *shard { return r.shards[worker%len(r.shard
 // sample is one finished (or failed) request.
 type sample struct {
 	op      int
+	target  int // the endpoint's index among the targets
 	class   errClass
 	status  int
 	latency time.Duration // < 0: none (no response)
@@ -133,13 +150,9 @@ type sample struct {
 func (s *shard) record(x sample) {
 	s.mu.Lock()
 	o := &s.ops[x.op]
-	o.requests++
-	if x.class != classNone {
-		o.errors++
-		o.classes[x.class]++
-	}
-	if x.latency >= 0 {
-		recordDur(o.hist, x.latency)
+	o.add(x)
+	if s.targets != nil {
+		s.targets[x.target].add(x)
 	}
 	if x.service >= 0 {
 		recordDur(s.service, x.service)
@@ -157,6 +170,32 @@ func (s *shard) record(x sample) {
 		s.statuses[x.status]++
 	}
 	s.mu.Unlock()
+}
+
+func (o *opTotals) add(x sample) {
+	o.requests++
+	if x.class != classNone {
+		o.errors++
+		o.classes[x.class]++
+	}
+	if x.latency >= 0 {
+		recordDur(o.hist, x.latency)
+	}
+}
+
+// fold moves o's counts into c.
+func (o *opTotals) fold(c *opTotals) {
+	if o.requests == 0 {
+		return
+	}
+	c.hist.Merge(o.hist)
+	o.hist.Reset()
+	c.requests += o.requests
+	c.errors += o.errors
+	for k := range o.classes {
+		c.classes[k] += o.classes[k]
+	}
+	o.requests, o.errors, o.classes = 0, 0, [numClasses]int64{}
 }
 
 // Interval is one second of the timeline.
@@ -183,6 +222,9 @@ func (r *recorder) tick(now time.Time, conns int64, stage int, open bool) Interv
 	var reqs, errs int64
 	for _, s := range r.shards {
 		s.mu.Lock()
+		for i := range s.targets {
+			s.targets[i].fold(&r.cumTargets[i])
+		}
 		for i := range s.ops {
 			o := &s.ops[i]
 			c := &r.cum[i]
@@ -326,6 +368,12 @@ func (r *recorder) overall(secs float64) (Totals, *hdrhistogram.Histogram) {
 
 func (r *recorder) opTotals(i int, secs float64) Totals {
 	c := r.cum[i]
+	return totalsOf(c.requests, c.errors, c.classes, c.hist, secs)
+}
+
+// targetTotals is target i's share (several targets only).
+func (r *recorder) targetTotals(i int, secs float64) Totals {
+	c := r.cumTargets[i]
 	return totalsOf(c.requests, c.errors, c.classes, c.hist, secs)
 }
 

@@ -51,7 +51,7 @@ func newOpenEngine(ctx context.Context, cfg *engineConfig, wl Workload) *openEng
 		ctx:    ctx,
 		cfg:    cfg,
 		wl:     wl,
-		d:      newDialer(cfg.ep, cfg.dialConcurrency, cfg.dialTimeout),
+		d:      newDialer(cfg.eps, cfg.dialConcurrency, cfg.dialTimeout),
 		tokens: make(chan token, tokenQueue),
 	}
 	e.d.prime = cfg.keepAlive
@@ -63,7 +63,7 @@ func newOpenEngine(ctx context.Context, cfg *engineConfig, wl Workload) *openEng
 // ones before returning.
 func (e *openEngine) hold(ctx context.Context, n int, w io.Writer, label string) {
 	if grow := n - e.crew.size(); grow > 0 {
-		pre := predial(ctx, e.d, grow, e.cfg.timeout, w, label)
+		pre := predial(ctx, e.d, e.crew.nextID(), grow, e.cfg.timeout, w, label)
 		e.crew.resize(n, pre)
 		return
 	}
@@ -113,6 +113,7 @@ func (e *openEngine) run(ctx context.Context, prof *profile, rec *recorder) runR
 		open:       true,
 		requested:  prof.maxConns(),
 		peak:       e.d.peak.Load(),
+		peakPer:    e.d.peaks(),
 		dialFails:  e.d.failures.Load(),
 		reconnects: e.d.reconnect.Load(),
 		schedLag:   lag,
@@ -167,7 +168,7 @@ func (e *openEngine) worker(id int, stop <-chan struct{}, c *conn) {
 	w := &openWorker{id: id, e: e, src: e.wl.NewSource(id), c: c}
 	defer func() { w.c.close() }()
 	if w.c == nil {
-		if c, err := e.d.dialHeld(e.ctx, e.cfg.timeout); err == nil {
+		if c, err := e.d.dialHeld(e.ctx, e.cfg.timeout, id); err == nil {
 			w.c = c
 		}
 	}
@@ -215,7 +216,7 @@ func (w *openWorker) do(tk token) {
 	if time.Since(tk.intended) > e.cfg.timeout {
 		// So far behind that the request would have timed out before it
 		// was even sent: count it, do not send it.
-		sh.record(sample{op: req.Op, class: classDropped, latency: -1, service: -1, lag: -1})
+		sh.record(sample{op: req.Op, target: w.target(), class: classDropped, latency: -1, service: -1, lag: -1})
 		w.src.Done(req, 0, nil)
 		return
 	}
@@ -227,9 +228,9 @@ func (w *openWorker) do(tk token) {
 	for attempt := 0; ; attempt++ {
 		fresh := false
 		if w.c == nil {
-			c, err := e.d.dial(e.ctx)
+			c, err := e.d.dial(e.ctx, w.id)
 			if err != nil {
-				sh.record(sample{op: req.Op, class: classConnect, latency: -1, service: -1, lag: time.Since(tk.intended)})
+				sh.record(sample{op: req.Op, target: e.d.target(w.id), class: classConnect, latency: -1, service: -1, lag: time.Since(tk.intended)})
 				w.src.Done(req, 0, nil)
 				return
 			}
@@ -238,7 +239,7 @@ func (w *openWorker) do(tk token) {
 		c := w.c
 		c.acquire()
 		sent := time.Now()
-		writeRequest(c.bw, e.cfg.ep.host, req)
+		writeRequest(c.bw, c.ep.host, req)
 		err := c.flush(true)
 		writing := err != nil
 		var resp response
@@ -254,13 +255,14 @@ func (w *openWorker) do(tk token) {
 				e.d.reconnect.Add(1)
 				continue // the server closed the idle connection: retry once
 			}
-			sh.record(sample{op: req.Op, class: classify(err, writing), latency: -1, service: -1, lag: sent.Sub(tk.intended)})
+			sh.record(sample{op: req.Op, target: c.target, class: classify(err, writing), latency: -1, service: -1, lag: sent.Sub(tk.intended)})
 			w.src.Done(req, 0, nil)
 			return
 		}
 		end := time.Now()
 		sh.record(sample{
 			op:      req.Op,
+			target:  c.target,
 			class:   statusClass(resp.status),
 			status:  resp.status,
 			latency: end.Sub(tk.intended),
@@ -278,6 +280,15 @@ func (w *openWorker) do(tk token) {
 		}
 		return
 	}
+}
+
+// target is the endpoint index of the worker's connection (of its slot
+// when it has none).
+func (w *openWorker) target() int {
+	if w.c != nil {
+		return w.c.target
+	}
+	return w.e.d.target(w.id)
 }
 
 // finished/unsent bookkeeping lives on the recorder so that a held pool can

@@ -11,8 +11,10 @@ import (
 
 // Report is the result of a run: one entry per scenario.
 type Report struct {
-	Passed    bool              `json:"passed"`
-	Target    string            `json:"target"` // host:port
+	Passed bool `json:"passed"`
+	// Target is the target's host:port; with several targets, theirs
+	// separated by commas (and each scenario has Targets).
+	Target    string            `json:"target"`
 	StartedAt time.Time         `json:"started_at"`
 	Generator GeneratorInfo     `json:"generator"`
 	Scenarios []*ScenarioReport `json:"scenarios"`
@@ -40,13 +42,17 @@ type ScenarioReport struct {
 	CapacityRPS *float64 `json:"capacity_rps,omitempty"`
 	// LatencyMs is measured from the intended send time in the open model
 	// and from the flush of the request in the closed model.
-	LatencyMs     Latency           `json:"latency_ms"`
-	ServiceTimeMs *Latency          `json:"service_time_ms,omitempty"` // open model: from the actual send
-	SendLag       *SendLag          `json:"send_lag,omitempty"`
-	Connections   Connections       `json:"connections"`
-	ErrorsByClass map[string]int64  `json:"errors_by_class"`
-	StatusCodes   map[string]int64  `json:"status_codes"`
-	Operations    []OpReport        `json:"operations"`
+	LatencyMs     Latency          `json:"latency_ms"`
+	ServiceTimeMs *Latency         `json:"service_time_ms,omitempty"` // open model: from the actual send
+	SendLag       *SendLag         `json:"send_lag,omitempty"`
+	Connections   Connections      `json:"connections"`
+	ErrorsByClass map[string]int64 `json:"errors_by_class"`
+	StatusCodes   map[string]int64 `json:"status_codes"`
+	Operations    []OpReport       `json:"operations"`
+	// Targets is each target's share, when the run spread its connections
+	// over several (parley load --target A,B): connection i went to target
+	// i mod n. Sends the open model never made belong to no target.
+	Targets       []TargetReport    `json:"targets,omitempty"`
 	Thresholds    []ThresholdResult `json:"thresholds"`
 	Passed        bool              `json:"passed"`
 	GeneratorLoad GeneratorLoad     `json:"generator"`
@@ -82,6 +88,19 @@ type Connections struct {
 // OpReport is one operation's share of a scenario.
 type OpReport struct {
 	Name          string           `json:"name"`
+	Requests      int64            `json:"requests"`
+	Errors        int64            `json:"errors"`
+	ErrorRate     float64          `json:"error_rate"`
+	RPS           float64          `json:"rps"`
+	LatencyMs     Latency          `json:"latency_ms"`
+	ErrorsByClass map[string]int64 `json:"errors_by_class,omitempty"`
+}
+
+// TargetReport is one target's share of a scenario: what its connections
+// sent and got back.
+type TargetReport struct {
+	Target        string           `json:"target"`      // host:port
+	Connections   int64            `json:"connections"` // most established at once
 	Requests      int64            `json:"requests"`
 	Errors        int64            `json:"errors"`
 	ErrorRate     float64          `json:"error_rate"`
@@ -130,6 +149,20 @@ func buildScenarioReport(name string, p *plan, res runResult, gates []Threshold,
 		opTotals[op] = t
 		sr.Operations = append(sr.Operations, OpReport{Name: op, Requests: t.Requests, Errors: t.Errors,
 			ErrorRate: t.ErrorRate, RPS: t.RPS, LatencyMs: t.Latency, ErrorsByClass: t.Classes})
+	}
+	if rec.ntgt > 1 {
+		for i := range rec.ntgt {
+			t := rec.targetTotals(i, res.elapsed)
+			tr := TargetReport{Target: fmt.Sprint("target ", i+1), Requests: t.Requests, Errors: t.Errors,
+				ErrorRate: t.ErrorRate, RPS: t.RPS, LatencyMs: t.Latency, ErrorsByClass: t.Classes}
+			if i < len(o.hosts) {
+				tr.Target = o.hosts[i]
+			}
+			if i < len(res.peakPer) {
+				tr.Connections = res.peakPer[i]
+			}
+			sr.Targets = append(sr.Targets, tr)
+		}
 	}
 	if res.open {
 		sr.Model = "open"
@@ -324,6 +357,12 @@ func (s *ScenarioReport) writeText(w io.Writer) {
 		fmt.Fprintln(w, "operations")
 		for _, op := range s.Operations {
 			fmt.Fprintf(w, "  %-18s %8d req %8.1f/s  errors %d  %s\n", op.Name, op.Requests, op.RPS, op.Errors, fmtLatency(op.LatencyMs))
+		}
+	}
+	if len(s.Targets) > 0 {
+		fmt.Fprintln(w, "targets")
+		for _, t := range s.Targets {
+			fmt.Fprintf(w, "  %-21s %8d req %8.1f/s  errors %d  %s  (%d conns)\n", t.Target, t.Requests, t.RPS, t.Errors, fmtLatency(t.LatencyMs), t.Connections)
 		}
 	}
 	g := s.GeneratorLoad

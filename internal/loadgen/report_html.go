@@ -81,6 +81,9 @@ th{background:#eee}td.l,th.l{text-align:left}
 {{if .Operations}}<table><tr><th class="l">operation</th><th>requests</th><th>rps</th><th>errors</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th></tr>
 {{range .Operations}}<tr><td class="l">{{.Name}}</td><td>{{.Requests}}</td><td>{{f1 .RPS}}</td><td>{{.Errors}}</td><td>{{ms .LatencyMs.P50}}</td><td>{{ms .LatencyMs.P90}}</td><td>{{ms .LatencyMs.P95}}</td><td>{{ms .LatencyMs.P99}}</td><td>{{ms .LatencyMs.Max}}</td></tr>
 {{end}}</table>{{end}}
+{{if .Targets}}<table><tr><th class="l">target</th><th>connections</th><th>requests</th><th>rps</th><th>errors</th><th>p50</th><th>p90</th><th>p95</th><th>p99</th><th>max</th></tr>
+{{range .Targets}}<tr><td class="l">{{.Target}}</td><td>{{.Connections}}</td><td>{{.Requests}}</td><td>{{f1 .RPS}}</td><td>{{.Errors}}</td><td>{{ms .LatencyMs.P50}}</td><td>{{ms .LatencyMs.P90}}</td><td>{{ms .LatencyMs.P95}}</td><td>{{ms .LatencyMs.P99}}</td><td>{{ms .LatencyMs.Max}}</td></tr>
+{{end}}</table>{{end}}
 {{if .ErrorsByClass}}<table><tr><th class="l">error class</th><th>count</th></tr>{{range classes .ErrorsByClass}}<tr><td class="l">{{.Name}}</td><td>{{.N}}</td></tr>{{end}}</table>{{end}}
 {{if .StatusCodes}}<table><tr><th class="l">status</th><th>count</th></tr>{{range classes .StatusCodes}}<tr><td class="l">{{.Name}}</td><td>{{.N}}</td></tr>{{end}}</table>{{end}}
 {{if .Steps}}<table><tr><th>offered req/s</th><th>served/s</th><th>p95</th><th>p99</th><th>errors</th><th class="l">result</th></tr>

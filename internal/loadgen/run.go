@@ -16,7 +16,13 @@ import (
 
 // Options configure a run. Zero values take the scenario's defaults.
 type Options struct {
-	Target       string // base URL of the Parley API (scenarios)
+	// Target is the base URL of the Parley API (scenarios); several,
+	// separated by commas, spread the connections over them (as Targets).
+	Target string
+	// Targets are more base URLs of the same API (instances sharing one
+	// database): connection i goes to target i mod n, and the report has
+	// each target's share. The scenario's data is set up through the first.
+	Targets      []string
 	AdminToken   string // creates the scenario's users
 	Scenario     string // built-in name, "all", or a name from ScenarioFile/Scenarios ("" = all of those)
 	ScenarioFile string // YAML or JSON file of custom scenarios
@@ -54,6 +60,44 @@ type Options struct {
 
 	Progress io.Writer // live progress lines (nil: none)
 	Logger   *slog.Logger
+
+	hosts []string // the targets' host:port, for the report
+}
+
+// targetURLs is Target (split at commas) then Targets, without blanks.
+func (o *Options) targetURLs() []string {
+	var out []string
+	for _, t := range append(strings.Split(o.Target, ","), o.Targets...) {
+		if t = strings.TrimSpace(t); t != "" {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// parseTargets parses the targets; they must share one base path (the
+// workload's requests are built once for all of them).
+func parseTargets(urls []string) ([]endpoint, []string, error) {
+	eps := make([]endpoint, 0, len(urls))
+	hosts := make([]string, 0, len(urls))
+	seen := map[string]bool{}
+	for _, u := range urls {
+		ep, _, err := parseEndpoint(u)
+		if err != nil {
+			return nil, nil, err
+		}
+		if len(eps) > 0 && ep.basePath != eps[0].basePath {
+			return nil, nil, fmt.Errorf("targets %q and %q have different paths (%q, %q): the targets must be instances of one API", urls[0], u, eps[0].basePath, ep.basePath)
+		}
+		key := ep.addr + ep.basePath
+		if seen[key] {
+			return nil, nil, fmt.Errorf("target %q is given twice", u)
+		}
+		seen[key] = true
+		eps = append(eps, ep)
+		hosts = append(hosts, ep.host)
+	}
+	return eps, hosts, nil
 }
 
 // RunScenario runs the scenario(s) named by o.Scenario (or the --url mode)
@@ -120,19 +164,21 @@ func Run(ctx context.Context, o Options) (*Report, error) {
 	if err := checkScopes(o.Thresholds, append(names, builtinNames()...), KnownOps); err != nil {
 		return nil, err
 	}
-	if o.Target == "" {
+	urls := o.targetURLs()
+	if len(urls) == 0 {
 		return nil, fmt.Errorf("no target: set --target or PARLEY_URL")
 	}
 	if o.AdminToken == "" {
 		return nil, fmt.Errorf("no admin token: set --admin-token or PARLEY_ADMIN_TOKEN (the scenarios create their own users)")
 	}
-	ep, _, err := parseEndpoint(o.Target)
+	eps, hosts, err := parseTargets(urls)
 	if err != nil {
 		return nil, err
 	}
-	rep.Target = ep.host
+	o.hosts = hosts
+	rep.Target = strings.Join(hosts, ",")
 	for _, sc := range list {
-		sr, err := runScenario(ctx, &o, sc, ep, limit)
+		sr, err := runScenario(ctx, &o, sc, eps, urls[0], limit)
 		if err != nil {
 			return nil, fmt.Errorf("scenario %s: %w", sc.Name, err)
 		}
@@ -196,9 +242,9 @@ func selectScenarios(o *Options) ([]Scenario, error) {
 	return out, nil
 }
 
-func engineCfg(o *Options, ep endpoint, p *plan, name string) *engineConfig {
+func engineCfg(o *Options, eps []endpoint, p *plan, name string) *engineConfig {
 	cfg := &engineConfig{
-		ep: ep, timeout: o.Timeout, dialConcurrency: o.DialConcurrency, dialTimeout: o.DialTimeout,
+		eps: eps, timeout: o.Timeout, dialConcurrency: o.DialConcurrency, dialTimeout: o.DialTimeout,
 		pipelining: p.pipelining, log: o.Logger,
 	}
 	if o.Progress != nil {
@@ -207,8 +253,9 @@ func engineCfg(o *Options, ep endpoint, p *plan, name string) *engineConfig {
 	return cfg
 }
 
-// runScenario sets up one scenario's data and runs its timed part.
-func runScenario(ctx context.Context, o *Options, sc Scenario, ep endpoint, limit uint64) (*ScenarioReport, error) {
+// runScenario sets up one scenario's data through setupURL (the first
+// target) and runs its timed part against every target.
+func runScenario(ctx context.Context, o *Options, sc Scenario, eps []endpoint, setupURL string, limit uint64) (*ScenarioReport, error) {
 	p, err := resolve(sc, o)
 	if err != nil {
 		return nil, err
@@ -216,7 +263,7 @@ func runScenario(ctx context.Context, o *Options, sc Scenario, ep endpoint, limi
 	warnFiles(o, p.prof.maxConns(), limit)
 	runID := strconv.FormatUint(o.Seed%(36*36*36*36*36*36), 36) + strconv.FormatInt(time.Now().UnixNano()%1296, 36)
 	runID = sc.Name[:min(3, len(sc.Name))] + runID
-	api := newAPIClient(strings.TrimRight(o.Target, "/"), o.AdminToken, 30*time.Second)
+	api := newAPIClient(strings.TrimRight(setupURL, "/"), o.AdminToken, 30*time.Second)
 	defer api.close()
 	if o.Progress != nil {
 		fmt.Fprintf(o.Progress, "[%s] setup: creating %d users, %d conversations, %d messages through the API\n",
@@ -226,11 +273,11 @@ func runScenario(ctx context.Context, o *Options, sc Scenario, ep endpoint, limi
 	if err != nil {
 		return nil, fmt.Errorf("setup: %w", err)
 	}
-	wl, err := newChatWorkload(ds, sc.Mix, runID, o.Seed, ep.basePath)
+	wl, err := newChatWorkload(ds, sc.Mix, runID, o.Seed, eps[0].basePath)
 	if err != nil {
 		return nil, err
 	}
-	sr, err := runPlan(ctx, o, p, wl, ep, &Request{Method: "GET", Path: ep.basePath + "/healthz"})
+	sr, err := runPlan(ctx, o, p, wl, eps, &Request{Method: "GET", Path: eps[0].basePath + "/healthz"})
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +321,8 @@ func runURL(ctx context.Context, o *Options, limit uint64) (*ScenarioReport, err
 	path := u.RequestURI()
 	wl := newFixedWorkload(o.Method, path, o.Headers, o.Body)
 	ep.basePath = ""
-	return runPlan(ctx, o, p, wl, ep, nil)
+	o.hosts = []string{ep.host}
+	return runPlan(ctx, o, p, wl, []endpoint{ep}, nil)
 }
 
 func orDefault(s, def string) string {
@@ -297,13 +345,13 @@ func warnFiles(o *Options, conns int, limit uint64) {
 // runPlan runs the timed part of a resolved plan with a workload.
 // keepAlive, if not nil, primes and keeps alive the open model's held
 // connections (unrecorded).
-func runPlan(ctx context.Context, o *Options, p *plan, wl Workload, ep endpoint, keepAlive *Request) (*ScenarioReport, error) {
+func runPlan(ctx context.Context, o *Options, p *plan, wl Workload, eps []endpoint, keepAlive *Request) (*ScenarioReport, error) {
 	name := p.sc.Name
-	cfg := engineCfg(o, ep, p, name)
+	cfg := engineCfg(o, eps, p, name)
 	cfg.keepAlive = keepAlive
 	if !p.open {
 		eng := newClosedEngine(ctx, cfg, wl)
-		res := eng.run(ctx, p.prof, newRecorder(wl.Ops()), o.Progress, name)
+		res := eng.run(ctx, p.prof, newRecorder(wl.Ops(), len(eps)), o.Progress, name)
 		return buildScenarioReport(name, p, res, p.gates(0), o), nil
 	}
 	eng := newOpenEngine(ctx, cfg, wl)
@@ -315,7 +363,7 @@ func runPlan(ctx context.Context, o *Options, p *plan, wl Workload, ep endpoint,
 	if o.FindMax {
 		return findMax(ctx, o, p, eng, wl)
 	}
-	res := eng.run(ctx, p.prof, newRecorder(wl.Ops()))
+	res := eng.run(ctx, p.prof, newRecorder(wl.Ops(), len(eps)))
 	sr := buildScenarioReport(name, p, res, p.gates(p.prof.meanRate()), o)
 	return sr, nil
 }

@@ -3,6 +3,8 @@ package loadgen
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
@@ -250,5 +252,89 @@ func TestClosedPipelinedScenario(t *testing.T) {
 	defer api.mu.Unlock()
 	if api.cursored == 0 || api.badCurs != 0 || api.replays != 0 {
 		t.Errorf("cursored %d, bad cursors %d, replays %d", api.cursored, api.badCurs, api.replays)
+	}
+}
+
+// TestScenarioAcrossTargets: with two targets (two servers of one API, as
+// `parley dev --instances 2`), the connections are split between them, each
+// serves its share, and the report has per-target figures that add up to
+// the totals — in the open and the closed model, in text, JSON and HTML.
+func TestScenarioAcrossTargets(t *testing.T) {
+	t.Parallel()
+	api := newFakeAPI(t)
+	// A second server of the same API (shared state), counting what each
+	// server gets by the connection's local address.
+	var mu sync.Mutex
+	perServer := map[string]int{}
+	counting := func(name string, h http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			mu.Lock()
+			perServer[name]++
+			mu.Unlock()
+			h.ServeHTTP(w, r)
+		})
+	}
+	handler := api.Config.Handler
+	api.Config.Handler = counting("first", handler)
+	second := httptest.NewServer(counting("second", handler))
+	t.Cleanup(second.Close)
+
+	for _, tc := range []struct {
+		name string
+		o    Options
+	}{
+		{"open", Options{Target: api.URL + "," + second.URL, Scenario: "mixed", Rate: 150, Connections: 10}},
+		{"closed", Options{Target: api.URL, Targets: []string{second.URL}, Scenario: "history", Closed: true, Connections: 4}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mu.Lock()
+			clear(perServer)
+			mu.Unlock()
+			o := tc.o
+			o.AdminToken, o.Scale, o.Duration, o.NoDefaultThresholds = fakeAdmin, 0.02, 2*time.Second, true
+			rep := runScenarioTest(t, o)
+			sr := rep.Scenarios[0]
+			hosts := []string{strings.TrimPrefix(api.URL, "http://"), strings.TrimPrefix(second.URL, "http://")}
+			if rep.Target != strings.Join(hosts, ",") {
+				t.Errorf("report target %q, want %q", rep.Target, strings.Join(hosts, ","))
+			}
+			if len(sr.Targets) != 2 {
+				t.Fatalf("%d target reports, want 2: %+v", len(sr.Targets), sr.Targets)
+			}
+			var sum, conns int64
+			for i, tr := range sr.Targets {
+				if tr.Target != hosts[i] || tr.Requests == 0 || tr.Errors != 0 || tr.LatencyMs.P50 <= 0 {
+					t.Errorf("target %d: %+v", i, tr)
+				}
+				sum += tr.Requests
+				conns += tr.Connections
+			}
+			if sum != sr.Requests || conns != int64(sr.Connections.Requested) || sr.Errors != 0 {
+				t.Errorf("targets: %d requests on %d connections; totals %d requests, %d errors, %d connections", sum, conns, sr.Requests, sr.Errors, sr.Connections.Requested)
+			}
+			if sr.Targets[0].Connections != sr.Targets[1].Connections {
+				t.Errorf("connections %d and %d: want an even split", sr.Targets[0].Connections, sr.Targets[1].Connections)
+			}
+			// Each server got its share (setup went through the first).
+			mu.Lock()
+			first, other := perServer["first"], perServer["second"]
+			mu.Unlock()
+			if int64(other) < sr.Targets[1].Requests || int64(first) < sr.Targets[0].Requests {
+				t.Errorf("servers got %d and %d requests; the report says %d and %d", first, other, sr.Targets[0].Requests, sr.Targets[1].Requests)
+			}
+			var text, html, js bytes.Buffer
+			rep.WriteText(&text)
+			if err := rep.WriteHTML(&html); err != nil {
+				t.Fatal(err)
+			}
+			if err := rep.WriteJSON(&js); err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range hosts {
+				if !strings.Contains(text.String(), "  "+h) || !strings.Contains(html.String(), ">"+h+"<") || !strings.Contains(js.String(), `"target": "`+h+`"`) {
+					t.Errorf("target %s missing from a report:\n%s", h, text.String())
+				}
+			}
+		})
 	}
 }

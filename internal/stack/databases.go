@@ -17,7 +17,7 @@ var identRE = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,62}$`)
 
 // CreateDatabase creates database name owned by the app role on the primary
 // (a copy of template when it is not ""), grants in it what the app's
-// database has, and waits until the replica has it too.
+// database has, and waits until every replica has it too.
 func (s *Stack) CreateDatabase(ctx context.Context, name, template string) error {
 	if !identRE.MatchString(name) || (template != "" && !identRE.MatchString(template)) {
 		return fmt.Errorf("create database: %q / %q: names must be lower-case identifiers", name, template)
@@ -37,8 +37,10 @@ func (s *Stack) CreateDatabase(ctx context.Context, name, template string) error
 	if err := s.grantDatabase(ctx, name); err != nil {
 		return err
 	}
-	if err := WaitReplicaCaughtUp(ctx, s.PrimaryURLFor(name), s.ReplicaURLFor(name)); err != nil {
-		return fmt.Errorf("database %s on the replica: %w", name, err)
+	for i, u := range s.ReplicaURLsFor(name) {
+		if err := WaitReplicaCaughtUp(ctx, s.PrimaryURLFor(name), u); err != nil {
+			return fmt.Errorf("database %s on %s: %w", name, replicaName(i), err)
+		}
 	}
 	return nil
 }

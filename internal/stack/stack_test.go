@@ -5,7 +5,9 @@ import (
 	"errors"
 	"net/http/httptest"
 	"os"
+	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/prometheus/common/model"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/stack"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
 
@@ -161,7 +166,7 @@ func TestUpIsIdempotentAndRepairs(t *testing.T) {
 		if err != nil {
 			t.Fatalf("up #%d: %v", i+1, err)
 		}
-		if s2.State != s.State {
+		if !reflect.DeepEqual(s2.State, s.State) {
 			t.Errorf("up #%d changed state: %+v -> %+v", i+1, s.State, s2.State)
 		}
 	}
@@ -312,4 +317,152 @@ func TestPrometheusScrapesRegisteredTargets(t *testing.T) {
 		}
 	}
 	t.Errorf("stack env has no PARLEY_PROMETHEUS_URL=%s: %v", s.PrometheusURL(), s.Env())
+}
+
+// TestShapes brings a stack of its own through the shapes of --replicas and
+// --redis: the default (one replica, one Redis), grown to two replicas and
+// a Redis Cluster (each replica streaming from its own slot, the cluster
+// serving every slot, the environment naming all of them), a cluster node
+// stopped and brought back by up, and shrunk again (the extra replica
+// stopped, its slot dropped, its data deleted; the cluster stopped).
+func TestShapes(t *testing.T) {
+	ctx := ctxT(t)
+	dir, err := os.MkdirTemp("", "parley-shapes-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Chmod(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var log stacktest.LogBuffer
+	up := func(cfg stack.Config) *stack.Stack {
+		t.Helper()
+		cfg.DataDir, cfg.Fast, cfg.Log = dir, true, &log
+		s, err := stack.Up(ctx, cfg)
+		if err != nil {
+			t.Fatalf("up %+v: %v\n%s", cfg, err, log.String())
+		}
+		return s
+	}
+	s := up(stack.Config{})
+	defer func() { _ = s.Down(context.Background()) }()
+	names := func(s *stack.Stack) []string {
+		var out []string
+		for _, c := range s.Status(ctx) {
+			if !c.Running {
+				t.Errorf("%s not running: %+v", c.Name, c)
+			}
+			out = append(out, c.Name)
+		}
+		return out
+	}
+	if got, want := names(s), []string{"primary", "replica", "pgbouncer", "redis", "prometheus"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("default shape: components %v, want %v", got, want)
+	}
+	slots := func() []string {
+		t.Helper()
+		conn, err := pgx.Connect(ctx, s.SuperuserURL("postgres"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close(ctx)
+		rows, err := conn.Query(ctx, `SELECT slot_name || ':' || active FROM pg_replication_slots ORDER BY 1`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+
+	// Grown: two replicas, a Redis Cluster.
+	s = up(stack.Config{Replicas: 2, Redis: stack.RedisCluster})
+	want := []string{"primary", "replica", "replica2", "pgbouncer", "redis1", "redis2", "redis3", "prometheus"}
+	if got := names(s); !reflect.DeepEqual(got, want) {
+		t.Fatalf("grown: components %v, want %v", got, want)
+	}
+	if got := slots(); !reflect.DeepEqual(got, []string{"parley_replica2:true", "parley_replica:true"}) {
+		t.Errorf("replication slots %v, want both replicas' slots active", got)
+	}
+	env := map[string]string{}
+	for _, kv := range s.Env() {
+		env[kv[0]] = kv[1]
+	}
+	urls := strings.Split(env["PARLEY_REPLICA_URLS"], ",")
+	if len(urls) != 2 || urls[0] != env["PARLEY_REPLICA_URL"] || urls[0] == urls[1] {
+		t.Fatalf("PARLEY_REPLICA_URLS = %q (PARLEY_REPLICA_URL %q): want two replicas, the first PARLEY_REPLICA_URL", urls, env["PARLEY_REPLICA_URL"])
+	}
+	if err := stack.WaitReplicaCaughtUp(ctx, s.PrimaryURL(), urls[1]); err != nil {
+		t.Fatalf("replica2 does not replay: %v", err)
+	}
+	checkCluster := func() {
+		t.Helper()
+		rc, err := cache.NewClient(env["PARLEY_REDIS_URL"])
+		if err != nil {
+			t.Fatalf("PARLEY_REDIS_URL %q: %v", env["PARLEY_REDIS_URL"], err)
+		}
+		defer rc.Close()
+		cc, ok := rc.(*redis.ClusterClient)
+		if !ok {
+			t.Fatalf("cache.NewClient(%q) is a %T, want a cluster client", env["PARLEY_REDIS_URL"], rc)
+		}
+		// One key in each node's slots: written and read through the
+		// cluster client, each answered by a different node.
+		addrs := map[string]bool{}
+		for _, key := range []string{"{a}", "{b}", "{c}", "{d}", "{e}", "{f}"} {
+			if err := cc.Set(ctx, key, "v", time.Minute).Err(); err != nil {
+				t.Fatalf("SET %s through the cluster: %v", key, err)
+			}
+			node, err := cc.MasterForKey(ctx, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addrs[node.Options().Addr] = true
+		}
+		if len(addrs) != 3 {
+			t.Errorf("6 keys landed on %d nodes (%v), want all 3", len(addrs), addrs)
+		}
+	}
+	checkCluster()
+
+	// A cluster node stopped shows in status; up (no shape given: as
+	// remembered) brings it back into the cluster.
+	if err := s.StopComponent(ctx, "redis2"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range s.Status(ctx) {
+		if c.Name == "redis2" && c.Running {
+			t.Fatalf("redis2 running after stop: %+v", c)
+		}
+	}
+	s = up(stack.Config{})
+	if got := names(s); !reflect.DeepEqual(got, want) {
+		t.Fatalf("after repair: components %v, want %v", got, want)
+	}
+	checkCluster()
+
+	// Shrunk: one replica, a single Redis again.
+	s = up(stack.Config{Replicas: 1, Redis: stack.RedisSingle})
+	if got, want := names(s), []string{"primary", "replica", "pgbouncer", "redis", "prometheus"}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("shrunk: components %v, want %v", got, want)
+	}
+	if got := slots(); !reflect.DeepEqual(got, []string{"parley_replica:true"}) {
+		t.Errorf("replication slots after shrinking %v, want the first replica's only", got)
+	}
+	if _, err := os.Stat(dir + "/replica2"); !os.IsNotExist(err) {
+		t.Errorf("replica2's data dir after shrinking: %v", err)
+	}
+	for _, pidFile := range []string{"redis-cluster/node1/redis.pid", "redis-cluster/node2/redis.pid", "redis-cluster/node3/redis.pid"} {
+		b, _ := os.ReadFile(dir + "/" + pidFile)
+		if pid, _ := strconv.Atoi(strings.TrimSpace(string(b))); stack.Alive(pid, "redis-server") {
+			t.Errorf("cluster node %s (pid %d) still runs in single mode", pidFile, pid)
+		}
+	}
+	if !strings.Contains(log.String(), "replica2   removed") {
+		t.Errorf("no progress line for the removed replica:\n%s", log.String())
+	}
+	t.Logf("progress:\n%s", log.String())
 }

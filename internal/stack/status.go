@@ -23,10 +23,15 @@ func (s *Stack) Status(ctx context.Context) []ComponentStatus {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	out := []ComponentStatus{
-		s.pgStatus(ctx, "primary", s.primaryDir(), s.State.PrimaryPort, `SELECT CASE WHEN pg_is_in_recovery() THEN 'in recovery (not a primary!)' ELSE 'accepting writes' END`),
-		s.pgStatus(ctx, "replica", s.replicaDir(), s.State.ReplicaPort, `SELECT CASE WHEN NOT pg_is_in_recovery() THEN 'not in recovery (promoted?)'
+		s.pgStatus(ctx, "primary", s.primaryDir(), s.State.PrimaryPort, s.SuperuserURL("postgres"),
+			`SELECT CASE WHEN pg_is_in_recovery() THEN 'in recovery (not a primary!)' ELSE 'accepting writes' END`),
+	}
+	for i, port := range s.State.ReplicaPorts {
+		out = append(out, s.pgStatus(ctx, replicaName(i), s.replicaDirAt(i), port, s.replicaSuperuserURL(i, "postgres"),
+			`SELECT CASE WHEN NOT pg_is_in_recovery() THEN 'not in recovery (promoted?)'
 			ELSE 'wal receiver: ' || coalesce((SELECT status FROM pg_stat_wal_receiver), 'none') ||
-			     ', replay ' || pg_get_wal_replay_pause_state() END`),
+			     ', replay ' || pg_get_wal_replay_pause_state() ||
+			     ', slot ' || coalesce((SELECT slot_name FROM pg_stat_wal_receiver), '?') END`))
 	}
 	pb := ComponentStatus{Name: "pgbouncer", Port: s.State.PgBouncerPort, PID: readPID(s.pgbouncerPIDFile())}
 	pb.Running = alive(pb.PID, "pgbouncer")
@@ -40,14 +45,30 @@ func (s *Stack) Status(ctx context.Context) []ComponentStatus {
 	} else {
 		pb.Detail = "stopped"
 	}
-	rd := ComponentStatus{Name: "redis", Port: s.State.RedisPort, PID: readPID(s.redisPIDFile())}
-	rd.Running = alive(rd.PID, "redis-server")
-	if !rd.Running {
-		rd.Detail = "stopped"
-	} else if err := RedisPing(ctx, s.RedisAddr()); err != nil {
-		rd.Detail = "PING: " + err.Error()
+	var redisSts []ComponentStatus
+	if s.RedisClustered() {
+		for i := range clusterNodes {
+			rd := ComponentStatus{Name: redisNodeName(i), Port: s.State.RedisClusterPorts[i], PID: readPID(s.redisNodePIDFile(i))}
+			rd.Running = alive(rd.PID, "redis-server")
+			if !rd.Running {
+				rd.PID = 0
+				rd.Detail = "stopped"
+			} else {
+				rd.Detail = s.clusterNodeDetail(ctx, i)
+			}
+			redisSts = append(redisSts, rd)
+		}
 	} else {
-		rd.Detail = "PONG"
+		rd := ComponentStatus{Name: "redis", Port: s.State.RedisPort, PID: readPID(s.redisPIDFile())}
+		rd.Running = alive(rd.PID, "redis-server")
+		if !rd.Running {
+			rd.Detail = "stopped"
+		} else if err := RedisPing(ctx, s.RedisAddr()); err != nil {
+			rd.Detail = "PING: " + err.Error()
+		} else {
+			rd.Detail = "PONG"
+		}
+		redisSts = append(redisSts, rd)
 	}
 	pr := ComponentStatus{Name: "prometheus", Port: s.State.PrometheusPort, PID: readPID(s.prometheusPIDFile())}
 	pr.Running = alive(pr.PID, "prometheus")
@@ -65,20 +86,18 @@ func (s *Stack) Status(ctx context.Context) []ComponentStatus {
 			pr.Detail = fmt.Sprintf("ready at %s, %d/%d parley targets up", s.PrometheusURL(), up, total)
 		}
 	}
-	return append(out, pb, rd, pr)
+	out = append(out, pb)
+	out = append(out, redisSts...)
+	return append(out, pr)
 }
 
-func (s *Stack) pgStatus(ctx context.Context, name, dir string, port int, q string) ComponentStatus {
+func (s *Stack) pgStatus(ctx context.Context, name, dir string, port int, url, q string) ComponentStatus {
 	st := ComponentStatus{Name: name, Port: port, PID: readPID(filepath.Join(dir, "postmaster.pid"))}
 	st.Running = alive(st.PID, "postgres")
 	if !st.Running {
 		st.PID = 0
 		st.Detail = "stopped"
 		return st
-	}
-	url := s.SuperuserURL("postgres")
-	if name == "replica" {
-		url = s.ReplicaSuperuserURL("postgres")
 	}
 	conn, err := pgx.Connect(ctx, url)
 	if err != nil {

@@ -46,6 +46,9 @@ func Up(ctx context.Context, cfg Config) (*Stack, error) {
 	if err := acct.mkdir(dir, 0o755); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	if err := s.loadOrInitState(cfg); err != nil {
 		return nil, err
 	}
@@ -54,25 +57,61 @@ func Up(ctx context.Context, cfg Config) (*Stack, error) {
 			return nil, fmt.Errorf("create %s: %w", d, err)
 		}
 	}
-	steps := []struct {
+	type step struct {
 		name string
 		fn   func(context.Context) error
-	}{
-		{"primary", s.upPrimary},
-		{"replica", s.upReplica},
-		{"pgbouncer", s.upPgBouncer},
-		{"redis", s.upRedis},
-		{"prometheus", s.upPrometheus},
 	}
+	steps := []step{{"primary", s.upPrimary}}
+	for i := range s.keepReplicas {
+		steps = append(steps, step{replicaName(i), func(ctx context.Context) error { return s.upReplica(ctx, i) }})
+	}
+	steps = append(steps, step{"pgbouncer", s.upPgBouncer})
+	if s.RedisClustered() {
+		steps = append(steps, step{"redis", s.upRedisCluster})
+	} else {
+		steps = append(steps, step{"redis", s.upRedis})
+	}
+	steps = append(steps, step{"prometheus", s.upPrometheus})
 	for _, st := range steps {
 		t := time.Now()
 		if err := st.fn(ctx); err != nil {
 			return nil, fmt.Errorf("%s: %w", st.name, err)
 		}
+		if st.name == "redis" {
+			// The other mode's servers, from before a switch.
+			if err := s.stopOtherRedisMode(); err != nil {
+				return nil, err
+			}
+		}
 		s.logf("  %-10s ready in %v", st.name, time.Since(t).Round(time.Millisecond))
+		if st.name == "primary" {
+			// Fewer replicas than before: the extra ones go once the
+			// primary answers (their slots are dropped there).
+			if err := s.removeExtraReplicas(ctx); err != nil {
+				return nil, err
+			}
+		}
 	}
-	s.logf("stack up in %v (data dir %s, daemons run as %s)", time.Since(start).Round(time.Millisecond), s.Dir, acct.name)
+	shape := fmt.Sprintf("%d replica", s.Replicas())
+	if s.Replicas() != 1 {
+		shape += "s"
+	}
+	shape += ", redis " + s.State.RedisMode
+	s.logf("stack up in %v (%s; data dir %s, daemons run as %s)", time.Since(start).Round(time.Millisecond), shape, s.Dir, acct.name)
 	return s, nil
+}
+
+// validate checks the shape asked for.
+func (c Config) validate() error {
+	if c.Replicas < 0 || c.Replicas > MaxReplicas {
+		return fmt.Errorf("replicas: %d: want 1 to %d (0: as remembered)", c.Replicas, MaxReplicas)
+	}
+	switch c.Redis {
+	case "", RedisSingle, RedisCluster:
+	default:
+		return fmt.Errorf("redis: %q: want %s or %s", c.Redis, RedisSingle, RedisCluster)
+	}
+	return nil
 }
 
 func (s *Stack) loadOrInitState(cfg Config) error {
@@ -84,34 +123,67 @@ func (s *Stack) loadOrInitState(cfg Config) error {
 		return fmt.Errorf("read stack state: %w", err)
 	}
 	st := &s.State
+	st.upgrade()
 	fresh := st.PrimaryPort == 0
 	override := func(dst *int, v int) {
 		if v != 0 {
 			*dst = v
 		}
 	}
+	// The shape: as asked, else as remembered, else one replica and a
+	// single Redis.
+	replicas := cfg.Replicas
+	if replicas == 0 {
+		replicas = max(1, len(st.ReplicaPorts))
+	}
+	// Replicas beyond the number asked for stay in the state until Up has
+	// removed them (removeExtraReplicas), so that an interrupted up finds
+	// them again.
+	s.keepReplicas = replicas
+	for len(st.ReplicaPorts) < replicas {
+		st.ReplicaPorts = append(st.ReplicaPorts, 0)
+	}
+	if cfg.Redis != "" {
+		st.RedisMode = cfg.Redis
+	}
+	if st.RedisMode == RedisCluster {
+		for len(st.RedisClusterPorts) < clusterNodes {
+			st.RedisClusterPorts = append(st.RedisClusterPorts, 0)
+		}
+		for len(st.RedisClusterBusPorts) < clusterNodes {
+			st.RedisClusterBusPorts = append(st.RedisClusterBusPorts, 0)
+		}
+	}
 	override(&st.PrimaryPort, cfg.PrimaryPort)
-	override(&st.ReplicaPort, cfg.ReplicaPort)
+	override(&st.ReplicaPorts[0], cfg.ReplicaPort)
 	override(&st.PgBouncerPort, cfg.PgBouncerPort)
 	override(&st.RedisPort, cfg.RedisPort)
 	override(&st.PrometheusPort, cfg.PrometheusPort)
+	ports := []*int{&st.PrimaryPort, &st.PgBouncerPort, &st.RedisPort, &st.PrometheusPort}
+	for i := range st.ReplicaPorts {
+		ports = append(ports, &st.ReplicaPorts[i])
+	}
+	for i := range st.RedisClusterPorts {
+		ports = append(ports, &st.RedisClusterPorts[i], &st.RedisClusterBusPorts[i])
+	}
 	need := 0
-	for _, p := range []int{st.PrimaryPort, st.ReplicaPort, st.PgBouncerPort, st.RedisPort, st.PrometheusPort} {
-		if p == 0 {
+	for _, p := range ports {
+		if *p == 0 {
 			need++
 		}
 	}
 	if need > 0 {
-		ports, err := freePorts(need)
+		free, err := freePorts(need)
 		if err != nil {
 			return err
 		}
-		for _, p := range []*int{&st.PrimaryPort, &st.ReplicaPort, &st.PgBouncerPort, &st.RedisPort, &st.PrometheusPort} {
+		for _, p := range ports {
 			if *p == 0 {
-				*p, ports = ports[0], ports[1:]
+				*p, free = free[0], free[1:]
 			}
 		}
 	}
+	st.ReplicaPort = st.ReplicaPorts[0]
 	if st.AppPassword == "" {
 		st.AppPassword = randomSecret()
 	}
@@ -127,8 +199,13 @@ func (s *Stack) loadOrInitState(cfg Config) error {
 	if st.PoolSize == 0 {
 		st.PoolSize = 20
 	}
-	b, _ := json.MarshalIndent(st, "", "  ")
-	// Readable by root only: it holds the passwords.
+	return s.saveState()
+}
+
+// saveState writes stack.json (readable by root only: it holds the
+// passwords).
+func (s *Stack) saveState() error {
+	b, _ := json.MarshalIndent(s.State, "", "  ")
 	return os.WriteFile(s.stateFile(), append(b, '\n'), 0o600)
 }
 
@@ -194,18 +271,18 @@ func (s *Stack) pgRunning(dir string) bool {
 	return alive(readPID(filepath.Join(dir, "postmaster.pid")), "postgres")
 }
 
-func (s *Stack) pgStart(ctx context.Context, dir, logName string) error {
+func (s *Stack) pgStart(ctx context.Context, dir string, port int, logName string) error {
 	if s.pgRunning(dir) {
 		return nil
 	}
 	// A stale pid file from a killed server blocks nothing (PostgreSQL checks
 	// the pid), but a port taken by someone else does: say so clearly.
-	port := s.State.PrimaryPort
-	if dir == s.replicaDir() {
-		port = s.State.ReplicaPort
-	}
 	if !portFree(port) {
-		return fmt.Errorf("port %d is taken by another program; pick another with --%s-port or free it", port, strings.TrimSuffix(logName, ".log"))
+		flag := strings.TrimSuffix(logName, ".log")
+		if flag != "primary" && flag != "replica" {
+			return fmt.Errorf("port %d (%s) is taken by another program: free it, or remove %s's port from %s to pick another", port, flag, flag, s.stateFile())
+		}
+		return fmt.Errorf("port %d is taken by another program; pick another with --%s-port or free it", port, flag)
 	}
 	return s.acct.run(ctx, s.bin.pg("pg_ctl"), "-D", dir, "-l", filepath.Join(s.logDir(), logName), "-w", "-t", "60", "start")
 }
@@ -233,7 +310,7 @@ func (s *Stack) upPrimary(ctx context.Context) error {
 	if err := s.writePGConfig(dir, s.State.PrimaryPort); err != nil {
 		return fmt.Errorf("write config: %w", err)
 	}
-	if err := s.pgStart(ctx, dir, "primary.log"); err != nil {
+	if err := s.pgStart(ctx, dir, s.State.PrimaryPort, "primary.log"); err != nil {
 		return err
 	}
 	return s.bootstrapPrimary(ctx)
@@ -255,8 +332,10 @@ func (s *Stack) bootstrapPrimary(ctx context.Context) error {
 END$$`, AppRole),
 		fmt.Sprintf(`ALTER ROLE %s LOGIN CREATEDB PASSWORD '%s'`, AppRole, s.State.AppPassword),
 		fmt.Sprintf(`GRANT pg_monitor TO %s`, AppRole),
-		fmt.Sprintf(`SELECT pg_create_physical_replication_slot('%s') WHERE NOT EXISTS
-		  (SELECT FROM pg_replication_slots WHERE slot_name = '%[1]s')`, SlotName),
+	}
+	for i := range s.keepReplicas {
+		stmts = append(stmts, fmt.Sprintf(`SELECT pg_create_physical_replication_slot('%s') WHERE NOT EXISTS
+		  (SELECT FROM pg_replication_slots WHERE slot_name = '%[1]s')`, replicaSlot(i)))
 	}
 	for _, q := range stmts {
 		if _, err := conn.Exec(ctx, q); err != nil {
@@ -293,89 +372,6 @@ func (s *Stack) grantDatabase(ctx context.Context, db string) error {
 		}
 	}
 	return nil
-}
-
-// ---- PostgreSQL replica ----
-
-func (s *Stack) upReplica(ctx context.Context) error {
-	dir := s.replicaDir()
-	_, verr := os.Stat(filepath.Join(dir, "PG_VERSION"))
-	_, serr := os.Stat(filepath.Join(dir, "standby.signal"))
-	if verr != nil || serr != nil {
-		if verr == nil {
-			s.logf("  replica: %s is not a standby (no standby.signal): rebuilding it", dir)
-		}
-		if err := s.basebackup(ctx); err != nil {
-			return err
-		}
-	}
-	if err := s.writePGConfig(dir, s.State.ReplicaPort); err != nil {
-		return fmt.Errorf("write config: %w", err)
-	}
-	if err := s.pgStart(ctx, dir, "replica.log"); err != nil {
-		return err
-	}
-	return s.waitStreaming(ctx, 60*time.Second)
-}
-
-func (s *Stack) basebackup(ctx context.Context) error {
-	dir := s.replicaDir()
-	s.logf("  replica: pg_basebackup from the primary into %s", dir)
-	if err := os.RemoveAll(dir); err != nil {
-		return err
-	}
-	if err := s.acct.mkdir(dir, 0o700); err != nil {
-		return err
-	}
-	pgpass := filepath.Join(s.Dir, ".pgpass")
-	if err := s.acct.writeFile(pgpass, []byte(fmt.Sprintf("127.0.0.1:%d:*:%s:%s\n", s.State.PrimaryPort, Superuser, s.State.SuperuserPassword)), 0o600); err != nil {
-		return err
-	}
-	defer os.Remove(pgpass)
-	cmd := s.acct.command(ctx, s.bin.pg("pg_basebackup"), "-h", "127.0.0.1", "-p", fmt.Sprint(s.State.PrimaryPort),
-		"-U", Superuser, "-D", dir, "-R", "-X", "stream", "-S", SlotName, "--checkpoint=fast", "--no-sync")
-	cmd.Env = append(cmd.Env, "PGPASSFILE="+pgpass)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("pg_basebackup: %w: %s", err, lastLines(out, 8))
-	}
-	// -R writes primary_conninfo with the password from .pgpass; keep it there
-	// (postgresql.auto.conf is 0600 and owned by the daemon user).
-	auto := filepath.Join(dir, "postgresql.auto.conf")
-	b, err := os.ReadFile(auto)
-	if err != nil {
-		return err
-	}
-	if !strings.Contains(string(b), "password=") {
-		b = append(b, fmt.Sprintf("primary_conninfo = 'host=127.0.0.1 port=%d user=%s password=%s application_name=parley_replica'\n",
-			s.State.PrimaryPort, Superuser, s.State.SuperuserPassword)...)
-		if err := s.acct.writeFile(auto, b, 0o600); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// waitStreaming waits until the replica's WAL receiver is streaming
-// (pg_ctl -w returns before that).
-func (s *Stack) waitStreaming(ctx context.Context, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	conn, err := connectRetry(ctx, s.ReplicaSuperuserURL("postgres"), timeout)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	for {
-		var status string
-		err := conn.QueryRow(ctx, `SELECT coalesce((SELECT status FROM pg_stat_wal_receiver), 'none')`).Scan(&status)
-		if err == nil && status == "streaming" {
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("replica not streaming after %v (last status %q, see %s)", timeout, status, filepath.Join(s.logDir(), "replica.log"))
-		}
-		_ = ctxSleep(ctx, 50*time.Millisecond)
-	}
 }
 
 func connectRetry(ctx context.Context, url string, timeout time.Duration) (*pgx.Conn, error) {

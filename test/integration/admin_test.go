@@ -2,6 +2,7 @@ package integration
 
 import (
 	"encoding/json"
+	"fmt"
 	"testing"
 
 	"github.com/parley-chat/parley/internal/stack/stacktest"
@@ -116,12 +117,17 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	}
 	s := a.status()
-	if len(s.Replicas) != 1 || s.Replicas[0].Name != "replica1" || s.Replicas[0].State != "healthy" || s.Replicas[0].Breaker != "closed" {
-		t.Errorf("replicas %+v", s.Replicas)
+	if len(s.Replicas) != len(svc.db.ReplicaURLs) {
+		t.Errorf("replicas %+v, want %d", s.Replicas, len(svc.db.ReplicaURLs))
+	}
+	for i, r := range s.Replicas {
+		if r.Name != fmt.Sprint("replica", i+1) || r.State != "healthy" || r.Breaker != "closed" {
+			t.Errorf("replica %d: %+v", i+1, r)
+		}
 	}
 	var rep []map[string]any
 	_ = json.Unmarshal(raw["replicas"], &rep)
-	for _, k := range []string{"name", "state", "lag_bytes", "lag_seconds", "breaker"} {
+	for _, k := range []string{"name", "state", "lag_bytes", "lag_seconds", "breaker", "reads"} {
 		if _, ok := rep[0][k]; !ok {
 			t.Errorf("replica entry without %q: %s", k, raw["replicas"])
 		}

@@ -1,7 +1,12 @@
 // Package integration drives the whole service over HTTP, as a client
 // would: API instances wired as `parley serve` wires them (router on the
-// primary through PgBouncer and the streaming replica, Redis cache, rollout
+// primary through PgBouncer and the streaming replicas, Redis cache, rollout
 // state, monitors) on the real stack, two instances where a test needs them.
+//
+// The stack has the shape PARLEY_TEST_SHAPE names (stacktest.ShapeFromEnv):
+// the default (one replica, one Redis), or for `make test-scale`
+// replicas=2,redis=cluster, where the cache, invalidation, routing and
+// read-your-writes tests run again on two replicas and a Redis Cluster.
 package integration
 
 import (
@@ -11,6 +16,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -29,7 +35,7 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(stacktest.Main(m, stacktest.Migrated(postgres.SchemaFingerprint(), postgres.Migrate)))
+	os.Exit(stacktest.Main(m, stacktest.Migrated(postgres.SchemaFingerprint(), postgres.Migrate), stacktest.ShapeFromEnv()))
 }
 
 const adminToken = "adm_integration"
@@ -85,9 +91,10 @@ type instanceOptions struct {
 }
 
 // instance starts one API server built by app.New, as `parley serve`
-// builds it: a router on the primary through PgBouncer (exec mode) and the
-// replica (prepared statements), the Redis cache with a key prefix of its
-// own (the stack's Redis is shared by the package's tests), the rollout
+// builds it: a router on the primary through PgBouncer (exec mode) and every
+// replica (prepared statements), the Redis cache (a cluster client on a
+// Redis Cluster) with a key prefix of its own (the stack's Redis is shared
+// by the package's tests), the rollout
 // state read before serving and polled, the cursor key from the database.
 // Its log is printed when the test fails.
 func (s *service) instance(opt ...instanceOptions) *client {
@@ -106,7 +113,7 @@ func (s *service) instance(opt ...instanceOptions) *client {
 	})
 	cfg := app.Config{
 		PrimaryURL: s.db.PgBouncerURL, PrimaryExecMode: "exec",
-		ReplicaURLs: []string{s.db.ReplicaURL}, ReplicaExecMode: "cache_statement",
+		ReplicaURLs: s.db.ReplicaURLs, ReplicaExecMode: "cache_statement",
 		RedisURL: s.stack.RedisURL(), CachePrefix: s.db.Name + ":",
 		AdminToken:       adminToken,
 		PrimaryPoolConns: 10, ReplicaPoolConns: 10,
@@ -185,7 +192,7 @@ func (s *service) setRollout(c *client, endpoint string, u rolloutUpdate) {
 }
 
 // optimize puts every user of the endpoints on the optimized path with the
-// cache and replicas as given. It first waits until the replica has
+// cache and replicas as given. It first waits until every replica has
 // replayed everything written so far: reads of other users' writes may
 // lag (read-your-writes is per user), and the tests' own set-up is not what
 // they check.
@@ -200,14 +207,47 @@ func (s *service) optimize(c *client, cacheOn, replicaOn bool, endpoints ...stri
 	}
 }
 
-// caughtUp waits until the replica has replayed all the primary has written.
+// caughtUp waits until every replica has replayed all the primary has written.
 func (s *service) caughtUp() {
 	s.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := stack.WaitReplicaCaughtUp(ctx, s.db.PrimaryURL, s.db.ReplicaURL); err != nil {
-		s.t.Fatal(err)
+	for _, u := range s.db.ReplicaURLs {
+		if err := stack.WaitReplicaCaughtUp(ctx, s.db.PrimaryURL, u); err != nil {
+			s.t.Fatal(err)
+		}
 	}
+}
+
+// pauseReplay pauses replay on every replica (resumed in Cleanup at the
+// latest): no replica can then serve a read that needs a newer write.
+func (s *service) pauseReplay(t *testing.T) {
+	t.Helper()
+	for _, u := range s.db.ReplicaURLs {
+		stacktest.PauseReplay(t, u)
+	}
+}
+
+// resumeReplay resumes replay on every replica.
+func (s *service) resumeReplay(t *testing.T) {
+	t.Helper()
+	for _, u := range s.db.ReplicaURLs {
+		stacktest.ResumeReplay(t, u)
+	}
+}
+
+// breakers are the instance's replica breakers, e.g. "closed closed".
+func (c *client) breakers() string {
+	var out []string
+	for _, r := range c.status().Replicas {
+		out = append(out, r.Breaker)
+	}
+	return strings.Join(out, " ")
+}
+
+// allBreakers is state repeated once per replica of the stack.
+func (s *service) allBreakers(state string) string {
+	return strings.TrimSpace(strings.Repeat(state+" ", len(s.db.ReplicaURLs)))
 }
 
 // adminStatus is GET /admin/status.

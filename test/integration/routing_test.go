@@ -205,10 +205,10 @@ func TestReadYourWrites(t *testing.T) {
 	})
 }
 
-// TestReplicaLagOpensBreaker: pause replay while users keep writing and
-// reading: the replica's breaker opens within 2 s (as /admin/status shows)
-// and no request fails; after resuming, it closes and the replica serves
-// reads again.
+// TestReplicaLagOpensBreaker: pause replay (on every replica) while users
+// keep writing and reading: the replicas' breakers open within 2 s (as
+// /admin/status shows) and no request fails; after resuming, they close and
+// the replicas serve reads again.
 func TestReplicaLagOpensBreaker(t *testing.T) {
 	svc := newService(t)
 	a := svc.instance()
@@ -248,29 +248,28 @@ func TestReplicaLagOpensBreaker(t *testing.T) {
 		wg.Go(func() { load(func() reply { return a.Do("GET", path, u.Token, nil) }, 200) })
 	}
 
-	breaker := func() string { return a.status().Replicas[0].Breaker }
-	if b := breaker(); b != "closed" {
-		t.Fatalf("breaker %s before the pause", b)
+	if b := a.breakers(); b != svc.allBreakers("closed") {
+		t.Fatalf("breakers %s before the pause", b)
 	}
-	stacktest.PauseReplay(t, svc.db.ReplicaURL)
+	svc.pauseReplay(t)
 	paused := time.Now()
-	took := stacktest.WaitFor(t, 2*time.Second, "the breaker to open", func() bool { return breaker() == "open" })
+	took := stacktest.WaitFor(t, 2*time.Second, "the breakers to open", func() bool { return a.breakers() == svc.allBreakers("open") })
 	st := a.status().Replicas[0]
-	t.Logf("replay paused under load: breaker open after %v (state %s, lag %d bytes, %.3f s)", took.Round(time.Millisecond), st.State, st.LagBytes, st.LagSeconds)
-	time.Sleep(time.Second) // keep the load on with the replica out
-	stacktest.ResumeReplay(t, svc.db.ReplicaURL)
-	closed := stacktest.WaitFor(t, 10*time.Second, "the breaker to close", func() bool { return breaker() == "closed" })
+	t.Logf("replay paused under load: breakers open after %v (%s: state %s, lag %d bytes, %.3f s)", took.Round(time.Millisecond), st.Name, st.State, st.LagBytes, st.LagSeconds)
+	time.Sleep(time.Second) // keep the load on with the replicas out
+	svc.resumeReplay(t)
+	closed := stacktest.WaitFor(t, 10*time.Second, "the breakers to close", func() bool { return a.breakers() == svc.allBreakers("closed") })
 	stacktest.WaitFor(t, 2*time.Second, "replica reads again", replicaRead)
 	close(stop)
 	wg.Wait()
-	t.Logf("resumed: breaker closed after %v; %d requests during the episode (%.1f s), %d failed", closed.Round(time.Millisecond), done.Load(), time.Since(paused).Seconds(), failed.Load())
+	t.Logf("resumed: breakers closed after %v; %d requests during the episode (%.1f s), %d failed", closed.Round(time.Millisecond), done.Load(), time.Since(paused).Seconds(), failed.Load())
 	if failed.Load() != 0 {
 		t.Fatalf("%d requests failed while the replica lagged", failed.Load())
 	}
 }
 
-// TestReplicaStoppedFallsBack: with the replica stopped, every read meant
-// for it succeeds through the primary.
+// TestReplicaStoppedFallsBack: with the replicas stopped, every read meant
+// for them succeeds through the primary.
 func TestReplicaStoppedFallsBack(t *testing.T) {
 	svc := newService(t)
 	a := svc.instance()
@@ -283,7 +282,7 @@ func TestReplicaStoppedFallsBack(t *testing.T) {
 		return a.Must(200, a.Do("GET", paths[0], v.Token, nil)).Source() == "replica"
 	})
 
-	svc.stopComponent("replica")
+	svc.stopComponent("replicas")
 	var ok, failed atomic.Int64
 	sources := sync.Map{}
 	var wg sync.WaitGroup
@@ -306,7 +305,7 @@ func TestReplicaStoppedFallsBack(t *testing.T) {
 	wg.Wait()
 	bySource := map[string]int64{}
 	sources.Range(func(k, v any) bool { bySource[k.(string)] = v.(*atomic.Int64).Load(); return true })
-	t.Logf("replica stopped: %d of %d reads succeeded, by source %v; replica state %+v", ok.Load(), ok.Load()+failed.Load(), bySource, a.status().Replicas[0])
+	t.Logf("replicas stopped: %d of %d reads succeeded, by source %v; replica states %+v", ok.Load(), ok.Load()+failed.Load(), bySource, a.status().Replicas)
 	if failed.Load() != 0 || ok.Load() == 0 || bySource["replica"] != 0 {
 		t.Fatalf("%d reads failed, %d succeeded, %d from the replica", failed.Load(), ok.Load(), bySource["replica"])
 	}

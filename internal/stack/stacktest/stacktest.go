@@ -7,6 +7,10 @@
 //
 //	func TestMain(m *testing.M) { os.Exit(stacktest.Main(m)) }
 //
+// A package that needs the larger shape says so (test/scale):
+//
+//	stacktest.Main(m, stacktest.Shape{Replicas: 2, Redis: stack.RedisCluster})
+//
 //	func TestX(t *testing.T) {
 //		s := stacktest.ForTest(t)
 //		db := s.NewDatabase(t)
@@ -22,6 +26,7 @@ import (
 	"log/slog"
 	"os"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -37,20 +42,98 @@ import (
 // Stack is the test package's stack.
 type Stack struct {
 	*stack.Stack
-	tmpl *template
+	tmpl  *template
+	shape Shape
+	// shapeErr is a malformed PARLEY_TEST_SHAPE (ShapeFromEnv).
+	shapeErr error
 }
 
-// Database is a fresh database for one test, on the primary (and so on the
-// replica, once replayed), owned by the app role.
+// Database is a fresh database for one test, on the primary (and so on
+// every replica, once replayed), owned by the app role.
 type Database struct {
-	Name         string
-	PrimaryURL   string // direct to the primary
-	ReplicaURL   string // direct to the replica
-	PgBouncerURL string // through PgBouncer (transaction pooling, exec mode)
+	Name        string
+	PrimaryURL  string   // direct to the primary
+	ReplicaURL  string   // direct to the first replica
+	ReplicaURLs []string // direct to every replica, in order (ReplicaURLs[0] == ReplicaURL)
+	// PgBouncerURL goes through PgBouncer (transaction pooling, exec mode).
+	PgBouncerURL string
 }
 
-// Option configures Main.
-type Option func(*Stack)
+// Option configures Main: Template, Migrated, a Shape, ShapeFromEnv.
+type Option interface{ apply(*Stack) }
+
+type optionFunc func(*Stack)
+
+func (f optionFunc) apply(s *Stack) { f(s) }
+
+// Shape is the topology a test package needs; the zero value is the
+// default stack (one replica, a single Redis). As an Option of Main it
+// brings up that shape.
+type Shape struct {
+	Replicas int    // streaming replicas (0: 1)
+	Redis    string // stack.RedisSingle ("" too) or stack.RedisCluster
+}
+
+func (sh Shape) apply(s *Stack) { s.shape = sh }
+
+func (sh Shape) normal() Shape {
+	if sh.Replicas == 0 {
+		sh.Replicas = 1
+	}
+	if sh.Redis == "" {
+		sh.Redis = stack.RedisSingle
+	}
+	return sh
+}
+
+func (sh Shape) String() string {
+	sh = sh.normal()
+	return fmt.Sprintf("replicas=%d,redis=%s", sh.Replicas, sh.Redis)
+}
+
+// ParseShape parses "replicas=2,redis=cluster" (either part may be left
+// out; "" is the default shape).
+func ParseShape(text string) (Shape, error) {
+	var sh Shape
+	for _, part := range strings.Split(text, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		k, v, _ := strings.Cut(part, "=")
+		switch k {
+		case "replicas":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > stack.MaxReplicas {
+				return Shape{}, fmt.Errorf("shape %q: replicas=%q: want 1 to %d", text, v, stack.MaxReplicas)
+			}
+			sh.Replicas = n
+		case "redis":
+			if v != stack.RedisSingle && v != stack.RedisCluster {
+				return Shape{}, fmt.Errorf("shape %q: redis=%q: want %s or %s", text, v, stack.RedisSingle, stack.RedisCluster)
+			}
+			sh.Redis = v
+		default:
+			return Shape{}, fmt.Errorf("shape %q: unknown part %q (want replicas=N and redis=single|cluster)", text, part)
+		}
+	}
+	return sh, nil
+}
+
+// ShapeFromEnv brings up the shape PARLEY_TEST_SHAPE names (ParseShape's
+// form), the default stack when it is unset. Packages whose tests hold on
+// any shape take it (test/integration), so that `make test-scale` runs them
+// on the larger one.
+func ShapeFromEnv() Option {
+	return optionFunc(func(s *Stack) {
+		s.shape, s.shapeErr = ParseShape(os.Getenv("PARLEY_TEST_SHAPE"))
+	})
+}
+
+// Shape is the topology the package's stack has.
+func (s *Stack) Shape() Shape {
+	return Shape{Replicas: s.Replicas(), Redis: s.State.RedisMode}
+}
 
 // Template makes every NewDatabase a copy of a database prepared once per
 // stack by prepare (given the template's direct primary URL), for example
@@ -58,7 +141,7 @@ type Option func(*Stack)
 // must change whenever what prepare does changes (e.g. the schema version):
 // a stack reused across runs (PARLEY_TEST_STACK) keeps its templates.
 func Template(name string, prepare func(ctx context.Context, url string) error) Option {
-	return func(s *Stack) { s.tmpl = &template{name: name, prepare: prepare} }
+	return optionFunc(func(s *Stack) { s.tmpl = &template{name: name, prepare: prepare} })
 }
 
 // Migrated is Template with a schema migration: name identifies the schema
@@ -93,18 +176,29 @@ type template struct {
 var testStack atomic.Pointer[Stack]
 
 // Main is a test package's TestMain body: it brings up a throwaway stack (temp
-// dir, random ports, fsync off) — or reuses the running stack whose data dir
-// PARLEY_TEST_STACK names — runs the tests, and tears the stack down.
+// dir, random ports, fsync off) of the package's Shape — or reuses the
+// running stack whose data dir PARLEY_TEST_STACK names, which must have
+// that shape — runs the tests, and tears the stack down.
 func Main(m *testing.M, opts ...Option) int {
 	ctx := context.Background()
 	ts := &Stack{}
 	for _, o := range opts {
-		o(ts)
+		o.apply(ts)
 	}
+	if ts.shapeErr != nil {
+		fmt.Fprintf(os.Stderr, "PARLEY_TEST_SHAPE: %v\n", ts.shapeErr)
+		return 2
+	}
+	want := ts.shape.normal()
 	if dir := os.Getenv("PARLEY_TEST_STACK"); dir != "" {
 		s, err := stack.Open(dir)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "PARLEY_TEST_STACK=%s: %v\n", dir, err)
+			return 1
+		}
+		if have := (Shape{Replicas: s.Replicas(), Redis: s.State.RedisMode}); have.normal() != want {
+			fmt.Fprintf(os.Stderr, "PARLEY_TEST_STACK=%s has the shape %s; this package needs %s: parley stack up --data-dir %s --replicas %d --redis %s\n",
+				dir, have, want, dir, want.Replicas, want.Redis)
 			return 1
 		}
 		ts.Stack = s
@@ -122,7 +216,8 @@ func Main(m *testing.M, opts ...Option) int {
 		fmt.Fprintf(os.Stderr, "test stack: %v\n", err)
 		return 1
 	}
-	s, err := stack.Up(ctx, stack.Config{DataDir: dir, Fast: true, PoolSize: 10, Log: os.Stderr})
+	s, err := stack.Up(ctx, stack.Config{DataDir: dir, Fast: true, PoolSize: 10, Log: os.Stderr,
+		Replicas: want.Replicas, Redis: want.Redis})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "test stack: %v\n", err)
 		if s == nil {
@@ -150,6 +245,7 @@ func ForTest(tb testing.TB) *Stack {
 	s := testStack.Load()
 	if s == nil {
 		tb.Fatal("no test stack: add `func TestMain(m *testing.M) { os.Exit(stacktest.Main(m)) }` to this package")
+		return nil
 	}
 	return s
 }
@@ -161,7 +257,7 @@ var (
 
 // NewDatabase creates a database named after the test, dropped in Cleanup:
 // a copy of the package's Template when it has one, else empty. It waits
-// until the replica has it too.
+// until every replica has it too.
 func (s *Stack) NewDatabase(tb testing.TB) Database {
 	tb.Helper()
 	tmpl := ""
@@ -202,7 +298,8 @@ func (s *Stack) newDatabase(tb testing.TB, tmpl string) Database {
 }
 
 func (s *Stack) database(name string) Database {
-	return Database{Name: name, PrimaryURL: s.PrimaryURLFor(name), ReplicaURL: s.ReplicaURLFor(name), PgBouncerURL: s.PgBouncerURLFor(name)}
+	return Database{Name: name, PrimaryURL: s.PrimaryURLFor(name), ReplicaURL: s.ReplicaURLFor(name),
+		ReplicaURLs: s.ReplicaURLsFor(name), PgBouncerURL: s.PgBouncerURLFor(name)}
 }
 
 // template makes the package's template database once per stack and
