@@ -189,7 +189,7 @@ func TestLimitAdapts(t *testing.T) {
 			},
 		},
 		{
-			name: "a database that stays 50 ms slower: the baseline is learnt again at the floor",
+			name:   "a database that stays 50 ms slower: the baseline is learnt again at the floor",
 			phases: []phase{light(2 * time.Second), saturated(60*ms, 30*time.Second)},
 			check: func(t *testing.T, s Stats) {
 				if s.Baseline < 50*ms {
