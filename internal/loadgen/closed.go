@@ -217,7 +217,7 @@ func (w *closedWorker) readOne() {
 	}
 	end := time.Now()
 	w.sh.record(sample{op: head.req.Op, class: statusClass(resp.status), status: resp.status,
-		latency: end.Sub(head.sent), service: -1, lag: -1})
+		latency: end.Sub(head.sent), service: -1, lag: -1, retryAfter: resp.retryAfter})
 	w.src.Done(head.req, resp.status, resp.body)
 	copy(w.inflight, w.inflight[1:])
 	w.inflight = w.inflight[:len(w.inflight)-1]

@@ -56,6 +56,21 @@ type recorder struct {
 	startCPU   time.Duration
 	interval   *hdrhistogram.Histogram
 	intervalSL *hdrhistogram.Histogram
+	intervalOK *hdrhistogram.Histogram
+	outcomes   outcomeHists
+}
+
+// outcomeHists split the latency of answered requests by outcome: the
+// successes (1xx–3xx) and the 503s (a server that sheds load answers them at
+// once, and its admitted requests must still meet the SLO), and count the
+// 503s that came without Retry-After.
+type outcomeHists struct {
+	ok, unavailable *hdrhistogram.Histogram
+	noRetryAfter    int64
+}
+
+func newOutcomeHists() outcomeHists {
+	return outcomeHists{ok: newHist(), unavailable: newHist()}
 }
 
 type opTotals struct {
@@ -73,6 +88,7 @@ type shard struct {
 	statuses map[int]int64
 	late     int64
 	lateBusy int64 // late sends that had waited for a free connection
+	outcomes outcomeHists
 }
 
 // lateThreshold is how far behind its intended time a send may start before
@@ -93,6 +109,8 @@ func newRecorder(ops []string) *recorder {
 		statuses:   map[int]int64{},
 		interval:   newHist(),
 		intervalSL: newHist(),
+		intervalOK: newHist(),
+		outcomes:   newOutcomeHists(),
 	}
 	for i := range r.cum {
 		r.cum[i].hist = newHist()
@@ -104,6 +122,7 @@ func newRecorder(ops []string) *recorder {
 		}
 		s.service = newHist()
 		s.lag = newHist()
+		s.outcomes = newOutcomeHists()
 		r.shards[i] = s
 	}
 	return r
@@ -128,6 +147,8 @@ type sample struct {
 	service time.Duration // < 0: not measured (closed model: equals latency)
 	lag     time.Duration // < 0: not measured (closed model)
 	busy    bool          // open model: no connection was free when it fell due
+	// retryAfter: the response carried Retry-After (checked on 503s)
+	retryAfter bool
 }
 
 func (s *shard) record(x sample) {
@@ -140,6 +161,15 @@ func (s *shard) record(x sample) {
 	}
 	if x.latency >= 0 {
 		recordDur(o.hist, x.latency)
+		switch {
+		case x.status > 0 && x.status < 400:
+			recordDur(s.outcomes.ok, x.latency)
+		case x.status == 503:
+			recordDur(s.outcomes.unavailable, x.latency)
+			if !x.retryAfter {
+				s.outcomes.noRetryAfter++
+			}
+		}
 	}
 	if x.service >= 0 {
 		recordDur(s.service, x.service)
@@ -174,12 +204,15 @@ type Interval struct {
 	CPUPercent  float64 `json:"cpu_percent"` // generator CPU, percent of one core
 	SendLagP99  float64 `json:"send_lag_p99_ms,omitempty"`
 	Stage       int     `json:"stage"`
+	// OKP95 is the p95 latency of the second's successful responses.
+	OKP95 float64 `json:"ok_p95_ms"`
 }
 
 // tick folds the shards into the cumulative state and appends one Interval.
 func (r *recorder) tick(now time.Time, conns int64, stage int, open bool) Interval {
 	r.interval.Reset()
 	r.intervalSL.Reset()
+	r.intervalOK.Reset()
 	var reqs, errs int64
 	for _, s := range r.shards {
 		s.mu.Lock()
@@ -214,6 +247,17 @@ func (r *recorder) tick(now time.Time, conns int64, stage int, open bool) Interv
 			r.statuses[k] += v
 			delete(s.statuses, k)
 		}
+		if s.outcomes.ok.TotalCount() > 0 {
+			r.intervalOK.Merge(s.outcomes.ok)
+			r.outcomes.ok.Merge(s.outcomes.ok)
+			s.outcomes.ok.Reset()
+		}
+		if s.outcomes.unavailable.TotalCount() > 0 {
+			r.outcomes.unavailable.Merge(s.outcomes.unavailable)
+			s.outcomes.unavailable.Reset()
+		}
+		r.outcomes.noRetryAfter += s.outcomes.noRetryAfter
+		s.outcomes.noRetryAfter = 0
 		r.late += s.late
 		r.lateBusy += s.lateBusy
 		s.late, s.lateBusy = 0, 0
@@ -236,6 +280,7 @@ func (r *recorder) tick(now time.Time, conns int64, stage int, open bool) Interv
 		Connections: conns,
 		CPUPercent:  round1(100 * (cpu - r.lastCPU).Seconds() / secs),
 		Stage:       stage,
+		OKP95:       ms(r.intervalOK.ValueAtQuantile(95)),
 	}
 	if open {
 		off := r.offered.Load()
