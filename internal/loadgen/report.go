@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // Report is the result of a run: one entry per scenario.
@@ -67,6 +69,31 @@ type ByOutcome struct {
 	Unavailable Latency `json:"status_503_ms"`
 	// Status503NoRetryAfter counts the 503 answers without Retry-After.
 	Status503NoRetryAfter int64 `json:"status_503_without_retry_after"`
+	// SuccessWithin counts the successes answered within each of a few
+	// latency bounds ("350ms": …): the goodput under an SLO is the count
+	// within the SLO's bound divided by the duration.
+	SuccessWithin map[string]int64 `json:"success_within"`
+}
+
+// goodputBounds are the latency bounds of ByOutcome.SuccessWithin: the
+// scenarios' SLOs and a few around them.
+var goodputBounds = []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 300 * time.Millisecond,
+	350 * time.Millisecond, 500 * time.Millisecond, time.Second}
+
+// countWithin counts the values of h at most each bound.
+func countWithin(h *hdrhistogram.Histogram) map[string]int64 {
+	out := make(map[string]int64, len(goodputBounds))
+	bars := h.Distribution()
+	for _, b := range goodputBounds {
+		limit, n := b.Microseconds(), int64(0)
+		for _, bar := range bars {
+			if bar.Count > 0 && bar.To <= limit {
+				n += bar.Count
+			}
+		}
+		out[b.String()] = n
+	}
+	return out
 }
 
 // SendLag is how late the open model's sends went out.
@@ -133,7 +160,7 @@ func buildScenarioReport(name string, p *plan, res runResult, gates []Threshold,
 		Stages:   res.marks,
 		Timeline: rec.timeline,
 		ByOutcome: ByOutcome{Success: latencyOf(rec.outcomes.ok), Unavailable: latencyOf(rec.outcomes.unavailable),
-			Status503NoRetryAfter: rec.outcomes.noRetryAfter},
+			Status503NoRetryAfter: rec.outcomes.noRetryAfter, SuccessWithin: countWithin(rec.outcomes.ok)},
 	}
 	if !res.open {
 		sr.Connections.Pipelining = p.pipelining
