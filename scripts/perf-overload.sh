@@ -257,7 +257,7 @@ section="$work/section.md"
 	echo
 	echo "**Offered 2 C = $(rate 2) req/s for $HOLD** (the design asks for 5 minutes; shortened to fit a shared machine):"
 	echo
-	echo "| round | server | offered req/s | goodput req/s (× C) | admitted (2xx) latency p50 / p95 / p99 ms | 503 answers (share) | 503 latency p50 / p99 / max ms | 503 without Retry-After | errors other than 503 (share); all errors by class | max latency ms |"
+	echo "| round | server | offered req/s | goodput req/s (× C) | admitted (2xx) latency p50 / p95 / p99 ms | 503 answers (share) | 503 answered in (from the actual send) p50 / p99 / max ms | 503 without Retry-After | errors other than 503 (share); all errors by class | max latency ms |"
 	echo "|---|---|---:|---:|---:|---:|---:|---:|---|---:|"
 	for r in $(seq "$ROUNDS"); do
 		hold_row "hold-on-$r" on "$r"

@@ -49,7 +49,7 @@ func bindServeFlags(f *flags, c *serveConfig) {
 		"the longest a request may take; past it the answer is 503")
 	f.Bool(&c.Admission.Enabled, "admission", "PARLEY_ADMISSION", true,
 		"admission control: shed /v1 requests beyond an adaptive concurrency limit (per class: reads, writes) with 503 overloaded instead of queueing them")
-	f.Int(&c.Admission.InitialLimit, "admission-initial-limit", "PARLEY_ADMISSION_INITIAL_LIMIT", 20, "each class's concurrency limit at start")
+	f.Int(&c.Admission.InitialLimit, "admission-initial-limit", "PARLEY_ADMISSION_INITIAL_LIMIT", 40, "each class's concurrency limit at start")
 	f.Int(&c.Admission.MinLimit, "admission-min-limit", "PARLEY_ADMISSION_MIN_LIMIT", 4, "the lowest each class's concurrency limit goes")
 	f.Int(&c.Admission.ReadMaxLimit, "admission-max-read-limit", "PARLEY_ADMISSION_MAX_READ_LIMIT", 0,
 		"the highest concurrency limit of reads (0: 4× the larger pool)")
@@ -57,7 +57,9 @@ func bindServeFlags(f *flags, c *serveConfig) {
 		"the highest concurrency limit of writes (0: 4× the primary pool; keep the sum over instances within 2× PgBouncer's pool)")
 	f.Duration(&c.Admission.MaxLatency, "admission-max-latency", "PARLEY_ADMISSION_MAX_LATENCY", 200*time.Millisecond,
 		"a p90 service time above this backs the concurrency limit off")
-	f.Duration(&c.Admission.QueueWait, "admission-queue-wait", "PARLEY_ADMISSION_QUEUE_WAIT", 50*time.Millisecond,
+	f.Duration(&c.Admission.LatencyFloor, "admission-latency-floor", "PARLEY_ADMISSION_LATENCY_FLOOR", 50*time.Millisecond,
+		"a p90 service time below this never lowers the concurrency limit, however far above the no-load latency")
+	f.Duration(&c.Admission.QueueWait, "admission-queue-wait", "PARLEY_ADMISSION_QUEUE_WAIT", 10*time.Millisecond,
 		"the longest a request waits for admission while the queue drains (FIFO)")
 	f.Duration(&c.Admission.StandingQueueWait, "admission-standing-queue-wait", "PARLEY_ADMISSION_STANDING_QUEUE_WAIT", 5*time.Millisecond,
 		"the longest a request waits for admission once a queue has stood for 100 ms (LIFO)")
@@ -128,7 +130,7 @@ func (c serveConfig) validate() error {
 	case c.ShutdownTimeout <= 0 || c.RequestTimeout <= 0 || c.AcquireTimeout <= 0 || c.MaxReplicaLag <= 0:
 		return fmt.Errorf("%w: timeouts and --max-replica-lag must be positive", errUsage)
 	case c.Admission.InitialLimit < 1 || c.Admission.MinLimit < 1 || c.Admission.ReadMaxLimit < 0 || c.Admission.WriteMaxLimit < 0 ||
-		c.Admission.MaxLatency <= 0 || c.Admission.QueueWait <= 0 || c.Admission.StandingQueueWait <= 0:
+		c.Admission.MaxLatency <= 0 || c.Admission.LatencyFloor <= 0 || c.Admission.QueueWait <= 0 || c.Admission.StandingQueueWait <= 0:
 		return fmt.Errorf("%w: admission limits must be at least 1 (the maxima 0 for the default) and its durations positive", errUsage)
 	}
 	return nil

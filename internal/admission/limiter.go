@@ -38,7 +38,7 @@ const (
 
 // Config are a limiter's settings; zero values take the defaults named.
 type Config struct {
-	Initial int // starting limit (default 20: a pool's connections)
+	Initial int // starting limit (default 40: twice a pool's connections)
 	Min     int // floor (default 4)
 	Max     int // ceiling (default 80: 4× a pool of 20)
 
@@ -47,6 +47,12 @@ type Config struct {
 	// Tolerance is how much slower than the baseline the p90 may be before
 	// the limit stops growing (default 2).
 	Tolerance float64
+	// LatencyFloor is a p90 that never shrinks the limit, however far above
+	// the baseline (default 50 ms): where the database, the server and
+	// their clients share CPUs, every request slows as the throughput rises
+	// whatever the concurrency, and a limit that chased the no-load latency
+	// would shed load the server could serve well within its SLO.
+	LatencyFloor time.Duration
 	// MaxLatency is a p90 that backs the limit off whatever the baseline
 	// (default 200 ms).
 	MaxLatency time.Duration
@@ -55,7 +61,7 @@ type Config struct {
 	FloorResetWindows int
 
 	QueueInterval     time.Duration // a queue that has not drained for this long stands (default 100 ms)
-	QueueWait         time.Duration // wait bound while the queue drains, FIFO (default 50 ms)
+	QueueWait         time.Duration // wait bound while the queue drains, FIFO (default 10 ms)
 	QueueStandingWait time.Duration // wait bound while it stands, LIFO (default 5 ms)
 
 	// Now is the clock (default time.Now); tests pass a fake one.
@@ -75,13 +81,14 @@ func (c *Config) defaults() {
 	}
 	setInt(&c.Min, 4)
 	setInt(&c.Max, 80)
-	setInt(&c.Initial, 20)
+	setInt(&c.Initial, 40)
 	setInt(&c.MinSamples, 20)
 	setInt(&c.FloorResetWindows, 5)
 	setDur(&c.Window, 250*time.Millisecond)
 	setDur(&c.MaxLatency, 200*time.Millisecond)
+	setDur(&c.LatencyFloor, 50*time.Millisecond)
 	setDur(&c.QueueInterval, 100*time.Millisecond)
-	setDur(&c.QueueWait, 50*time.Millisecond)
+	setDur(&c.QueueWait, 10*time.Millisecond)
 	setDur(&c.QueueStandingWait, 5*time.Millisecond)
 	if c.Tolerance <= 0 {
 		c.Tolerance = 2
@@ -124,8 +131,9 @@ type Limiter struct {
 }
 
 type waiter struct {
-	ready   chan bool // true: admitted (the permit was handed over); false: shed
-	expires time.Time
+	ready    chan bool // true: admitted (the permit was handed over); false: shed
+	enqueued time.Time
+	expires  time.Time
 }
 
 // New returns a limiter with cfg's settings.
@@ -219,7 +227,7 @@ func (l *Limiter) Acquire(ctx context.Context, sheddable bool) (Permit, Decision
 			return Permit{}, Decision{Reason: ShedDeadline}
 		}
 	}
-	w := &waiter{ready: make(chan bool, 1), expires: now.Add(wait)}
+	w := &waiter{ready: make(chan bool, 1), enqueued: now, expires: now.Add(wait)}
 	l.queue = append(l.queue, w)
 	l.pubQueued.Store(int64(len(l.queue)))
 	l.mu.Unlock()
@@ -306,8 +314,26 @@ func (l *Limiter) popLocked(now time.Time) *waiter {
 }
 
 // handOverLocked gives free permits to waiters while the limit allows;
-// waiters past their wait bound are refused on the way.
+// waiters past their wait bound are refused on the way, and once the queue
+// stands, so are the oldest waiters that have waited longer than a standing
+// queue's bound (they came while it drained, with a longer one, and LIFO
+// would serve them last: better told now than at their bound).
 func (l *Limiter) handOverLocked(now time.Time) {
+	if len(l.queue) > 0 && now.Sub(l.lastEmpty) > l.cfg.QueueInterval {
+		n := 0
+		for n < len(l.queue) && now.Sub(l.queue[n].enqueued) > l.cfg.QueueStandingWait {
+			l.queue[n].ready <- false
+			n++
+		}
+		if n > 0 {
+			copy(l.queue, l.queue[n:])
+			clear(l.queue[len(l.queue)-n:])
+			l.queue = l.queue[:len(l.queue)-n]
+			if len(l.queue) == 0 {
+				l.lastEmpty = now
+			}
+		}
+	}
 	for len(l.queue) > 0 && l.inflight < l.cap() {
 		w := l.popLocked(now)
 		if now.After(w.expires) {
@@ -371,7 +397,8 @@ func (l *Limiter) updateLocked(now time.Time) {
 		} else if meanInflight < old/2 {
 			l.baseline += time.Duration(0.2 * float64(p90-l.baseline))
 		}
-		g := cfg.Tolerance * float64(l.baseline) / float64(max(p90, 1))
+		target := max(time.Duration(cfg.Tolerance*float64(l.baseline)), cfg.LatencyFloor)
+		g := float64(target) / float64(max(p90, 1))
 		g = min(max(g, 0.5), 1)
 		next := 0.8*old + 0.2*(g*old+math.Sqrt(old))
 		if next > old && float64(peak) < old/2 {
@@ -380,7 +407,7 @@ func (l *Limiter) updateLocked(now time.Time) {
 		l.limit = next
 	}
 	l.limit = min(max(l.limit, float64(cfg.Min)), float64(cfg.Max))
-	if l.cap() <= cfg.Min {
+	if l.cap() <= cfg.Min+1 { // the gradient only nears the floor
 		l.atFloor++
 		if l.atFloor >= cfg.FloorResetWindows {
 			l.baseline, l.atFloor = 0, 0

@@ -116,8 +116,8 @@ func TestLimitAdapts(t *testing.T) {
 			name:   "no demand: the limit stays",
 			phases: []phase{light(5 * time.Second)},
 			check: func(t *testing.T, s Stats) {
-				if s.Limit != 20 {
-					t.Errorf("limit %d, want the initial 20", s.Limit)
+				if s.Limit != 40 {
+					t.Errorf("limit %d, want the initial 40", s.Limit)
 				}
 				if s.Baseline < 9*ms || s.Baseline > 11*ms {
 					t.Errorf("baseline %v, want ≈ 10ms", s.Baseline)
@@ -128,14 +128,14 @@ func TestLimitAdapts(t *testing.T) {
 			name:   "grows while the latency stays at the baseline",
 			phases: []phase{light(2 * time.Second), saturated(10*ms, 5*time.Second)},
 			check: func(t *testing.T, s Stats) {
-				if s.Limit < 35 {
-					t.Errorf("limit %d after 5 s of demand at the baseline latency, want ≥ 35", s.Limit)
+				if s.Limit < 55 {
+					t.Errorf("limit %d after 5 s of demand at the baseline latency, want ≥ 55", s.Limit)
 				}
 			},
 		},
 		{
 			name:   "grows up to the ceiling, not beyond",
-			phases: []phase{light(time.Second), saturated(10*ms, 60*time.Second)},
+			phases: []phase{light(time.Second), saturated(10*ms, 30*time.Second)},
 			check: func(t *testing.T, s Stats) {
 				if s.Limit != 80 {
 					t.Errorf("limit %d, want the ceiling 80", s.Limit)
@@ -143,20 +143,30 @@ func TestLimitAdapts(t *testing.T) {
 			},
 		},
 		{
-			name:   "shrinks when the latency rises over the tolerance",
-			phases: []phase{light(2 * time.Second), saturated(50*ms, 5*time.Second)},
+			name:   "shrinks when the latency rises over the target",
+			phases: []phase{light(2 * time.Second), saturated(150*ms, 5*time.Second)},
 			check: func(t *testing.T, s Stats) {
-				if s.Limit > 10 {
-					t.Errorf("limit %d after 5 s at 5× the baseline, want ≤ 10", s.Limit)
+				if s.Limit > 25 {
+					t.Errorf("limit %d after 5 s at 3× the target (50 ms), want ≤ 25", s.Limit)
 				}
 			},
 		},
 		{
-			name:   "holds within the tolerance",
-			phases: []phase{light(2 * time.Second), saturated(18*ms, 3*time.Second)},
+			name:   "a p90 over twice the baseline but under the latency floor does not shrink it",
+			phases: []phase{light(2 * time.Second), saturated(40*ms, 3*time.Second)},
 			check: func(t *testing.T, s Stats) {
-				if s.Limit < 20 {
-					t.Errorf("limit %d at 1.8× the baseline, want it not to shrink", s.Limit)
+				if s.Limit < 40 {
+					t.Errorf("limit %d at 4× the baseline and under 50 ms, want it not to shrink", s.Limit)
+				}
+			},
+		},
+		{
+			name:   "settles just above the target",
+			phases: []phase{light(2 * time.Second), saturated(60*ms, 30*time.Second)},
+			check: func(t *testing.T, s Stats) {
+				// g = 50/60: L → 1/(1−g)² = 36
+				if s.Limit < 30 || s.Limit > 42 {
+					t.Errorf("limit %d at 1.2× the target, want ≈ 36", s.Limit)
 				}
 			},
 		},
@@ -164,8 +174,8 @@ func TestLimitAdapts(t *testing.T) {
 			name:   "backs off on a p90 over the latency bound",
 			phases: []phase{saturated(300*ms, 3*time.Second)},
 			check: func(t *testing.T, s Stats) {
-				if s.Limit > 12 {
-					t.Errorf("limit %d after 3 s at p90 300 ms, want ≤ 12", s.Limit)
+				if s.Limit > 25 {
+					t.Errorf("limit %d after 3 s at p90 300 ms, want ≤ 25", s.Limit)
 				}
 			},
 		},
@@ -180,23 +190,23 @@ func TestLimitAdapts(t *testing.T) {
 		},
 		{
 			name: "recovers when the latency comes back",
-			phases: []phase{light(2 * time.Second), saturated(50*ms, 3*time.Second),
+			phases: []phase{light(2 * time.Second), saturated(150*ms, 5*time.Second),
 				saturated(10*ms, 10*time.Second)},
 			check: func(t *testing.T, s Stats) {
-				if s.Limit < 30 {
-					t.Errorf("limit %d 10 s after the latency came back, want ≥ 30", s.Limit)
+				if s.Limit < 50 {
+					t.Errorf("limit %d 10 s after the latency came back, want ≥ 50", s.Limit)
 				}
 			},
 		},
 		{
-			name:   "a database that stays 50 ms slower: the baseline is learnt again at the floor",
-			phases: []phase{light(2 * time.Second), saturated(60*ms, 30*time.Second)},
+			name:   "a database that stays 150 ms slower: the baseline is learnt again at the floor",
+			phases: []phase{light(2 * time.Second), saturated(160*ms, 40*time.Second)},
 			check: func(t *testing.T, s Stats) {
-				if s.Baseline < 50*ms {
-					t.Errorf("baseline %v, want it relearnt near 60ms", s.Baseline)
+				if s.Baseline < 140*ms {
+					t.Errorf("baseline %v, want it relearnt near 160ms", s.Baseline)
 				}
 				if s.Limit < 20 {
-					t.Errorf("limit %d 30 s into the slower database, want it back ≥ 20", s.Limit)
+					t.Errorf("limit %d 40 s into the slower database, want it back ≥ 20", s.Limit)
 				}
 			},
 		},
@@ -309,6 +319,17 @@ func TestQueueDiscipline(t *testing.T) {
 		got := map[string]bool{f.next(): true, f.next(): true}
 		if !got["a:queue"] || !got["b:admitted"] {
 			t.Errorf("got %v, want a refused (expired) and b admitted", got)
+		}
+	})
+	t.Run("once a queue stands, its old waiters are refused at the next hand-over", func(t *testing.T) {
+		f := newQueueFixture(t, Config{QueueWait: time.Minute, QueueStandingWait: time.Second})
+		f.enqueue(context.Background(), "a") // a draining queue's bound: a minute
+		f.clk.advance(2 * time.Second)       // the queue stands; a has waited 2 s
+		f.enqueue(context.Background(), "c") // a standing queue's bound: 1 s
+		f.held.Release(Ignore)
+		got := map[string]bool{f.next(): true, f.next(): true}
+		if !got["a:queue"] || !got["c:admitted"] {
+			t.Errorf("got %v, want a refused (older than a standing queue's bound) and c admitted", got)
 		}
 	})
 	t.Run("a full queue sheds at once", func(t *testing.T) {

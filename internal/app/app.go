@@ -97,17 +97,17 @@ type Config struct {
 type Admission struct {
 	Enabled bool
 	// InitialLimit and MinLimit are each class's starting limit and floor
-	// (default 20 and 4).
+	// (default 40 and 4).
 	InitialLimit, MinLimit int
 	// ReadMaxLimit and WriteMaxLimit are the ceilings (default 4× the
 	// connections of the pools that serve the class: the replica or primary
 	// pool for reads, the primary pool for writes).
 	ReadMaxLimit, WriteMaxLimit int
 	// MaxLatency is a p90 service time that backs the limit off (default
-	// 200 ms).
-	MaxLatency time.Duration
+	// 200 ms); LatencyFloor one that never lowers it (default 50 ms).
+	MaxLatency, LatencyFloor time.Duration
 	// QueueWait and StandingQueueWait bound a wait in the queue while it
-	// drains and once it stands (default 50 ms and 5 ms).
+	// drains and once it stands (default 10 ms and 5 ms).
 	QueueWait, StandingQueueWait time.Duration
 }
 
@@ -131,7 +131,7 @@ func (c Config) httpAdmission() *httpapi.Admission {
 		writeMax = 4 * pool(c.PrimaryPoolConns)
 	}
 	class := func(maxLimit int) admission.Config {
-		return admission.Config{Initial: ad.InitialLimit, Min: ad.MinLimit, Max: maxLimit, MaxLatency: ad.MaxLatency,
+		return admission.Config{Initial: ad.InitialLimit, Min: ad.MinLimit, Max: maxLimit, MaxLatency: ad.MaxLatency, LatencyFloor: ad.LatencyFloor,
 			QueueWait: ad.QueueWait, QueueStandingWait: ad.StandingQueueWait}
 	}
 	return &httpapi.Admission{Read: class(readMax), Write: class(writeMax)}

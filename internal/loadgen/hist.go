@@ -61,9 +61,11 @@ type recorder struct {
 }
 
 // outcomeHists split the latency of answered requests by outcome: the
-// successes (1xx–3xx) and the 503s (a server that sheds load answers them at
-// once, and its admitted requests must still meet the SLO), and count the
-// 503s that came without Retry-After.
+// successes (1xx–3xx, latency as everywhere) and the 503s (a server that
+// sheds load answers them at once, and its admitted requests must still
+// meet the SLO; their time is from the actual send in the open model: how
+// fast the server answered), and count the 503s that came without
+// Retry-After.
 type outcomeHists struct {
 	ok, unavailable *hdrhistogram.Histogram
 	noRetryAfter    int64
@@ -165,7 +167,14 @@ func (s *shard) record(x sample) {
 		case x.status > 0 && x.status < 400:
 			recordDur(s.outcomes.ok, x.latency)
 		case x.status == 503:
-			recordDur(s.outcomes.unavailable, x.latency)
+			// how fast the server said no: from the actual send where
+			// known (open model), so that the generator's own lateness
+			// is not counted against the server
+			d := x.latency
+			if x.service >= 0 {
+				d = x.service
+			}
+			recordDur(s.outcomes.unavailable, d)
 			if !x.retryAfter {
 				s.outcomes.noRetryAfter++
 			}

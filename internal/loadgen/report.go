@@ -61,9 +61,10 @@ type ScenarioReport struct {
 	Steps         []FindMaxStep     `json:"steps,omitempty"`
 }
 
-// ByOutcome is the latency of the successful responses (1xx–3xx) and of the
-// 503 answers apart: under overload, what the admitted requests saw and how
-// fast the refused ones were told.
+// ByOutcome is the latency of the successful responses (1xx–3xx) and the
+// time of the 503 answers apart (the 503s from the actual send in the open
+// model): under overload, what the admitted requests saw and how fast the
+// server told the refused ones.
 type ByOutcome struct {
 	Success     Latency `json:"success_ms"`
 	Unavailable Latency `json:"status_503_ms"`
