@@ -219,7 +219,7 @@ hold_row() {
 	jq -r --argjson c "$C" --arg arm "$2" --arg round "$3" --arg slo "$slo_key" "$JQ_DEFS"'
 		.scenarios[0] as $s
 		| ($s.status_codes["503"] // 0) as $n503
-		| ($s.latency_by_outcome.success_within[$slo] // 0) / $s.duration_s as $good
+		| (($s.latency_by_outcome.success_within[$slo] // 0) / $s.duration_s) as $good
 		| ($s.errors - $n503) as $other
 		| "| \($round) | \($arm) | \($s.offered_rps | r1) | \($good | r1) (\($good / $c | r2) C) | \($s.latency_by_outcome.success_ms.p50 | ms) / \($s.latency_by_outcome.success_ms.p95 | ms) / \($s.latency_by_outcome.success_ms.p99 | ms) | \($n503) (\(if $s.requests > 0 then $n503 / $s.requests | pct else "—" end)) | \(if $n503 > 0 then "\($s.latency_by_outcome.status_503_ms.p50 | ms) / \($s.latency_by_outcome.status_503_ms.p99 | ms) / \($s.latency_by_outcome.status_503_ms.max | ms)" else "—" end) | \($s.latency_by_outcome.status_503_without_retry_after) | \($other) (\(if $s.requests > 0 then $other / $s.requests | pct else "—" end)); all errors by class: \($s.errors_by_class | to_entries | map("\(.key) \(.value)") | join(", ")) | \($s.latency_ms.max | ms) |"
 	' "$j"
