@@ -142,41 +142,34 @@ func (e *closedEngine) worker(id int, stop <-chan struct{}, c *conn) {
 		if !stopping && !w.fill() {
 			continue
 		}
-		w.readOne()
-		// Responses already buffered are read before refilling, so that
-		// one write carries all the refills (fewer syscalls per request).
-		for w.c != nil && len(w.inflight) > 0 && w.c.br.Buffered() > 0 {
+		// The whole batch is read before the next one is written.
+		for w.c != nil && len(w.inflight) > 0 {
 			w.readOne()
 		}
 	}
 }
 
-// refillBatch is how many slots of a depth-p pipeline must be free before
-// fill writes again: a quarter of the depth, so that one write (a syscall,
-// which on loopback also pays for the peer's receive path) carries several
-// requests. The depth thus stays between p−⌈p/4⌉+1 and p.
-func refillBatch(p int) int { return (p + 3) / 4 }
-
-// fill writes requests until P are outstanding, then flushes once; the
-// flush time is every new request's send time.
+// fill writes a batch of P requests once the previous batch is all
+// answered, and flushes it in one write (wrk's pipelining): one write per
+// batch, and its responses, which the server answers back to back, mostly
+// come in one read. The flush time is each request's send time, and each
+// response is timed when it is parsed: every request still has its own
+// latency. With nothing outstanding the write is deferred into the next
+// read (rawIO), which then waits for the answers at once.
 func (w *closedWorker) fill() bool {
-	first := len(w.inflight)
-	if p := cap(w.inflight); first > 0 && p-first < refillBatch(p) {
-		return true // wait for a batch's worth of free slots
+	if len(w.inflight) > 0 {
+		return true // the batch is not all answered yet
 	}
 	for len(w.inflight) < cap(w.inflight) {
 		req := w.src.Next()
 		writeRequest(w.c.bw, w.e.cfg.ep.host, req)
 		w.inflight = append(w.inflight, pending{req: req})
 	}
-	if first == len(w.inflight) {
-		return true
-	}
 	now := time.Now()
-	for i := first; i < len(w.inflight); i++ {
+	for i := range w.inflight {
 		w.inflight[i].sent = now
 	}
-	if err := w.c.flush(first == 0); err != nil {
+	if err := w.c.flush(true); err != nil {
 		w.fail(err, true)
 		return false
 	}
