@@ -57,9 +57,9 @@ func bindServeFlags(f *flags, c *serveConfig) {
 		"the highest concurrency limit of writes (0: 4× the primary pool; keep the sum over instances within 2× PgBouncer's pool)")
 	f.Duration(&c.Admission.MaxLatency, "admission-max-latency", "PARLEY_ADMISSION_MAX_LATENCY", 200*time.Millisecond,
 		"a p90 service time above this backs the concurrency limit off")
-	f.Duration(&c.Admission.LatencyFloor, "admission-latency-floor", "PARLEY_ADMISSION_LATENCY_FLOOR", 50*time.Millisecond,
+	f.Duration(&c.Admission.LatencyFloor, "admission-latency-floor", "PARLEY_ADMISSION_LATENCY_FLOOR", 100*time.Millisecond,
 		"a p90 service time below this never lowers the concurrency limit, however far above the no-load latency")
-	f.Duration(&c.Admission.QueueWait, "admission-queue-wait", "PARLEY_ADMISSION_QUEUE_WAIT", 10*time.Millisecond,
+	f.Duration(&c.Admission.QueueWait, "admission-queue-wait", "PARLEY_ADMISSION_QUEUE_WAIT", 5*time.Millisecond,
 		"the longest a request waits for admission while the queue drains (FIFO)")
 	f.Duration(&c.Admission.StandingQueueWait, "admission-standing-queue-wait", "PARLEY_ADMISSION_STANDING_QUEUE_WAIT", 5*time.Millisecond,
 		"the longest a request waits for admission once a queue has stood for 100 ms (LIFO)")

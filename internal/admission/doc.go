@@ -39,10 +39,10 @@
 // it does not drift up with the queueing it is meant to detect, and needs no
 // probing at a pinned low concurrency, which would shed healthy traffic).
 // After FloorResetWindows windows at (or next to) Min it is forgotten and learnt anew: the
-// system may have become slower for good (a +50 ms database), and the limit
+// system may have become slower for good (a database 200 ms slower), and the limit
 // must then be able to climb back.
 //
-// LatencyFloor (50 ms) departs from the pure gradient of the anchors
+// LatencyFloor (100 ms) departs from the pure gradient of the anchors
 // (Netflix's Gradient2, Envoy): measured on a 2-core machine where the load
 // generator, the server and the databases share the CPUs, the service time
 // rose from ~5 ms to 30–50 ms with the throughput at any concurrency, and a
@@ -56,7 +56,7 @@
 // A request that finds the limit reached waits in the class's queue (at most
 // L waiters), for a permit handed over by a finishing request. While the
 // queue has drained within the last QueueInterval (100 ms), it is served
-// first-in first-out and a request waits at most QueueWait (10 ms): a burst
+// first-in first-out and a request waits at most QueueWait (5 ms): a burst
 // is smoothed, not refused. Once a queue has stood for longer than that, the
 // service is last-in first-out and the wait bound QueueStandingWait (5 ms),
 // also for the waiters already there (the shed answer must come within

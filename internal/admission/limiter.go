@@ -48,10 +48,11 @@ type Config struct {
 	// the limit stops growing (default 2).
 	Tolerance float64
 	// LatencyFloor is a p90 that never shrinks the limit, however far above
-	// the baseline (default 50 ms): where the database, the server and
+	// the baseline: where the database, the server and
 	// their clients share CPUs, every request slows as the throughput rises
 	// whatever the concurrency, and a limit that chased the no-load latency
-	// would shed load the server could serve well within its SLO.
+	// would shed load the server could serve well within its SLO (default
+	// 100 ms: the history SLO is a p95 of 350 ms at the client).
 	LatencyFloor time.Duration
 	// MaxLatency is a p90 that backs the limit off whatever the baseline
 	// (default 200 ms).
@@ -61,7 +62,7 @@ type Config struct {
 	FloorResetWindows int
 
 	QueueInterval     time.Duration // a queue that has not drained for this long stands (default 100 ms)
-	QueueWait         time.Duration // wait bound while the queue drains, FIFO (default 10 ms)
+	QueueWait         time.Duration // wait bound while the queue drains, FIFO (default 5 ms)
 	QueueStandingWait time.Duration // wait bound while it stands, LIFO (default 5 ms)
 
 	// Now is the clock (default time.Now); tests pass a fake one.
@@ -86,9 +87,9 @@ func (c *Config) defaults() {
 	setInt(&c.FloorResetWindows, 5)
 	setDur(&c.Window, 250*time.Millisecond)
 	setDur(&c.MaxLatency, 200*time.Millisecond)
-	setDur(&c.LatencyFloor, 50*time.Millisecond)
+	setDur(&c.LatencyFloor, 100*time.Millisecond)
 	setDur(&c.QueueInterval, 100*time.Millisecond)
-	setDur(&c.QueueWait, 10*time.Millisecond)
+	setDur(&c.QueueWait, 5*time.Millisecond)
 	setDur(&c.QueueStandingWait, 5*time.Millisecond)
 	if c.Tolerance <= 0 {
 		c.Tolerance = 2

@@ -144,27 +144,27 @@ func TestLimitAdapts(t *testing.T) {
 		},
 		{
 			name:   "shrinks when the latency rises over the target",
-			phases: []phase{light(2 * time.Second), saturated(150*ms, 5*time.Second)},
+			phases: []phase{light(2 * time.Second), saturated(190*ms, 5*time.Second)},
 			check: func(t *testing.T, s Stats) {
 				if s.Limit > 25 {
-					t.Errorf("limit %d after 5 s at 3× the target (50 ms), want ≤ 25", s.Limit)
+					t.Errorf("limit %d after 5 s at 1.9× the target (100 ms), want ≤ 25", s.Limit)
 				}
 			},
 		},
 		{
 			name:   "a p90 over twice the baseline but under the latency floor does not shrink it",
-			phases: []phase{light(2 * time.Second), saturated(40*ms, 3*time.Second)},
+			phases: []phase{light(2 * time.Second), saturated(80*ms, 3*time.Second)},
 			check: func(t *testing.T, s Stats) {
 				if s.Limit < 40 {
-					t.Errorf("limit %d at 4× the baseline and under 50 ms, want it not to shrink", s.Limit)
+					t.Errorf("limit %d at 8× the baseline and under 100 ms, want it not to shrink", s.Limit)
 				}
 			},
 		},
 		{
 			name:   "settles just above the target",
-			phases: []phase{light(2 * time.Second), saturated(60*ms, 30*time.Second)},
+			phases: []phase{light(2 * time.Second), saturated(120*ms, 30*time.Second)},
 			check: func(t *testing.T, s Stats) {
-				// g = 50/60: L → 1/(1−g)² = 36
+				// g = 100/120: L → 1/(1−g)² = 36
 				if s.Limit < 30 || s.Limit > 42 {
 					t.Errorf("limit %d at 1.2× the target, want ≈ 36", s.Limit)
 				}
@@ -190,7 +190,7 @@ func TestLimitAdapts(t *testing.T) {
 		},
 		{
 			name: "recovers when the latency comes back",
-			phases: []phase{light(2 * time.Second), saturated(150*ms, 5*time.Second),
+			phases: []phase{light(2 * time.Second), saturated(190*ms, 5*time.Second),
 				saturated(10*ms, 10*time.Second)},
 			check: func(t *testing.T, s Stats) {
 				if s.Limit < 50 {
@@ -199,11 +199,11 @@ func TestLimitAdapts(t *testing.T) {
 			},
 		},
 		{
-			name:   "a database that stays 150 ms slower: the baseline is learnt again at the floor",
-			phases: []phase{light(2 * time.Second), saturated(160*ms, 40*time.Second)},
+			name:   "a database that stays 180 ms slower: the baseline is learnt again at the floor",
+			phases: []phase{light(2 * time.Second), saturated(190*ms, 40*time.Second)},
 			check: func(t *testing.T, s Stats) {
-				if s.Baseline < 140*ms {
-					t.Errorf("baseline %v, want it relearnt near 160ms", s.Baseline)
+				if s.Baseline < 170*ms {
+					t.Errorf("baseline %v, want it relearnt near 190ms", s.Baseline)
 				}
 				if s.Limit < 20 {
 					t.Errorf("limit %d 40 s into the slower database, want it back ≥ 20", s.Limit)

@@ -104,10 +104,10 @@ type Admission struct {
 	// pool for reads, the primary pool for writes).
 	ReadMaxLimit, WriteMaxLimit int
 	// MaxLatency is a p90 service time that backs the limit off (default
-	// 200 ms); LatencyFloor one that never lowers it (default 50 ms).
+	// 200 ms); LatencyFloor one that never lowers it (default 100 ms).
 	MaxLatency, LatencyFloor time.Duration
 	// QueueWait and StandingQueueWait bound a wait in the queue while it
-	// drains and once it stands (default 10 ms and 5 ms).
+	// drains and once it stands (default 5 ms and 5 ms).
 	QueueWait, StandingQueueWait time.Duration
 }
 

@@ -193,9 +193,14 @@ func (w *closedWorker) resend() bool {
 // readOne reads the response to the oldest outstanding request.
 func (w *closedWorker) readOne() {
 	head := w.inflight[0]
-	// The requests of one flush share a send time, hence a deadline: set it
-	// once per batch, not once per response (it re-arms a runtime timer).
-	if dl := head.sent.Add(w.e.cfg.timeout); !dl.Equal(w.c.deadline) {
+	// The read deadline (re-arming it re-arms a runtime timer) is set only
+	// when the one set does not cover this request's timeout, with a quarter
+	// of the timeout to spare, so that it is re-armed once per several
+	// batches, not once per request; a response that comes after the
+	// timeout all the same counts as a timeout below.
+	timeout := w.e.cfg.timeout
+	if need := head.sent.Add(timeout); w.c.deadline.Before(need) {
+		dl := need.Add(timeout / 4)
 		_ = w.c.nc.SetReadDeadline(dl)
 		w.c.deadline = dl
 	}
@@ -209,8 +214,12 @@ func (w *closedWorker) readOne() {
 		return
 	}
 	end := time.Now()
-	w.sh.record(sample{op: head.req.Op, class: statusClass(resp.status), status: resp.status,
-		latency: end.Sub(head.sent), service: -1, lag: -1, retryAfter: resp.retryAfter})
+	if lat := end.Sub(head.sent); lat > timeout {
+		w.sh.record(sample{op: head.req.Op, class: classTimeout, latency: -1, service: -1, lag: -1})
+	} else {
+		w.sh.record(sample{op: head.req.Op, class: statusClass(resp.status), status: resp.status,
+			latency: lat, service: -1, lag: -1, retryAfter: resp.retryAfter})
+	}
 	w.src.Done(head.req, resp.status, resp.body)
 	copy(w.inflight, w.inflight[1:])
 	w.inflight = w.inflight[:len(w.inflight)-1]
