@@ -186,13 +186,17 @@ http_run() { # http_run NAME
 	"$bin" load --target "$target" --admin-token "$token" --scenario send --closed --connections "$CONNS" --pipelining 1 \
 		--duration "$DURATION" --no-default-thresholds --quiet --json "$work/$name.json" >"$work/$name.txt" 2>"$work/$name.progress" &
 	local lp=$!
+	local perf_pid=""
 	if [ "$PROFILE" = 1 ] && [ "$name" = send-http-1 ]; then
-		# once the setup is done (the timed part has begun), profile the server for 10 s
-		for _ in $(seq 600); do grep -q 'timed\|send' "$work/$name.progress" 2>/dev/null && break; sleep 0.5; done
-		sleep 8
-		perf record -g -p "$srv_pid" -o "$work/send.perf" -- sleep 10 >/dev/null 2>&1 || log "perf record failed"
+		# the server for the whole run: its setup (5000 seed sends) and the timed sends
+		perf record -g -p "$srv_pid" -o "$work/send.perf" >/dev/null 2>&1 &
+		perf_pid=$!
 	fi
 	wait "$lp" || rc=$?
+	if [ -n "$perf_pid" ]; then
+		kill -INT "$perf_pid" 2>/dev/null
+		wait "$perf_pid" 2>/dev/null || true
+	fi
 	[ "$rc" = 0 ] || { log "$name: parley load exited $rc"; tail -5 "$work/$name.progress" >&2; }
 	http_rps+=("$(jq '.scenarios[0].rps' "$work/$name.json")")
 	grep -E '^(requests|errors|latency)' "$work/$name.txt" | sed "s/^/  [$name] /" >&2 || true
