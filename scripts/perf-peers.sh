@@ -27,7 +27,7 @@
 # (two round trips), metrics and the access log. The runs are interleaved
 # (HTTP, pgbench, HTTP, pgbench, ...); the ratio is of the means.
 #
-# Knobs (environment): ROUNDS (3), DURATION (15s), CONNS (64),
+# Knobs (environment): ROUNDS (3), DURATION (15s), CONNS (16: as many as pgbench's clients, and below the write class's admission limit),
 # PGBENCH_CLIENTS (16), PROFILE (0), PARLEY_BIN, REPORTS, DOC.
 # Needs: go, jq, curl, pgbench (postgresql-client), perf for PROFILE=1.
 set -euo pipefail
@@ -36,7 +36,7 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-15s}
-CONNS=${CONNS:-64}
+CONNS=${CONNS:-16}
 PGBENCH_CLIENTS=${PGBENCH_CLIENTS:-16}
 PROFILE=${PROFILE:-0}
 DOC=${DOC:-docs/performance.md}
