@@ -16,6 +16,7 @@ set -euo pipefail
 DURATION=${DURATION:-10}      # seconds per run
 CONNS=${CONNS:-50}            # connections per run
 PIPE=${PIPE:-10}              # pipelining depth of the pipelined runs
+ROUNDS=${ROUNDS:-2}           # parley/wrk rounds (alternated)
 OPEN_RATE=${OPEN_RATE:-20000} # parley's open-model run: requests per second
 HOLD=${HOLD:-5000}            # connections of the memory run
 GEN_CPU=${GEN_CPU:-0}         # core for the generator
@@ -122,13 +123,41 @@ ac_row() {
 
 pl=("$work/parley" load --url "$url" --quiet --duration "${DURATION}s" --connections "$CONNS")
 
-run parley_c "${pl[@]}" --closed --pipelining 1 --json "$work/parley_c.json" && parley_row parley_c "parley load --closed, pipelining 1"
-run wrk_c wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" && wrk_row wrk_c "wrk -t1"
+# eff NAME: "requests cpu-seconds" of a finished run, for the ratios.
+eff() {
+	local reqs
+	case $1 in
+	parley*) reqs=$(jq '.scenarios[0].requests' "$work/$1.json") ;;
+	wrk*) reqs=$(awk '/requests in/ {print $1}' "$work/$1.out") ;;
+	esac
+	read -r _ user sys _ <"$work/$1.time"
+	echo "$reqs $(awk -v u="$user" -v s="$sys" 'BEGIN{print u+s}')"
+}
+declare -A sum_req=() sum_cpu=()
+add() { # add KEY NAME: adds a run's requests and CPU to KEY's sums
+	local r c
+	read -r r c < <(eff "$2")
+	sum_req[$1]=$(awk -v a="${sum_req[$1]:-0}" -v b="$r" 'BEGIN{print a+b}')
+	sum_cpu[$1]=$(awk -v a="${sum_cpu[$1]:-0}" -v b="$c" 'BEGIN{print a+b}')
+}
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+# parley and wrk alternate, ROUNDS times, so that the noise of a shared
+# machine weighs on both; autocannon runs once.
+for r in $(seq "$ROUNDS"); do
+	run "parley_c$r" "${pl[@]}" --closed --pipelining 1 --json "$work/parley_c$r.json" && parley_row "parley_c$r" "parley load --closed, pipelining 1 (round $r)" && add parley_c "parley_c$r"
+	run "wrk_c$r" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency "$url" && wrk_row "wrk_c$r" "wrk -t1 (round $r)" && add wrk_c "wrk_c$r"
+	run "parley_p$r" "${pl[@]}" --closed --pipelining "$PIPE" --json "$work/parley_p$r.json" && parley_row "parley_p$r" "parley load --closed, pipelining $PIPE (round $r)" && add parley_p "parley_p$r"
+	run "wrk_p$r" wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/pipeline.lua" "$url" && wrk_row "wrk_p$r" "wrk -t1, pipeline.lua depth $PIPE (round $r)" && add wrk_p "wrk_p$r"
+done
 run ac_c "$AUTOCANNON" -c "$CONNS" -d "$DURATION" --json "$url" && ac_row ac_c "autocannon"
-run parley_p "${pl[@]}" --closed --pipelining "$PIPE" --json "$work/parley_p.json" && parley_row parley_p "parley load --closed, pipelining $PIPE"
-run wrk_p wrk -t1 -c"$CONNS" -d"${DURATION}s" --latency -s "$work/pipeline.lua" "$url" && wrk_row wrk_p "wrk -t1, pipeline.lua depth $PIPE"
 run ac_p "$AUTOCANNON" -c "$CONNS" -p "$PIPE" -d "$DURATION" --json "$url" && ac_row ac_p "autocannon -p $PIPE"
 run parley_o "${pl[@]}" --rate "$OPEN_RATE" --json "$work/parley_o.json" && parley_row parley_o "parley load, open model at $OPEN_RATE/s"
+load_end=$(cut -d' ' -f1-3 /proc/loadavg)
+ratio() { # ratio A B: (requests per CPU-second of A) / (of B), from the sums
+	awk -v ra="${sum_req[$1]:-0}" -v ca="${sum_cpu[$1]:-0}" -v rb="${sum_req[$2]:-0}" -v cb="${sum_cpu[$2]:-0}" \
+		'BEGIN{ if (ca > 0 && cb > 0 && rb > 0) printf "%.2f", (ra/ca)/(rb/cb); else print "n/a" }'
+}
+per_cpu() { awk -v r="${sum_req[$1]:-0}" -v c="${sum_cpu[$1]:-0}" 'BEGIN{ if (c > 0) printf "%.0f", r/c; else print "n/a" }'; }
 
 # Memory per held connection: the open model holding $HOLD connections at a
 # low rate, and the closed model keeping $HOLD connections busy.
@@ -146,7 +175,7 @@ cpu_model=$(awk -F: '/model name/ {gsub(/^ +/, "", $2); print $2; exit}' /proc/c
 cat <<EOF
 ## Generator efficiency: parley load vs wrk vs autocannon
 
-Measured by \`scripts/bench-loadgen.sh\` on $(date -u +"%Y-%m-%d %H:%M UTC"); machine: $(nproc) cores, ${cpu_model:-unknown CPU};
+Measured by \`scripts/bench-loadgen.sh\` on $(date -u +"%Y-%m-%d %H:%M UTC") at commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown); machine: $(nproc) cores, ${cpu_model:-unknown CPU}, shared with other work (load average $load_start before, $load_end after: compare within one run);
 $(go version | awk '{print $3}'), $(wrk --version 2>&1 | head -1 | awk '{print "wrk " $2}'), autocannon $ac_version on node $(node --version).
 Target: \`parley load --trivial-server\` (net/http, 3-byte body) pinned to core $SRV_CPU; each generator pinned to
 core $GEN_CPU with \`taskset -c\`; $CONNS connections, ${DURATION} s per run. CPU is the generator's user+system time
@@ -157,6 +186,9 @@ wrk times a pipelined batch once, autocannon and parley time every request.
 | generator | requests | mean req/s | peak req/s | generator CPU-s | req per CPU-s | p50 | p99 | max RSS |
 |---|---|---|---|---|---|---|---|---|
 $(printf '%s\n' "${rows[@]}")
+
+**parley load / wrk, requests per generator CPU-second** (sums over the $ROUNDS alternated rounds):
+pipelining 1: **$(ratio parley_c wrk_c)×** ($(per_cpu parley_c) vs $(per_cpu wrk_c)); pipelining $PIPE: **$(ratio parley_p wrk_p)×** ($(per_cpu parley_p) vs $(per_cpu wrk_p)).
 
 Memory of \`parley load\` holding many connections (max RSS of the whole process, histograms included, divided
 by the connections established; 5 s runs):

@@ -11,7 +11,6 @@ import (
 
 	"github.com/parley-chat/parley/internal/app"
 	"github.com/parley-chat/parley/internal/dbrouter"
-	"github.com/parley-chat/parley/internal/httpapi"
 	"github.com/parley-chat/parley/internal/stack"
 )
 
@@ -44,10 +43,26 @@ func bindServeFlags(f *flags, c *serveConfig) {
 	f.Int(&c.ReplicaPoolConns, "replica-pool-size", "PARLEY_REPLICA_POOL_SIZE", 20, "max connections in each replica pool")
 	f.Duration(&c.MaxReplicaLag, "max-replica-lag", "PARLEY_MAX_REPLICA_LAG", dbrouter.DefaultMaxLag,
 		"a replica this far behind (for two probes) stops serving reads until it catches up")
-	f.Duration(&c.AcquireTimeout, "acquire-timeout", "PARLEY_ACQUIRE_TIMEOUT", dbrouter.DefaultAcquireTimeout,
-		"the longest a request waits for a pooled database connection before it is answered 503")
-	f.Duration(&c.RequestTimeout, "request-timeout", "PARLEY_REQUEST_TIMEOUT", httpapi.DefaultRequestTimeout,
+	f.Duration(&c.AcquireTimeout, "acquire-timeout", "PARLEY_ACQUIRE_TIMEOUT", defaultAcquireTimeout,
+		"the longest a request waits for a pooled database connection before it is answered 503 (short: admission control, not the pool, is the queue)")
+	f.Duration(&c.RequestTimeout, "request-timeout", "PARLEY_REQUEST_TIMEOUT", defaultRequestTimeout,
 		"the longest a request may take; past it the answer is 503")
+	f.Bool(&c.Admission.Enabled, "admission", "PARLEY_ADMISSION", true,
+		"admission control: shed /v1 requests beyond an adaptive concurrency limit (per class: reads, writes) with 503 overloaded instead of queueing them")
+	f.Int(&c.Admission.InitialLimit, "admission-initial-limit", "PARLEY_ADMISSION_INITIAL_LIMIT", 40, "each class's concurrency limit at start")
+	f.Int(&c.Admission.MinLimit, "admission-min-limit", "PARLEY_ADMISSION_MIN_LIMIT", 4, "the lowest each class's concurrency limit goes")
+	f.Int(&c.Admission.ReadMaxLimit, "admission-max-read-limit", "PARLEY_ADMISSION_MAX_READ_LIMIT", 0,
+		"the highest concurrency limit of reads (0: 4× the larger pool)")
+	f.Int(&c.Admission.WriteMaxLimit, "admission-max-write-limit", "PARLEY_ADMISSION_MAX_WRITE_LIMIT", 0,
+		"the highest concurrency limit of writes (0: 4× the primary pool; keep the sum over instances within 2× PgBouncer's pool)")
+	f.Duration(&c.Admission.MaxLatency, "admission-max-latency", "PARLEY_ADMISSION_MAX_LATENCY", 200*time.Millisecond,
+		"a p90 service time above this backs the concurrency limit off")
+	f.Duration(&c.Admission.LatencyFloor, "admission-latency-floor", "PARLEY_ADMISSION_LATENCY_FLOOR", 100*time.Millisecond,
+		"a p90 service time below this never lowers the concurrency limit, however far above the no-load latency")
+	f.Duration(&c.Admission.QueueWait, "admission-queue-wait", "PARLEY_ADMISSION_QUEUE_WAIT", 5*time.Millisecond,
+		"the longest a request waits for admission while the queue drains (FIFO)")
+	f.Duration(&c.Admission.StandingQueueWait, "admission-standing-queue-wait", "PARLEY_ADMISSION_STANDING_QUEUE_WAIT", 5*time.Millisecond,
+		"the longest a request waits for admission once a queue has stood for 100 ms (LIFO)")
 	f.String(&c.CachePrefix, "cache-prefix", "PARLEY_CACHE_PREFIX", "", "prefix of every Redis key, e.g. parley: (no braces)")
 	f.Secret(&c.CursorKey, "cursor-key", "PARLEY_CURSOR_KEY",
 		"key that signs pagination cursors, hex or base64 of 16+ bytes (default: the one stored by parley migrate)")
@@ -95,6 +110,16 @@ func runServe(ctx context.Context, args []string) error {
 	return serve(ctx, c, nil)
 }
 
+// The serve defaults of the pool's wait bound and the request deadline are
+// shorter than the packages' (dbrouter.DefaultAcquireTimeout,
+// httpapi.DefaultRequestTimeout): with admission control in front, a request
+// that waits long for a connection is a drop that lowers the limit, not the
+// queue (docs/runbooks.md#overload).
+const (
+	defaultAcquireTimeout = 100 * time.Millisecond
+	defaultRequestTimeout = 2 * time.Second
+)
+
 // validate checks the values the flags cannot.
 func (c serveConfig) validate() error {
 	switch {
@@ -104,6 +129,9 @@ func (c serveConfig) validate() error {
 		return fmt.Errorf("%w: pool sizes must be at least 1", errUsage)
 	case c.ShutdownTimeout <= 0 || c.RequestTimeout <= 0 || c.AcquireTimeout <= 0 || c.MaxReplicaLag <= 0:
 		return fmt.Errorf("%w: timeouts and --max-replica-lag must be positive", errUsage)
+	case c.Admission.InitialLimit < 1 || c.Admission.MinLimit < 1 || c.Admission.ReadMaxLimit < 0 || c.Admission.WriteMaxLimit < 0 ||
+		c.Admission.MaxLatency <= 0 || c.Admission.LatencyFloor <= 0 || c.Admission.QueueWait <= 0 || c.Admission.StandingQueueWait <= 0:
+		return fmt.Errorf("%w: admission limits must be at least 1 (the maxima 0 for the default) and its durations positive", errUsage)
 	}
 	return nil
 }

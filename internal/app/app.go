@@ -29,6 +29,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/parley-chat/parley/api"
+	"github.com/parley-chat/parley/internal/admission"
 	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/chatsvc"
@@ -82,6 +83,9 @@ type Config struct {
 	RequestTimeout time.Duration
 	// ShutdownTimeout bounds the graceful shutdown of Serve (default 15 s).
 	ShutdownTimeout time.Duration
+	// Admission is the API's overload protection; its zero value leaves it
+	// off (parley serve and dev turn it on by default).
+	Admission Admission
 	// NoMonitors leaves the database monitors out (they tune autovacuum at
 	// start); the tests that share a database between servers use it.
 	NoMonitors bool
@@ -91,6 +95,52 @@ type Config struct {
 	// is the share of ordinary requests it logs (0: all; negative: none).
 	AccessLog       *slog.Logger
 	AccessLogSample float64
+}
+
+// Admission configures admission control (internal/admission): an
+// adaptive concurrency limit for reads and one for writes, in front of the
+// API's database work. Zero values take the defaults named.
+type Admission struct {
+	Enabled bool
+	// InitialLimit and MinLimit are each class's starting limit and floor
+	// (default 40 and 4).
+	InitialLimit, MinLimit int
+	// ReadMaxLimit and WriteMaxLimit are the ceilings (default 4× the
+	// connections of the pools that serve the class: the replica or primary
+	// pool for reads, the primary pool for writes).
+	ReadMaxLimit, WriteMaxLimit int
+	// MaxLatency is a p90 service time that backs the limit off (default
+	// 200 ms); LatencyFloor one that never lowers it (default 100 ms).
+	MaxLatency, LatencyFloor time.Duration
+	// QueueWait and StandingQueueWait bound a wait in the queue while it
+	// drains and once it stands (default 5 ms and 5 ms).
+	QueueWait, StandingQueueWait time.Duration
+}
+
+// httpAdmission is the API's form of the admission settings (nil: off).
+func (c Config) httpAdmission() *httpapi.Admission {
+	ad := c.Admission
+	if !ad.Enabled {
+		return nil
+	}
+	pool := func(n int) int {
+		if n <= 0 {
+			return 20
+		}
+		return n
+	}
+	readMax, writeMax := ad.ReadMaxLimit, ad.WriteMaxLimit
+	if readMax <= 0 {
+		readMax = 4 * max(pool(c.PrimaryPoolConns), pool(c.ReplicaPoolConns))
+	}
+	if writeMax <= 0 {
+		writeMax = 4 * pool(c.PrimaryPoolConns)
+	}
+	class := func(maxLimit int) admission.Config {
+		return admission.Config{Initial: ad.InitialLimit, Min: ad.MinLimit, Max: maxLimit, MaxLatency: ad.MaxLatency, LatencyFloor: ad.LatencyFloor,
+			QueueWait: ad.QueueWait, QueueStandingWait: ad.StandingQueueWait}
+	}
+	return &httpapi.Admission{Read: class(readMax), Write: class(writeMax)}
 }
 
 // ErrConfig marks an error in the configuration (a malformed URL, an
@@ -247,6 +297,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		Cursors:         cursors,
 		AdminToken:      cfg.AdminToken,
 		RequestTimeout:  cfg.RequestTimeout,
+		Admission:       cfg.httpAdmission(),
 		Routes:          routes,
 	})
 	ok = true

@@ -14,6 +14,9 @@ import (
 type metrics struct {
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
+	// admission control (admission.go)
+	shedTotal *prometheus.CounterVec
+	queueWait *prometheus.HistogramVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -27,10 +30,21 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Time to answer an HTTP request, by route pattern and rollout cohort.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"route", "cohort"}),
+		shedTotal: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_http_shed_total",
+			Help: "Requests answered 503 overloaded by admission control, by route pattern and reason (limit: the limit reached and no queueing; queue: the wait bound passed in the queue; deadline: too little time left).",
+		}, []string{"route", "reason"}),
+		queueWait: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "parley_admission_queue_wait_seconds",
+			Help:    "Time the requests that found the concurrency limit reached waited in the admission queue (admitted or shed), by class.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1},
+		}, []string{"class"}),
 	}
 	if reg != nil {
 		m.requests = promreg.MustRegister(reg, m.requests)
 		m.duration = promreg.MustRegister(reg, m.duration)
+		m.shedTotal = promreg.MustRegister(reg, m.shedTotal)
+		m.queueWait = promreg.MustRegister(reg, m.queueWait)
 	}
 	return m
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/parley-chat/parley/internal/admission"
 	"github.com/parley-chat/parley/internal/chat"
 )
 
@@ -29,7 +30,8 @@ type requestState struct {
 	cohort     string
 	readSource chat.Source
 	userID     int64
-	err        error // the cause of a 5xx, for the log only
+	err        error            // the cause of a 5xx, for the log only
+	shed       admission.Reason // why admission control refused it (Admitted: it did not)
 }
 
 type stateKey struct{}
@@ -134,6 +136,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	route := r.Pattern
 	if route == "" {
 		route = "unmatched"
+	}
+	if st.shed != admission.Admitted {
+		// Shed: counted, neither timed (it would hide the admitted
+		// requests' latency) nor logged (a log line per shed is the cost
+		// that shedding avoids).
+		s.metrics.shedObserve(route, st.shed, st.cohort)
+		return
 	}
 	status := sw.status
 	if status == 0 {

@@ -63,6 +63,9 @@ type Config struct {
 	AdminToken string
 	// RequestTimeout bounds each request (default DefaultRequestTimeout).
 	RequestTimeout time.Duration
+	// Admission, when set, protects the /v1 routes from overload with an
+	// adaptive concurrency limit per class (admission.go); nil: off.
+	Admission *Admission
 	// Routes are more routes (ServeMux pattern → handler) served with the
 	// same middleware — request id, timeout, body limit, recovery, access
 	// log, metrics — each with its own auth: internal/app adds the API
@@ -77,6 +80,7 @@ type Server struct {
 	enc       chat.Encoder
 	mux       *http.ServeMux
 	metrics   *metrics
+	limiters  *limiters // nil: admission control is off
 	adminHash [32]byte
 	hasAdmin  bool
 }
@@ -103,7 +107,9 @@ func New(cfg Config) *Server {
 		_, _ = rand.Read(key)
 		cfg.Cursors, _ = chat.NewCursorCodec(key)
 	}
-	s := &Server{cfg: cfg, svc: cfg.Service, enc: chat.Encoder{Cursors: cfg.Cursors}, mux: http.NewServeMux(), metrics: newMetrics(cfg.Registerer)}
+	s := &Server{cfg: cfg, svc: cfg.Service, enc: chat.Encoder{Cursors: cfg.Cursors}, mux: http.NewServeMux(), metrics: newMetrics(cfg.Registerer),
+		limiters: newLimiters(cfg.Admission)}
+	registerLimiterGauges(cfg.Registerer, s.limiters)
 	if cfg.AdminToken != "" {
 		s.adminHash, s.hasAdmin = tokenHash(cfg.AdminToken), true
 	}
@@ -133,7 +139,7 @@ func (s *Server) routes() {
 		"GET /v1/unread":                       s.user(s.handleUnread),
 	}
 	for pattern, h := range api {
-		s.mux.HandleFunc(pattern, h)
+		s.mux.HandleFunc(pattern, s.admitted(pattern, h))
 		// The error series of every route and cohort exist from the start,
 		// at zero (an error ratio must not wait for the first error).
 		for _, cohort := range []string{chat.CohortBaseline, chat.CohortOptimized} {

@@ -143,41 +143,34 @@ func (e *closedEngine) worker(id int, stop <-chan struct{}, c *conn) {
 		if !stopping && !w.fill() {
 			continue
 		}
-		w.readOne()
-		// Responses already buffered are read before refilling, so that
-		// one write carries all the refills (fewer syscalls per request).
-		for w.c != nil && len(w.inflight) > 0 && w.c.br.Buffered() > 0 {
+		// The whole batch is read before the next one is written.
+		for w.c != nil && len(w.inflight) > 0 {
 			w.readOne()
 		}
 	}
 }
 
-// refillBatch is how many slots of a depth-p pipeline must be free before
-// fill writes again: a quarter of the depth, so that one write (a syscall,
-// which on loopback also pays for the peer's receive path) carries several
-// requests. The depth thus stays between p−⌈p/4⌉+1 and p.
-func refillBatch(p int) int { return (p + 3) / 4 }
-
-// fill writes requests until P are outstanding, then flushes once; the
-// flush time is every new request's send time.
+// fill writes a batch of P requests once the previous batch is all
+// answered, and flushes it in one write (wrk's pipelining): one write per
+// batch, and its responses, which the server answers back to back, mostly
+// come in one read. The flush time is each request's send time, and each
+// response is timed when it is parsed: every request still has its own
+// latency. With nothing outstanding the write is deferred into the next
+// read (rawIO), which then waits for the answers at once.
 func (w *closedWorker) fill() bool {
-	first := len(w.inflight)
-	if p := cap(w.inflight); first > 0 && p-first < refillBatch(p) {
-		return true // wait for a batch's worth of free slots
+	if len(w.inflight) > 0 {
+		return true // the batch is not all answered yet
 	}
 	for len(w.inflight) < cap(w.inflight) {
 		req := w.src.Next()
 		writeRequest(w.c.bw, w.c.ep.host, req)
 		w.inflight = append(w.inflight, pending{req: req})
 	}
-	if first == len(w.inflight) {
-		return true
-	}
 	now := time.Now()
-	for i := first; i < len(w.inflight); i++ {
+	for i := range w.inflight {
 		w.inflight[i].sent = now
 	}
-	if err := w.c.flush(first == 0); err != nil {
+	if err := w.c.flush(true); err != nil {
 		w.fail(err, true)
 		return false
 	}
@@ -201,9 +194,14 @@ func (w *closedWorker) resend() bool {
 // readOne reads the response to the oldest outstanding request.
 func (w *closedWorker) readOne() {
 	head := w.inflight[0]
-	// The requests of one flush share a send time, hence a deadline: set it
-	// once per batch, not once per response (it re-arms a runtime timer).
-	if dl := head.sent.Add(w.e.cfg.timeout); !dl.Equal(w.c.deadline) {
+	// The read deadline (re-arming it re-arms a runtime timer) is set only
+	// when the one set does not cover this request's timeout, with a quarter
+	// of the timeout to spare, so that it is re-armed once per several
+	// batches, not once per request; a response that comes after the
+	// timeout all the same counts as a timeout below.
+	timeout := w.e.cfg.timeout
+	if need := head.sent.Add(timeout); w.c.deadline.Before(need) {
+		dl := need.Add(timeout / 4)
 		_ = w.c.nc.SetReadDeadline(dl)
 		w.c.deadline = dl
 	}
@@ -217,8 +215,12 @@ func (w *closedWorker) readOne() {
 		return
 	}
 	end := time.Now()
-	w.sh.record(sample{op: head.req.Op, target: w.c.target, class: statusClass(resp.status), status: resp.status,
-		latency: end.Sub(head.sent), service: -1, lag: -1})
+	if lat := end.Sub(head.sent); lat > timeout {
+		w.sh.record(sample{op: head.req.Op, target: w.c.target, class: classTimeout, latency: -1, service: -1, lag: -1})
+	} else {
+		w.sh.record(sample{op: head.req.Op, target: w.c.target, class: statusClass(resp.status), status: resp.status,
+			latency: lat, service: -1, lag: -1, retryAfter: resp.retryAfter})
+	}
 	w.src.Done(head.req, resp.status, resp.body)
 	copy(w.inflight, w.inflight[1:])
 	w.inflight = w.inflight[:len(w.inflight)-1]

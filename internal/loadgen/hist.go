@@ -58,6 +58,23 @@ type recorder struct {
 	startCPU   time.Duration
 	interval   *hdrhistogram.Histogram
 	intervalSL *hdrhistogram.Histogram
+	intervalOK *hdrhistogram.Histogram
+	outcomes   outcomeHists
+}
+
+// outcomeHists split the latency of answered requests by outcome: the
+// successes (1xx–3xx, latency as everywhere) and the 503s (a server that
+// sheds load answers them at once, and its admitted requests must still
+// meet the SLO; their time is from the actual send in the open model: how
+// fast the server answered), and count the 503s that came without
+// Retry-After.
+type outcomeHists struct {
+	ok, unavailable *hdrhistogram.Histogram
+	noRetryAfter    int64
+}
+
+func newOutcomeHists() outcomeHists {
+	return outcomeHists{ok: newHist(), unavailable: newHist()}
 }
 
 type opTotals struct {
@@ -76,6 +93,7 @@ type shard struct {
 	statuses map[int]int64
 	late     int64
 	lateBusy int64 // late sends that had waited for a free connection
+	outcomes outcomeHists
 }
 
 // lateThreshold is how far behind its intended time a send may start before
@@ -98,6 +116,8 @@ func newRecorder(ops []string, targets int) *recorder {
 		statuses:   map[int]int64{},
 		interval:   newHist(),
 		intervalSL: newHist(),
+		intervalOK: newHist(),
+		outcomes:   newOutcomeHists(),
 	}
 	for i := range r.cum {
 		r.cum[i].hist = newHist()
@@ -112,6 +132,7 @@ func newRecorder(ops []string, targets int) *recorder {
 		}
 		s.service = newHist()
 		s.lag = newHist()
+		s.outcomes = newOutcomeHists()
 		r.shards[i] = s
 	}
 	return r
@@ -145,6 +166,8 @@ type sample struct {
 	service time.Duration // < 0: not measured (closed model: equals latency)
 	lag     time.Duration // < 0: not measured (closed model)
 	busy    bool          // open model: no connection was free when it fell due
+	// retryAfter: the response carried Retry-After (checked on 503s)
+	retryAfter bool
 }
 
 func (s *shard) record(x sample) {
@@ -153,6 +176,24 @@ func (s *shard) record(x sample) {
 	o.add(x)
 	if s.targets != nil {
 		s.targets[x.target].add(x)
+	}
+	if x.latency >= 0 {
+		switch {
+		case x.status > 0 && x.status < 400:
+			recordDur(s.outcomes.ok, x.latency)
+		case x.status == 503:
+			// how fast the server said no: from the actual send where
+			// known (open model), so that the generator's own lateness
+			// is not counted against the server
+			d := x.latency
+			if x.service >= 0 {
+				d = x.service
+			}
+			recordDur(s.outcomes.unavailable, d)
+			if !x.retryAfter {
+				s.outcomes.noRetryAfter++
+			}
+		}
 	}
 	if x.service >= 0 {
 		recordDur(s.service, x.service)
@@ -213,12 +254,15 @@ type Interval struct {
 	CPUPercent  float64 `json:"cpu_percent"` // generator CPU, percent of one core
 	SendLagP99  float64 `json:"send_lag_p99_ms,omitempty"`
 	Stage       int     `json:"stage"`
+	// OKP95 is the p95 latency of the second's successful responses.
+	OKP95 float64 `json:"ok_p95_ms"`
 }
 
 // tick folds the shards into the cumulative state and appends one Interval.
 func (r *recorder) tick(now time.Time, conns int64, stage int, open bool) Interval {
 	r.interval.Reset()
 	r.intervalSL.Reset()
+	r.intervalOK.Reset()
 	var reqs, errs int64
 	for _, s := range r.shards {
 		s.mu.Lock()
@@ -256,6 +300,17 @@ func (r *recorder) tick(now time.Time, conns int64, stage int, open bool) Interv
 			r.statuses[k] += v
 			delete(s.statuses, k)
 		}
+		if s.outcomes.ok.TotalCount() > 0 {
+			r.intervalOK.Merge(s.outcomes.ok)
+			r.outcomes.ok.Merge(s.outcomes.ok)
+			s.outcomes.ok.Reset()
+		}
+		if s.outcomes.unavailable.TotalCount() > 0 {
+			r.outcomes.unavailable.Merge(s.outcomes.unavailable)
+			s.outcomes.unavailable.Reset()
+		}
+		r.outcomes.noRetryAfter += s.outcomes.noRetryAfter
+		s.outcomes.noRetryAfter = 0
 		r.late += s.late
 		r.lateBusy += s.lateBusy
 		s.late, s.lateBusy = 0, 0
@@ -278,6 +333,7 @@ func (r *recorder) tick(now time.Time, conns int64, stage int, open bool) Interv
 		Connections: conns,
 		CPUPercent:  round1(100 * (cpu - r.lastCPU).Seconds() / secs),
 		Stage:       stage,
+		OKP95:       ms(r.intervalOK.ValueAtQuantile(95)),
 	}
 	if open {
 		off := r.offered.Load()

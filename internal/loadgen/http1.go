@@ -86,6 +86,8 @@ type response struct {
 	status int
 	close  bool   // the server will close the connection after this response
 	body   []byte // only filled when asked for
+	// retryAfter: the response has a Retry-After header
+	retryAfter bool
 }
 
 // errNoResponse means the connection ended before the first byte of a
@@ -209,6 +211,8 @@ func readHeaders(br *bufio.Reader, resp *response, http10 bool) (chunked bool, l
 			if containsTokenFold(value, "chunked") {
 				chunked = true
 			}
+		case asciiEqualFoldBytes(name, "retry-after"):
+			resp.retryAfter = len(value) > 0
 		case asciiEqualFoldBytes(name, "connection"):
 			if containsTokenFold(value, "close") {
 				resp.close = true

@@ -269,6 +269,8 @@ func (w *openWorker) do(tk token) {
 			service: end.Sub(sent),
 			lag:     max(0, sent.Sub(tk.intended)),
 			busy:    tk.busy,
+
+			retryAfter: resp.retryAfter,
 		})
 		w.src.Done(req, resp.status, resp.body)
 		if resp.close {

@@ -22,6 +22,14 @@ type rawIO struct {
 	rc          syscall.RawConn
 	deferWrites bool   // Write appends to out instead of writing
 	out         []byte // deferred request bytes, written by the next Read
+
+	// the state of one deferred write-then-read, kept here rather than in
+	// a closure's captured variables (which would be allocated per call)
+	readFn     func(fd uintptr) bool // r.rawRead, bound once
+	buf        []byte
+	n, off     int
+	wrote      bool
+	rerr, werr error
 }
 
 func newRawIO(nc net.Conn) *rawIO {
@@ -33,7 +41,9 @@ func newRawIO(nc net.Conn) *rawIO {
 	if err != nil {
 		return nil
 	}
-	return &rawIO{nc: nc, rc: rc}
+	r := &rawIO{nc: nc, rc: rc}
+	r.readFn = r.rawRead
+	return r
 }
 
 func (r *rawIO) Write(p []byte) (int, error) {
@@ -60,41 +70,10 @@ func (r *rawIO) Read(p []byte) (int, error) {
 	if len(r.out) == 0 {
 		return r.nc.Read(p)
 	}
-	var (
-		n          int
-		rerr, werr error
-		wrote      bool
-		off        int
-	)
-	err := r.rc.Read(func(fd uintptr) bool {
-		if !wrote {
-			for off < len(r.out) {
-				m, e := syscall.Write(int(fd), r.out[off:])
-				if e == syscall.EINTR {
-					continue
-				}
-				if e == syscall.EAGAIN {
-					break // send buffer full: finish with a blocking write below
-				}
-				if e != nil {
-					werr = e
-					return true
-				}
-				off += m
-			}
-			wrote = true
-			if off < len(r.out) {
-				return true
-			}
-			return false // nothing can be buffered yet: wait for readability
-		}
-		n, rerr = syscall.Read(int(fd), p)
-		if rerr == syscall.EAGAIN || rerr == syscall.EINTR {
-			n, rerr = 0, nil
-			return false
-		}
-		return true
-	})
+	r.buf, r.n, r.off, r.wrote, r.rerr, r.werr = p, 0, 0, false, nil, nil
+	err := r.rc.Read(r.readFn)
+	n, off, rerr, werr := r.n, r.off, r.rerr, r.werr
+	r.buf, r.rerr, r.werr = nil, nil, nil
 	rest := r.out[off:]
 	r.out = r.out[:0]
 	if cap(r.out) > 16<<10 {
@@ -122,4 +101,36 @@ func (r *rawIO) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	}
 	return n, nil
+}
+
+// rawRead is the syscall.RawConn callback of Read: the deferred write, then
+// (once the socket is readable) the read.
+func (r *rawIO) rawRead(fd uintptr) bool {
+	if !r.wrote {
+		for r.off < len(r.out) {
+			m, e := syscall.Write(int(fd), r.out[r.off:])
+			if e == syscall.EINTR {
+				continue
+			}
+			if e == syscall.EAGAIN {
+				break // send buffer full: finish with a blocking write in Read
+			}
+			if e != nil {
+				r.werr = e
+				return true
+			}
+			r.off += m
+		}
+		r.wrote = true
+		if r.off < len(r.out) {
+			return true
+		}
+		return false // nothing can be buffered yet: wait for readability
+	}
+	r.n, r.rerr = syscall.Read(int(fd), r.buf)
+	if r.rerr == syscall.EAGAIN || r.rerr == syscall.EINTR {
+		r.n, r.rerr = 0, nil
+		return false
+	}
+	return true
 }

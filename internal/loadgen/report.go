@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
 )
 
 // Report is the result of a run: one entry per scenario.
@@ -42,8 +44,10 @@ type ScenarioReport struct {
 	CapacityRPS *float64 `json:"capacity_rps,omitempty"`
 	// LatencyMs is measured from the intended send time in the open model
 	// and from the flush of the request in the closed model.
-	LatencyMs     Latency          `json:"latency_ms"`
-	ServiceTimeMs *Latency         `json:"service_time_ms,omitempty"` // open model: from the actual send
+	LatencyMs     Latency  `json:"latency_ms"`
+	ServiceTimeMs *Latency `json:"service_time_ms,omitempty"` // open model: from the actual send
+	// ByOutcome splits the latency between successes and 503s.
+	ByOutcome     ByOutcome        `json:"latency_by_outcome"`
 	SendLag       *SendLag         `json:"send_lag,omitempty"`
 	Connections   Connections      `json:"connections"`
 	ErrorsByClass map[string]int64 `json:"errors_by_class"`
@@ -61,6 +65,42 @@ type ScenarioReport struct {
 	Stages        []StageMark       `json:"stages"`
 	Timeline      []Interval        `json:"timeline"`
 	Steps         []FindMaxStep     `json:"steps,omitempty"`
+}
+
+// ByOutcome is the latency of the successful responses (1xx–3xx) and the
+// time of the 503 answers apart (the 503s from the actual send in the open
+// model): under overload, what the admitted requests saw and how fast the
+// server told the refused ones.
+type ByOutcome struct {
+	Success     Latency `json:"success_ms"`
+	Unavailable Latency `json:"status_503_ms"`
+	// Status503NoRetryAfter counts the 503 answers without Retry-After.
+	Status503NoRetryAfter int64 `json:"status_503_without_retry_after"`
+	// SuccessWithin counts the successes answered within each of a few
+	// latency bounds ("350ms": …): the goodput under an SLO is the count
+	// within the SLO's bound divided by the duration.
+	SuccessWithin map[string]int64 `json:"success_within"`
+}
+
+// goodputBounds are the latency bounds of ByOutcome.SuccessWithin: the
+// scenarios' SLOs and a few around them.
+var goodputBounds = []time.Duration{100 * time.Millisecond, 250 * time.Millisecond, 300 * time.Millisecond,
+	350 * time.Millisecond, 500 * time.Millisecond, time.Second}
+
+// countWithin counts the values of h at most each bound.
+func countWithin(h *hdrhistogram.Histogram) map[string]int64 {
+	out := make(map[string]int64, len(goodputBounds))
+	bars := h.Distribution()
+	for _, b := range goodputBounds {
+		limit, n := b.Microseconds(), int64(0)
+		for _, bar := range bars {
+			if bar.Count > 0 && bar.To <= limit {
+				n += bar.Count
+			}
+		}
+		out[b.String()] = n
+	}
+	return out
 }
 
 // SendLag is how late the open model's sends went out.
@@ -139,6 +179,8 @@ func buildScenarioReport(name string, p *plan, res runResult, gates []Threshold,
 			Reconnects: res.reconnects},
 		Stages:   res.marks,
 		Timeline: rec.timeline,
+		ByOutcome: ByOutcome{Success: latencyOf(rec.outcomes.ok), Unavailable: latencyOf(rec.outcomes.unavailable),
+			Status503NoRetryAfter: rec.outcomes.noRetryAfter, SuccessWithin: countWithin(rec.outcomes.ok)},
 	}
 	if !res.open {
 		sr.Connections.Pipelining = p.pipelining
@@ -333,6 +375,10 @@ func (s *ScenarioReport) writeText(w io.Writer) {
 	fmt.Fprintf(w, "latency      %s\n", fmtLatency(s.LatencyMs))
 	if s.ServiceTimeMs != nil {
 		fmt.Fprintf(w, "service time %s (from the actual send)\n", fmtLatency(*s.ServiceTimeMs))
+	}
+	if n := s.StatusCodes["503"]; n > 0 {
+		fmt.Fprintf(w, "successes    %s\n", fmtLatency(s.ByOutcome.Success))
+		fmt.Fprintf(w, "503 answers  %s; %d of %d without Retry-After\n", fmtLatency(s.ByOutcome.Unavailable), s.ByOutcome.Status503NoRetryAfter, n)
 	}
 	if s.SendLag != nil {
 		fmt.Fprintf(w, "send lag     p50 %s p99 %s max %s; late %d (%d waiting for a connection), dropped %d of %d offered; scheduler p99 %s\n",

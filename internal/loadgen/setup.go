@@ -85,8 +85,15 @@ type apiError struct {
 
 func (e *apiError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.body) }
 
+// setupAttempts bounds the tries of one setup request: about 20 s of
+// backing off (more with a server's Retry-After), so that a server that
+// sheds load while the data is created (its concurrency limit still low)
+// slows the setup down instead of failing it.
+const setupAttempts = 10
+
 // do sends one JSON request, retrying transient failures (connection
-// errors, 503) a few times, and decodes a 2xx answer into out.
+// errors, 503) — after the server's Retry-After when it gives one — and
+// decodes a 2xx answer into out.
 func (a *apiClient) do(ctx context.Context, method, path, token, idemKey string, in, out any) error {
 	var body []byte
 	if in != nil {
@@ -96,10 +103,11 @@ func (a *apiClient) do(ctx context.Context, method, path, token, idemKey string,
 		}
 	}
 	var last error
-	for attempt := range 5 {
+	var retryAfter time.Duration // the server's Retry-After on its last 503
+	for attempt := range setupAttempts {
 		if attempt > 0 {
 			select {
-			case <-time.After(time.Duration(100<<attempt) * time.Millisecond):
+			case <-time.After(max(min(time.Duration(100<<attempt)*time.Millisecond, 2*time.Second), retryAfter)):
 			case <-ctx.Done():
 				return ctx.Err()
 			}
@@ -131,6 +139,10 @@ func (a *apiClient) do(ctx context.Context, method, path, token, idemKey string,
 			continue
 		}
 		if resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusTooManyRequests {
+			// A shedding server says when to come back (seconds; capped).
+			if secs, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && secs > 0 {
+				retryAfter = min(time.Duration(secs)*time.Second, 5*time.Second)
+			}
 			last = fmt.Errorf("%s %s: %w", method, path, &apiError{resp.StatusCode, string(bytes.TrimSpace(data))})
 			continue
 		}
