@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/parley-chat/parley/internal/app"
+	"github.com/parley-chat/parley/internal/chatsvc"
 	"github.com/parley-chat/parley/internal/dbrouter"
 	"github.com/parley-chat/parley/internal/stack"
 )
@@ -47,6 +48,8 @@ func bindServeFlags(f *flags, c *serveConfig) {
 		"the longest a request waits for a pooled database connection before it is answered 503 (short: admission control, not the pool, is the queue)")
 	f.Duration(&c.RequestTimeout, "request-timeout", "PARLEY_REQUEST_TIMEOUT", defaultRequestTimeout,
 		"the longest a request may take; past it the answer is 503")
+	f.Duration(&c.DBBudget, "db-budget", "PARLEY_DB_BUDGET", chatsvc.DefaultDBBudget,
+		"the database time one request may use (waiting for a connection and its statements); past it the answer is 503 + Retry-After")
 	f.Bool(&c.Admission.Enabled, "admission", "PARLEY_ADMISSION", true,
 		"admission control: shed /v1 requests beyond an adaptive concurrency limit (per class: reads, writes) with 503 overloaded instead of queueing them")
 	f.Int(&c.Admission.InitialLimit, "admission-initial-limit", "PARLEY_ADMISSION_INITIAL_LIMIT", 40, "each class's concurrency limit at start")
@@ -127,7 +130,7 @@ func (c serveConfig) validate() error {
 		return fmt.Errorf("%w: --access-log-sample must be between 0 and 1, got %g", errUsage, c.AccessLogShare)
 	case c.PrimaryPoolConns < 1 || c.ReplicaPoolConns < 1:
 		return fmt.Errorf("%w: pool sizes must be at least 1", errUsage)
-	case c.ShutdownTimeout <= 0 || c.RequestTimeout <= 0 || c.AcquireTimeout <= 0 || c.MaxReplicaLag <= 0:
+	case c.ShutdownTimeout <= 0 || c.RequestTimeout <= 0 || c.DBBudget <= 0 || c.AcquireTimeout <= 0 || c.MaxReplicaLag <= 0:
 		return fmt.Errorf("%w: timeouts and --max-replica-lag must be positive", errUsage)
 	case c.Admission.InitialLimit < 1 || c.Admission.MinLimit < 1 || c.Admission.ReadMaxLimit < 0 || c.Admission.WriteMaxLimit < 0 ||
 		c.Admission.MaxLatency <= 0 || c.Admission.LatencyFloor <= 0 || c.Admission.QueueWait <= 0 || c.Admission.StandingQueueWait <= 0:

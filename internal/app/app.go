@@ -81,6 +81,9 @@ type Config struct {
 	AcquireTimeout time.Duration
 	// RequestTimeout bounds each request (default httpapi.DefaultRequestTimeout).
 	RequestTimeout time.Duration
+	// DBBudget bounds the database work of one request (default
+	// chatsvc.DefaultDBBudget); past it the request is answered 503.
+	DBBudget time.Duration
 	// ShutdownTimeout bounds the graceful shutdown of Serve (default 15 s).
 	ShutdownTimeout time.Duration
 	// Admission is the API's overload protection; its zero value leaves it
@@ -255,7 +258,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 	}
 	svcCfg := chatsvc.Config{
 		Store: postgres.New(primary), Router: a.Router, Cache: a.Cache, Rollouts: a.Rollouts,
-		Cursors: cursors, Logger: log,
+		Cursors: cursors, Logger: log, DBBudget: cfg.DBBudget,
 	}
 	if a.Monitors != nil {
 		svcCfg.Monitors = a.Monitors

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/stack"
@@ -224,10 +225,8 @@ func TestBreakerOpensOnPausedReplay(t *testing.T) {
 		}
 		wg.Wait()
 	}()
-	time.Sleep(300 * time.Millisecond)
-	if res.onReplica.Load() == 0 {
-		t.Fatalf("before the pause no read went to the replica")
-	}
+	// The replica serves once the router's first probe has seen it healthy.
+	stacktest.WaitFor(t, 10*time.Second, "a read on the replica before the pause", func() bool { return res.onReplica.Load() > 0 })
 
 	start := time.Now()
 	stacktest.PauseReplay(t, db.ReplicaURL)
@@ -574,6 +573,20 @@ func TestSpilloverBound(t *testing.T) {
 		t.Fatalf("unreachable replica: %+v", st)
 	}
 	ctx, route := context.Background(), replicaRoute(AnyReplica)
+	// Two primary connections open beforehand: the 200 ms bound is the
+	// spill-over slot's wait, not a new connection's set-up (which takes
+	// longer than that under -race on a busy machine).
+	var warm []*pgxpool.Conn
+	for range 2 {
+		c, err := r.Primary().Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		warm = append(warm, c)
+	}
+	for _, c := range warm {
+		c.Release()
+	}
 	inside, release := make(chan struct{}), make(chan struct{})
 	done := make(chan error)
 	go func() {

@@ -28,28 +28,38 @@ func TestOpenExactCount(t *testing.T) {
 	}
 }
 
-// A rate ramp offers the area under the ramp.
+// A rate ramp offers the area under the ramp: the schedule's intended send
+// times per second (exact, whatever the machine's load) and the run's total.
+// The run's per-second timeline counts sends when the scheduler reaches
+// them, so a saturated machine shifts it: it is logged, not checked.
 func TestOpenRateRamp(t *testing.T) {
 	t.Parallel()
-	srv := newRawServer(t, 0)
-	sr := runURLTest(t, Options{URL: srv.url(), Connections: 10, Stages: []Stage{
+	stages := []Stage{
 		{Duration: 0, Connections: -1, Rate: 0},
 		{Duration: 2 * time.Second, Connections: -1, Rate: 200}, // 0 → 200/s: 200 requests
 		{Duration: time.Second, Connections: -1, Rate: 200},     // 200 more
-	}})
+	}
+	prof, err := newProfile(stages, 10, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var perSecond [3]int
+	n := 0
+	for at, ok := prof.advance(0, 0.5); ok && at < prof.total; at, ok = prof.advance(at, 1) {
+		perSecond[int(at/time.Second)]++
+		n++
+	}
+	// ∫ of 100·t over [0,1], [1,2], [2,3] with 200/s held: 50, 150, 200.
+	if want := [3]int{50, 150, 200}; n != 400 || perSecond != want {
+		t.Errorf("intended sends per second = %v (%d in all), want %v", perSecond, n, want)
+	}
+
+	srv := newRawServer(t, 0)
+	sr := runURLTest(t, Options{URL: srv.url(), Connections: 10, Stages: stages})
 	if math.Abs(float64(sr.Requests)-400) > 3 || sr.Errors != 0 {
 		t.Errorf("requests = %d (errors %d), want ≈ 400", sr.Requests, sr.Errors)
 	}
-	// The first second of the ramp offers ≈ 50, the busiest ≈ 200 (the
-	// one-second intervals jitter on a busy machine: loose bounds).
-	tl := sr.Timeline
-	peak := 0.0
-	for _, iv := range tl {
-		peak = math.Max(peak, iv.OfferedRPS)
-	}
-	if len(tl) < 3 || tl[0].OfferedRPS > 90 || peak < 150 {
-		t.Errorf("offered per second = %v, want a ramp from ≈ 50 to 200", offered(tl))
-	}
+	t.Logf("offered per second as the scheduler reached the sends: %v", offered(sr.Timeline))
 }
 
 func offered(tl []Interval) []float64 {

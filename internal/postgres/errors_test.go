@@ -71,7 +71,11 @@ func TestClassify(t *testing.T) {
 		{"caller gave up", done, refused, false},
 		{"caller's deadline", done, context.DeadlineExceeded, false},
 		{"sql error", live, &pgconn.PgError{Code: "23505"}, false},
-		{"statement timeout", live, &pgconn.PgError{Code: "57014"}, false},
+		// The server ended the statement at statement_timeout or
+		// lock_timeout: the database could not serve it within its bound,
+		// answered like unavailability (503 + Retry-After).
+		{"statement timeout", live, &pgconn.PgError{Code: "57014"}, true},
+		{"lock timeout", live, &pgconn.PgError{Code: "55P03"}, true},
 		{"already classified", live, fmt.Errorf("%w: x", ErrUnavailable), true},
 	}
 	for _, tt := range tests {

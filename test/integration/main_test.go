@@ -82,6 +82,9 @@ type instanceOptions struct {
 	acquireTimeout   time.Duration
 	// requestTimeout overrides the request deadline (default the server's).
 	requestTimeout time.Duration
+	// dbBudget overrides the database budget of a request (default
+	// chatsvc.DefaultDBBudget).
+	dbBudget time.Duration
 	// patientCache gives each Redis round trip a second instead of the
 	// production 30 ms: for tests of what the cache guarantees while Redis
 	// answers, which a busy machine must not turn into a Redis outage
@@ -129,6 +132,7 @@ func (s *service) instance(opt ...instanceOptions) *client {
 	}
 	cfg.AcquireTimeout = o.acquireTimeout
 	cfg.RequestTimeout = o.requestTimeout
+	cfg.DBBudget = o.dbBudget
 	if o.patientCache {
 		cfg.CacheOpTimeout = time.Second
 	}

@@ -148,7 +148,10 @@ func TestUnavailableBehindPgBouncer(t *testing.T) {
 	t.Run("PgBouncer pool busy", func(t *testing.T) {
 		svc := newService(t)
 		short := svc.instance(instanceOptions{requestTimeout: time.Second})
-		long := svc.instance(instanceOptions{requestTimeout: queueWait + 5*time.Second})
+		// long's database budget (chatsvc.DefaultDBBudget, 1.5 s, less than
+		// query_wait_timeout: PgBouncer's bound is the backstop) is raised
+		// with its deadline, so that PgBouncer's bound is the one it meets.
+		long := svc.instance(instanceOptions{requestTimeout: queueWait + 5*time.Second, dbBudget: queueWait + 5*time.Second})
 		internals := []string{svc.db.Name, strconv.Itoa(svc.stack.State.PgBouncerPort)}
 		// Hold every server connection PgBouncer gives this database: the
 		// pool, and the reserve pool it adds after reserve_pool_timeout.
