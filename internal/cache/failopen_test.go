@@ -278,10 +278,13 @@ func TestLostInvalidationReplayed(t *testing.T) {
 // none.
 func TestRedisHungTimesOut(t *testing.T) {
 	const opTimeout = 30 * time.Millisecond
-	c, _ := newObservedCache(t, Config{OpTimeout: opTimeout, ProbeInterval: 100 * time.Millisecond})
+	// A long epoch: the instance's view of it stays good for the whole
+	// test, so no request spends its one command on refreshing a view a
+	// busy machine let lapse (that request would bypass after 1 command).
+	c, _ := newObservedCache(t, Config{OpTimeout: opTimeout, ProbeInterval: 100 * time.Millisecond, EpochTTL: time.Minute})
 	ctx := testCtx(t)
 	key := ConversationKey(500, KindHistory, "")
-	get(t, c, key, newFill("v", true).fn)
+	inUse(t, c, key, "v")
 
 	admin := newClient(t)
 	const pause = 1500 * time.Millisecond
@@ -327,4 +330,22 @@ func TestRedisHungTimesOut(t *testing.T) {
 		t.Fatal("breaker still open after the pause ended")
 	}
 	t.Logf("cache in use again %v after the pause began (pause %v)", time.Since(paused).Round(time.Millisecond), pause)
+}
+
+// inUse fills key with value through c until c serves it from Redis (a hit
+// or a miss it stored) with an epoch in view: the premise of a test that
+// then breaks Redis. A cold dial can overrun a short operation budget on a
+// busy machine, and such a request bypasses Redis with no epoch in view.
+func inUse(t *testing.T, c *Cache, key Key, value string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if _, r := get(t, c, key, newFill(value, true).fn); (r == ResultHit || r == ResultMiss) && c.view.Load() != nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the cache never served from Redis")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
