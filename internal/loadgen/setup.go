@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"golang.org/x/sync/errgroup"
 	"io"
@@ -175,19 +176,11 @@ func setupData(ctx context.Context, api *apiClient, size DataSize, runID string,
 
 	// Users.
 	err := parallel(ctx, size.Users, 32, func(ctx context.Context, i int) error {
-		var out struct {
-			ID    string `json:"id"`
-			Token string `json:"token"`
+		u, err := createUser(ctx, api, runID, i)
+		if err != nil {
+			return err
 		}
-		handle := fmt.Sprintf("lg_%s_%d", runID, i)
-		in := map[string]string{"handle": handle, "display_name": "Load " + strconv.Itoa(i)}
-		if err := api.do(ctx, "POST", "/v1/users", api.adminToken, "", in, &out); err != nil {
-			return fmt.Errorf("create user %s: %w", handle, err)
-		}
-		if out.ID == "" || out.Token == "" {
-			return fmt.Errorf("create user %s: answer lacks id or token", handle)
-		}
-		ds.users[i] = user{id: out.ID, token: out.Token}
+		ds.users[i] = u
 		users.Add(1)
 		return nil
 	})
@@ -350,4 +343,34 @@ func startProgress(w io.Writer, line func() string) (stop func()) {
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// createUser creates the run's user i through the API.
+func createUser(ctx context.Context, api *apiClient, runID string, i int) (user, error) {
+	var out struct {
+		ID    string `json:"id"`
+		Token string `json:"token"`
+	}
+	handle := fmt.Sprintf("lg_%s_%d", runID, i)
+	// A 503 whose write the server could not confirm may have made the
+	// user: the retry then finds the handle taken (409), and only the first
+	// answer had the token. Such a user is left unused and the next handle
+	// tried (handles carry runID: nothing else takes them).
+	for again := 1; ; again++ {
+		in := map[string]string{"handle": handle, "display_name": "Load " + strconv.Itoa(i)}
+		err := api.do(ctx, "POST", "/v1/users", api.adminToken, "", in, &out)
+		var ae *apiError
+		if errors.As(err, &ae) && ae.status == http.StatusConflict && again < 3 {
+			handle = fmt.Sprintf("lg_%s_%d_%d", runID, i, again)
+			continue
+		}
+		if err != nil {
+			return user{}, fmt.Errorf("create user %s: %w", handle, err)
+		}
+		break
+	}
+	if out.ID == "" || out.Token == "" {
+		return user{}, fmt.Errorf("create user %s: answer lacks id or token", handle)
+	}
+	return user{id: out.ID, token: out.Token}, nil
 }
