@@ -216,7 +216,7 @@ func TestUpDownLeavesNothing(t *testing.T) {
 	}
 	// Every component, each with a process: a check over whatever Status
 	// happens to list would hold for a list missing some (or all) of them.
-	process := map[string]string{"primary": "postgres", "replica": "postgres", "pgbouncer": "pgbouncer", "redis": "redis-server"}
+	process := map[string]string{"primary": "postgres", "replica": "postgres", "pgbouncer": "pgbouncer", "redis": "redis-server", "prometheus": "prometheus"}
 	up := s.Status(ctx)
 	var names []string
 	for _, c := range up {
@@ -225,7 +225,7 @@ func TestUpDownLeavesNothing(t *testing.T) {
 			t.Fatalf("component not running after up: %+v", c)
 		}
 	}
-	if want := []string{"primary", "replica", "pgbouncer", "redis"}; !slices.Equal(names, want) {
+	if want := []string{"primary", "replica", "pgbouncer", "redis", "prometheus"}; !slices.Equal(names, want) {
 		t.Fatalf("status lists %v, want %v", names, want)
 	}
 	if err := s.Down(ctx); err != nil {
