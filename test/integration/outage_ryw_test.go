@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/parley-chat/parley/internal/cache"
 	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
@@ -46,7 +47,10 @@ func TestOutageReadYourWrites(t *testing.T) {
 	svc.optimize(a, true, true, chat.EndpointMessageHistory)
 	svc.optimize(a, false, true, chat.EndpointConversationList, chat.EndpointUnreadCount)
 	svc.stack.DelayReplay(t, 100*time.Millisecond)
-	replica := openPool(t, svc.db.ReplicaURL, 4)
+	var replicas []*pgxpool.Pool
+	for _, u := range svc.db.ReplicaURLs {
+		replicas = append(replicas, openPool(t, u, 4))
+	}
 
 	type outage struct {
 		name    string
@@ -69,7 +73,10 @@ func TestOutageReadYourWrites(t *testing.T) {
 			stacktest.WaitFor(t, 15*time.Second, "the cache up on both instances", func() bool { return a.cache.Up() && b.cache.Up() })
 			var evict func(userID string)
 			if o.evict {
-				rdb := redis.NewClient(&redis.Options{Addr: svc.stack.RedisAddr()})
+				rdb, err := cache.NewClient(svc.stack.RedisURL()) // a cluster client on a cluster
+				if err != nil {
+					t.Fatal(err)
+				}
 				t.Cleanup(func() { rdb.Close() })
 				evict = func(userID string) { evictUser(t, rdb, svc.db.Name+":", userID) }
 			}
@@ -96,7 +103,9 @@ func TestOutageReadYourWrites(t *testing.T) {
 								t.Errorf("partner's send: %d %s", q.Status, q.Body)
 								return
 							}
-							waitReplayed(ctx, t, replica, q.Header.Get("X-Consistency-Token"))
+							for _, replica := range replicas {
+								waitReplayed(ctx, t, replica, q.Header.Get("X-Consistency-Token"))
+							}
 						}
 						sent := a.Do("POST", "/v1/conversations/"+w.conv.ID+"/messages", w.u.Token, map[string]string{"body": fmt.Sprint(o.name, " ", i)})
 						if sent.Status != 201 {
@@ -223,10 +232,20 @@ func waitReplayed(ctx context.Context, t *testing.T, replica *pgxpool.Pool, toke
 }
 
 // evictUser deletes every key of user id under prefix, as Redis evicting
-// them under memory pressure would.
-func evictUser(t *testing.T, rdb *redis.Client, prefix, id string) {
+// them under memory pressure would. On a cluster the user's keys share the
+// slot of their hash tag: they are scanned on the node that serves it.
+func evictUser(t *testing.T, rdb redis.UniversalClient, prefix, id string) {
 	ctx := context.Background()
-	iter := rdb.Scan(ctx, 0, prefix+"{user:"+id+"}*", 100).Iterator()
+	var node redis.Cmdable = rdb
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		c, err := cc.MasterForKey(ctx, prefix+"{user:"+id+"}")
+		if err != nil {
+			t.Errorf("the node of user %s's slot: %v", id, err)
+			return
+		}
+		node = c
+	}
+	iter := node.Scan(ctx, 0, prefix+"{user:"+id+"}*", 100).Iterator()
 	var keys []string
 	for iter.Next(ctx) {
 		keys = append(keys, iter.Val())
@@ -239,7 +258,7 @@ func evictUser(t *testing.T, rdb *redis.Client, prefix, id string) {
 		t.Errorf("no key of user %s to evict", id)
 		return
 	}
-	if err := rdb.Del(ctx, keys...).Err(); err != nil {
+	if err := node.Del(ctx, keys...).Err(); err != nil {
 		t.Errorf("evict user %s: %v", id, err)
 	}
 }
