@@ -1,3 +1,5 @@
+//go:build scale
+
 // Package scale tests Parley on the larger local shape — two streaming
 // replicas, a Redis Cluster of three primaries, two API instances — with
 // real processes only: the topology commands (parley stack, parley dev
