@@ -114,7 +114,7 @@ done
 
 first=${base[r2a]}
 api() { # method path token [body] → body on stdout; fails on HTTP >= 400
-	curl -fsS --retry 10 --retry-delay 1 -X "$1" -H "Authorization: Bearer $3" -H 'Content-Type: application/json' ${4:+-d "$4"} "$first$2"
+	curl -fsS --retry 30 --retry-delay 1 -X "$1" -H "Authorization: Bearer $3" -H 'Content-Type: application/json' ${4:+-d "$4"} "$first$2"
 }
 alice=$(api POST /v1/users "$admin" '{"handle":"alice"}')
 bob=$(api POST /v1/users "$admin" '{"handle":"bob"}')
@@ -128,11 +128,11 @@ log "seeding the history: sends for $HISTORY_SECONDS"
 	--header "Authorization: Bearer $alice_token" --header 'Content-Type: application/json' \
 	--closed --connections 8 --duration "$HISTORY_SECONDS" --quiet --json "$work/seed.json" >&2
 messages=$(psql -X -qtA "$PARLEY_PRIMARY_URL" -c "SELECT count(*) FROM messages WHERE conversation_id = $conv")
-page_bytes=$(curl -fsS --retry 10 --retry-delay 1 -H "Authorization: Bearer $bob_token" "$first$path" | wc -c)
+page_bytes=$(curl -fsS --retry 30 --retry-delay 1 -H "Authorization: Bearer $bob_token" "$first$path" | wc -c)
 sleep 1 # the replicas replay the last sends
 
 source_of() { # instance → X-Read-Source of bob's read
-	curl -fsS --retry 10 --retry-delay 1 -D - -o /dev/null -H "Authorization: Bearer $bob_token" "${base[$1]}$path" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-read-source" {print $2}'
+	curl -fsS --retry 30 --retry-delay 1 -D - -o /dev/null -H "Authorization: Bearer $bob_token" "${base[$1]}$path" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-read-source" {print $2}'
 }
 rollout() { # replica|cache: the history endpoint's rollout, applied by every instance
 	local body want
@@ -144,7 +144,7 @@ rollout() { # replica|cache: the history endpoint's rollout, applied by every in
 	for name in "${!base[@]}"; do
 		local ok=""
 		for _ in $(seq 100); do
-			curl -fsS --retry 10 --retry-delay 1 -o /dev/null -H "Authorization: Bearer $bob_token" "${base[$name]}$path" # a fill, with the cache
+			curl -fsS --retry 30 --retry-delay 1 -o /dev/null -H "Authorization: Bearer $bob_token" "${base[$name]}$path" # a fill, with the cache
 			[ "$(source_of "$name")" = "$want" ] && { ok=1; break; }
 			sleep 0.1
 		done
@@ -186,10 +186,11 @@ run() {
 		map(if .scenarios then .scenarios[0] else . end) as $s |
 		($s | map(.requests) | add) as $req |
 		[$cfg, $round, $req, ($s | map(.errors) | add), ($s | map(.rps) | add),
-		 # latency: the request-weighted mean of the two processes percentiles
-		 (($s | map(.latency_ms.p50 * .requests) | add) / $req),
-		 (($s | map(.latency_ms.p95 * .requests) | add) / $req),
-		 (($s | map(.latency_ms.p99 * .requests) | add) / $req),
+		 # latency of the successful requests: the request-weighted mean of
+		 # the two processes percentiles
+		 (($s | map((.latency_by_outcome.success_ms // .latency_ms) as $l | $l.p50 * .requests) | add) / $req),
+		 (($s | map((.latency_by_outcome.success_ms // .latency_ms) as $l | $l.p95 * .requests) | add) / $req),
+		 (($s | map((.latency_by_outcome.success_ms // .latency_ms) as $l | $l.p99 * .requests) | add) / $req),
 		 $p, $r1, $r2, $c] | @tsv' "$work/$cfg-$round-1.json" "$work/$cfg-$round-2.json" >>"$results"
 	log "round $round $cfg: $(tail -1 "$results" | awk -F'\t' '{printf "%.0f req/s, p50 %.2f ms, p95 %.2f ms, %d errors; reads primary %d, replica1 %d, replica2 %d, cache %d", $5, $6, $7, $4, $9, $10, $11, $12}')"
 }
@@ -235,7 +236,7 @@ END {
 	print ""
 	printf "Measured by `scripts/perf-scale.sh` on %s at commit %s%s: %s cores (%s), %s RAM, %s, PostgreSQL %s, Redis %s. Load average before the runs: %s; after: %s (the machine is shared with other work). One throwaway stack (`parley stack up --replicas 2 --redis cluster`: primary, two streaming replicas, PgBouncer, three Redis Cluster primaries; fsync off) plus one standalone `redis-server` for the single-Redis row, five `parley serve` processes and the load generators, **all on the same %s cores**. Compare the ratios within this run, not the absolute numbers.\n", started, commit, (dirty != "" ? " (uncommitted changes in: " dirty ")" : ""), cores, cpu, mem, gover, pgver, redisver, load, load_after, cores
 	print ""
-	printf "Workload: `GET /v1/conversations/{id}/messages` (newest page of 50, %d bytes, of a conversation of %d messages), one user, two `parley load --url … --closed` processes of %d connections each for %s (on the one instance, or one per instance); each configuration %d times, interleaved (r1-i1, r2-i1, r1-i2, r2-i2, cache-cluster, cache-single, r1-i1, …); the figures are the means of the runs (latency: the request-weighted mean of the two processes'"'"' percentiles). Rollout of the history endpoint: 100 %%, replica on (cache off, or on for the cache rows). Reads by source from each instance'"'"'s `parley_db_reads_total` and `parley_replica_reads_total{replica}`.\n", page_bytes, messages, conns / 2, duration, rounds
+	printf "Workload: `GET /v1/conversations/{id}/messages` (newest page of 50, %d bytes, of a conversation of %d messages), one user, two `parley load --url … --closed` processes of %d connections each for %s (on the one instance, or one per instance); each configuration %d times, interleaved (r1-i1, r2-i1, r1-i2, r2-i2, cache-cluster, cache-single, r1-i1, …); the figures are the means of the runs (req/s: successful responses; latency: of the successful responses, the request-weighted mean of the two processes'"'"' percentiles; errors: the 503s of a server that sheds or times out, counted apart). Rollout of the history endpoint: 100 %%, replica on (cache off, or on for the cache rows). Reads by source from each instance'"'"'s `parley_db_reads_total` and `parley_replica_reads_total{replica}`.\n", page_bytes, messages, conns / 2, duration, rounds
 	print ""
 	print "| configuration | instances | replicas | req/s (mean) | req/s per run | p50 ms | p95 ms | p99 ms | errors | replica1 | replica2 | primary | cache |"
 	print "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"
