@@ -8,7 +8,9 @@
 #            the whole send (HTTP, auth, the transaction, the commit
 #            position, the token and invalidations in Redis);
 #   pgbench  the send transaction alone, statement by statement as pgx runs
-#            it (the send.sql of scripts/perf-peers.sh), through PgBouncer.
+#            it (the send.sql of scripts/perf-peers.sh), direct to the
+#            primary (no lock or statement timeout: a hot conversation's
+#            sends queue on its lock).
 #
 # For each run the CPU time of the primary's processes (the postmaster and
 # its children: backends, WAL writer, walsender, checkpointer, autovacuum)
@@ -70,7 +72,7 @@ base="http://127.0.0.1:$port"
 admin="adm_perf_$RANDOM$RANDOM"
 PARLEY_ADMIN_TOKEN=$admin PARLEY_LOG_LEVEL=warn "$P" serve --http-addr "127.0.0.1:$port" \
 	--primary-url "$PARLEY_PGBOUNCER_URL" --replica-urls "$PARLEY_REPLICA_URLS" --redis-url "$PARLEY_REDIS_URL" \
-	>"$work/serve.log" 2>&1 &
+	--admission=false >"$work/serve.log" 2>&1 &
 serve_pid=$!
 for _ in $(seq 200); do curl -fsS "$base/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fsS "$base/readyz" >/dev/null
@@ -82,7 +84,7 @@ tck=$(getconf CLK_TCK)
 primary_cpu() {
 	local total=0 pid ppid
 	for stat in /proc/[0-9]*/stat; do
-		read -r line <"$stat" 2>/dev/null || continue
+		{ read -r line <"$stat"; } 2>/dev/null || continue
 		pid=${line%% *}
 		set -- ${line##*) }
 		ppid=$2
@@ -141,11 +143,18 @@ ALTER TABLE bench_send ADD PRIMARY KEY (k);
 ANALYZE bench_send;
 EOF
 	n=$(psql -X -qtA "$PARLEY_PRIMARY_URL" -c 'SELECT count(*) FROM bench_send')
-	pgbench -n -M extended -c "$PGBENCH_CLIENTS" -j 2 -T "${DURATION%s}" -f "$work/send.sql" -D "n=$n" "$PARLEY_PGBOUNCER_URL" >"$work/pgbench-$1.txt" 2>&1
+	# Direct to the primary, without the role's lock_timeout (500 ms) and
+	# statement_timeout (1 s): the bench measures the primary, and a send
+	# waiting on a hot conversation's lock must wait, not abort the client.
+	PGOPTIONS='-c lock_timeout=0 -c statement_timeout=0' \
+		pgbench -n -M extended -c "$PGBENCH_CLIENTS" -j 2 -T "${DURATION%s}" -f "$work/send.sql" -D "n=$n" "$PARLEY_PRIMARY_URL" >"$work/pgbench-$1.txt" 2>&1 || {
+		log "pgbench exited $?:"
+		tail -5 "$work/pgbench-$1.txt" >&2
+	}
 }
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 for r in $(seq "$ROUNDS"); do
-	measure http "$r" http_run
+	measure http "$r" http_run "$r"
 	measure pgbench "$r" pgbench_run "$r"
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
@@ -167,13 +176,13 @@ END {
 	print begin
 	print "### Measured: one primary'"'"'s write capacity"
 	print ""
-	printf "Measured by `scripts/perf-write.sh` on %s at commit %s: %s cores (%s), PostgreSQL %s; load average %s before, %s after (the machine is shared). One throwaway stack (primary, replica, PgBouncer, Redis; **fsync off**, so no WAL flush waits), `parley serve`, the load generator and pgbench all on these %s cores. HTTP: `parley load --scenario send --closed --connections %d --pipelining 1 --duration %s` (its own users, 200 Zipf-ranked conversations of 2–8 members). pgbench: the send transaction alone (`scripts/perf-peers.sh`'"'"'s send.sql: lock + members, Idempotency-Key lookup, insert + last message + marker, COMMIT, `pg_current_wal_insert_lsn()`), `-M extended`, %d clients through PgBouncer, on the conversations of the run before. Primary CPU: user + system time of the postmaster and its children from /proc, before and after each run; the sends counted against it are the messages inserted over the same window (for HTTP including the run'"'"'s set-up: 5000 seed sends through the API).\n", started, commit, cores, cpu, pgver, load, load_after, cores, conns, duration, clients
+	printf "Measured by `scripts/perf-write.sh` on %s at commit %s: %s cores (%s), PostgreSQL %s; load average %s before, %s after (the machine is shared). One throwaway stack (primary, replica, PgBouncer, Redis; **fsync off**, so no WAL flush waits), `parley serve`, the load generator and pgbench all on these %s cores. HTTP: `parley load --scenario send --closed --connections %d --pipelining 1 --duration %s` (its own users, 200 Zipf-ranked conversations of 2–8 members). pgbench: the send transaction alone (`scripts/perf-peers.sh`'"'"'s send.sql: lock + members, Idempotency-Key lookup, insert + last message + marker, COMMIT, `pg_current_wal_insert_lsn()`), `-M extended`, %d clients direct to the primary without the role'"'"'s lock and statement timeouts, on the conversations of the run before; `parley serve` with `--admission=false` (measuring capacity, not shedding). Primary CPU: user + system time of the postmaster and its children from /proc, before and after each run; the sends counted against it are the messages inserted over the same window (for HTTP including the run'"'"'s set-up: 5000 seed sends through the API).\n", started, commit, cores, cpu, pgver, load, load_after, cores, conns, duration, clients
 	print ""
 	print "| run | round | sends/s (timed part) | messages inserted (whole window) | primary CPU (cores, mean) | sends per primary core-second | WAL bytes per send | latency ms (p50 / p99) | errors |"
 	print "|---|---:|---:|---:|---:|---:|---:|---|---:|"
 	while ((getline line < rows) > 0) print line
 	print ""
-	printf "Over all rounds: **%.0f sends per primary core-second** through the API (the primary'"'"'s share of a whole send), **%.0f** for the bare transaction through PgBouncer; %.0f and %.0f WAL bytes per send.\n", sends["http"] / cpus["http"], sends["pgbench"] / cpus["pgbench"], walb["http"] / sends["http"], walb["pgbench"] / sends["pgbench"]
+	printf "Over all rounds: **%.0f sends per primary core-second** through the API (the primary'"'"'s share of a whole send), **%.0f** for the bare transaction direct to the primary; %.0f and %.0f WAL bytes per send.\n", sends["http"] / cpus["http"], sends["pgbench"] / cpus["pgbench"], walb["http"] / sends["http"], walb["pgbench"] / sends["pgbench"]
 	print ""
 	print end
 }' rows="$work/rows.md" "$results" >"$section"
