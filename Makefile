@@ -7,7 +7,7 @@ TEST_FLAGS ?= -race -count=1 -timeout 25m
 # The latest run's results (go test -json, load reports, screenshots): `make report`.
 RESULTS  ?= .test-results
 
-.PHONY: run test deps test-deps build vet fuzz bench perf clean report
+.PHONY: run test test-scale deps test-deps build vet fuzz bench perf clean report
 
 ## run: install missing Debian packages, build, and run `parley dev` (stack + migrate + serve)
 run: deps build
@@ -22,6 +22,15 @@ test: test-deps
 	PARLEY_TEST_RESULTS=$(abspath $(RESULTS)) PARLEY_TEST_ARTIFACTS=$(abspath $(RESULTS))/artifacts \
 	  bash -o pipefail -c '$(GO) test $(TEST_FLAGS) -json ./... | $(GO) run ./scripts/testreport tee $(RESULTS)'
 	$(MAKE) fuzz
+
+## test-scale: the larger shape (2 replicas, a Redis Cluster of 3, 2 instances): test/scale (build
+## tag scale, so not in `make test`), then the integration suite's cache, invalidation, routing and
+## read-your-writes tests on that shape.
+SCALE_INTEGRATION ?= Cache|Invalidation|Routing|ReadYourWrites|Rollout
+test-scale: test-deps
+	$(GO) vet -tags scale ./test/scale/
+	$(GO) test $(TEST_FLAGS) -tags scale ./test/scale/
+	PARLEY_TEST_SHAPE=replicas=2,redis=cluster $(GO) test $(TEST_FLAGS) -run '$(SCALE_INTEGRATION)' ./test/integration/
 
 ## report: the results tables of docs/testing.md and docs/test-results.md, from $(RESULTS)
 report:

@@ -236,7 +236,11 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		}})
 
 	primary := a.Router.Primary()
-	key, err := postgres.CursorKey(ctx, primary, cfg.CursorKey)
+	var key []byte
+	err = whileUnavailable(ctx, func() (err error) {
+		key, err = postgres.CursorKey(ctx, primary, cfg.CursorKey)
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("cursor key: %w", chatsvc.DomainError(ctx, err))
 	}
@@ -245,7 +249,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		return nil, fmt.Errorf("%w: cursor key: %w", ErrConfig, err)
 	}
 	a.Rollouts = rollout.NewStore(primary, log, reg)
-	if err := a.Rollouts.Refresh(ctx); err != nil {
+	if err := whileUnavailable(ctx, func() error { return a.Rollouts.Refresh(ctx) }); err != nil {
 		return nil, fmt.Errorf("rollouts (are the migrations applied?): %w", err)
 	}
 	if !cfg.NoMonitors {
@@ -387,4 +391,30 @@ func (a *App) readinessChecks() []httpapi.Check {
 		checks = append(checks, httpapi.Check{Name: "cache", Probe: probe(a.Cache.Ping)})
 	}
 	return checks
+}
+
+// startupPatience is how long New retries its first queries while the
+// primary is unavailable.
+const startupPatience = 20 * time.Second
+
+// whileUnavailable runs fn until it succeeds, fails otherwise than with the
+// database unavailable (postgres.ErrUnavailable: no connection within the
+// pool's short acquire bound, a timeout), or startupPatience has passed:
+// a primary slow to answer the first queries — a busy machine, PgBouncer
+// still opening its server connections — delays the start instead of
+// failing it (seen: one of two instances started at once exited on its
+// cursor-key read).
+func whileUnavailable(ctx context.Context, fn func() error) error {
+	deadline := time.Now().Add(startupPatience)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		err := fn()
+		if err == nil || !errors.Is(postgres.Classify(ctx, err), postgres.ErrUnavailable) || time.Now().After(deadline) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+	}
 }

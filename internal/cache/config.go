@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/parley-chat/parley/internal/wal"
 )
@@ -125,6 +126,10 @@ func ClientOptions(addrs []string, masterName string) *redis.UniversalOptions {
 		WriteTimeout:          100 * time.Millisecond,
 		PoolTimeout:           50 * time.Millisecond,
 		DisableIdentity:       true, // no CLIENT SETINFO round trip per new connection
+		// No CLIENT MAINT_NOTIFICATIONS handshake either (go-redis tries it
+		// by default on RESP3 connections; Redis OSS 7.0 answers it with an
+		// ERR on every new connection, counted in INFO errorstats).
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	}
 }
 

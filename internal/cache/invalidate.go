@@ -56,8 +56,16 @@ func (c *Cache) invalidate(ctx context.Context, keys []string, pos wal.LSN) erro
 		return nil
 	}
 	if !c.br.allow() {
-		c.queue(keys, pos)
-		return fmt.Errorf("%w: %d invalidations queued (breaker open)", ErrUnavailable, len(keys))
+		// On a Redis Cluster the breaker opens when one node fails, but the
+		// other nodes still serve their owners' values to every instance:
+		// a bump queued here for an owner on a live node would leave those
+		// values to be read after the write is acknowledged. So on a
+		// cluster the bumps are tried anyway (one pipelined round trip, as
+		// when the breaker is closed) and only those that fail are queued.
+		if _, cluster := c.client.(*redis.ClusterClient); !cluster {
+			c.queue(keys, pos)
+			return fmt.Errorf("%w: %d invalidations queued (breaker open)", ErrUnavailable, len(keys))
+		}
 	}
 	// The write is committed: finish the invalidation even if the client
 	// went away.

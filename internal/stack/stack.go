@@ -232,6 +232,16 @@ func (s *Stack) ReplicaSuperuserURL(db string) string {
 	return s.replicaSuperuserURL(0, db)
 }
 
+// ReplicaSuperuserURLs connect to database db on every replica, in order,
+// as the superuser.
+func (s *Stack) ReplicaSuperuserURLs(db string) []string {
+	out := make([]string, len(s.State.ReplicaPorts))
+	for i := range s.State.ReplicaPorts {
+		out[i] = s.replicaSuperuserURL(i, db)
+	}
+	return out
+}
+
 func (s *Stack) replicaSuperuserURL(i int, db string) string {
 	return s.pgURL(s.State.ReplicaPorts[i], Superuser, s.State.SuperuserPassword, db, nil)
 }

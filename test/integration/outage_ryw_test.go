@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
 
 	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
@@ -46,7 +47,10 @@ func TestOutageReadYourWrites(t *testing.T) {
 	svc.optimize(a, true, true, chat.EndpointMessageHistory)
 	svc.optimize(a, false, true, chat.EndpointConversationList, chat.EndpointUnreadCount)
 	svc.stack.DelayReplay(t, 100*time.Millisecond)
-	replica := openPool(t, svc.db.ReplicaURL, 4)
+	var replicas []*pgxpool.Pool
+	for _, u := range svc.db.ReplicaURLs {
+		replicas = append(replicas, openPool(t, u, 4))
+	}
 
 	type outage struct {
 		name    string
@@ -69,7 +73,15 @@ func TestOutageReadYourWrites(t *testing.T) {
 			stacktest.WaitFor(t, 15*time.Second, "the cache up on both instances", func() bool { return a.cache.Up() && b.cache.Up() })
 			var evict func(userID string)
 			if o.evict {
-				rdb := redis.NewClient(&redis.Options{Addr: svc.stack.RedisAddr()})
+				// A client of the stack's Redis (a cluster client on a
+				// cluster) with go-redis's default timeouts: the test's own
+				// evictions must not fail on a busy machine.
+				o := &redis.UniversalOptions{Addrs: svc.stack.RedisAddrs(), DisableIdentity: true,
+					MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}}
+				var rdb redis.UniversalClient = redis.NewClient(o.Simple())
+				if svc.stack.RedisClustered() {
+					rdb = redis.NewClusterClient(o.Cluster())
+				}
 				t.Cleanup(func() { rdb.Close() })
 				evict = func(userID string) { evictUser(t, rdb, svc.db.Name+":", userID) }
 			}
@@ -96,7 +108,9 @@ func TestOutageReadYourWrites(t *testing.T) {
 								t.Errorf("partner's send: %d %s", q.Status, q.Body)
 								return
 							}
-							waitReplayed(ctx, t, replica, q.Header.Get("X-Consistency-Token"))
+							for _, replica := range replicas {
+								waitReplayed(ctx, t, replica, q.Header.Get("X-Consistency-Token"))
+							}
 						}
 						sent := a.Do("POST", "/v1/conversations/"+w.conv.ID+"/messages", w.u.Token, map[string]string{"body": fmt.Sprint(o.name, " ", i)})
 						if sent.Status != 201 {
@@ -223,10 +237,20 @@ func waitReplayed(ctx context.Context, t *testing.T, replica *pgxpool.Pool, toke
 }
 
 // evictUser deletes every key of user id under prefix, as Redis evicting
-// them under memory pressure would.
-func evictUser(t *testing.T, rdb *redis.Client, prefix, id string) {
+// them under memory pressure would. On a cluster the user's keys share the
+// slot of their hash tag: they are scanned on the node that serves it.
+func evictUser(t *testing.T, rdb redis.UniversalClient, prefix, id string) {
 	ctx := context.Background()
-	iter := rdb.Scan(ctx, 0, prefix+"{user:"+id+"}*", 100).Iterator()
+	var node redis.Cmdable = rdb
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		c, err := cc.MasterForKey(ctx, prefix+"{user:"+id+"}")
+		if err != nil {
+			t.Errorf("the node of user %s's slot: %v", id, err)
+			return
+		}
+		node = c
+	}
+	iter := node.Scan(ctx, 0, prefix+"{user:"+id+"}*", 100).Iterator()
 	var keys []string
 	for iter.Next(ctx) {
 		keys = append(keys, iter.Val())
@@ -239,7 +263,7 @@ func evictUser(t *testing.T, rdb *redis.Client, prefix, id string) {
 		t.Errorf("no key of user %s to evict", id)
 		return
 	}
-	if err := rdb.Del(ctx, keys...).Err(); err != nil {
+	if err := node.Del(ctx, keys...).Err(); err != nil {
 		t.Errorf("evict user %s: %v", id, err)
 	}
 }

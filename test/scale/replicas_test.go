@@ -1,12 +1,19 @@
+//go:build scale
+
 package scale
 
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/parley-chat/parley/internal/dbrouter"
+	"github.com/parley-chat/parley/internal/postgres"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
 )
 
@@ -171,5 +178,70 @@ func TestReadsAcrossReplicas(t *testing.T) {
 	t.Logf("requests by X-Read-Source over the test: %v; failed: %d", bySource, len(errs))
 	if len(errs) > 0 {
 		t.Fatalf("%d requests failed (none may), e.g. %s", len(errs), errs[0])
+	}
+}
+
+// TestReadsAvoidTheBusyReplica: the router balances by reads in flight, not
+// blindly in turn. A router on both replicas of the stack; every read that
+// lands on replica 1 takes 200 ms (pg_sleep on it), one on replica 2 a
+// round trip. Eight readers for two seconds: a round robin would send half
+// the reads to the slow replica; least reads in flight sends it about one
+// at a time, so replica 2 serves the great majority — and the slow one still
+// serves (a healthy replica is not starved).
+func TestReadsAvoidTheBusyReplica(t *testing.T) {
+	svc := newService(t)
+	ctx := context.Background()
+	r, err := dbrouter.New(ctx, dbrouter.Config{
+		PrimaryURL: svc.db.PgBouncerURL, PrimaryExecMode: "exec", ReplicaURLs: svc.db.ReplicaURLs,
+		PoolMaxConns: 4, ReplicaPoolMaxConns: 10, ReplicaReadTimeout: 2 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	slowPort := func() int {
+		u, err := url.Parse(svc.db.ReplicaURLs[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, _ := strconv.Atoi(u.Port())
+		return p
+	}()
+	var fast, slow, failed atomic.Int64
+	deadline := time.Now().Add(2 * time.Second)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			for time.Now().Before(deadline) {
+				var port int
+				target, err := r.Read(ctx, "message_history", dbrouter.Route{ReplicaAllowed: true}, func(ctx context.Context, q postgres.Querier) error {
+					if err := q.QueryRow(ctx, `SELECT inet_server_port()`).Scan(&port); err != nil {
+						return err
+					}
+					if port == slowPort {
+						_, err := q.Exec(ctx, `SELECT pg_sleep(0.2)`)
+						return err
+					}
+					return nil
+				})
+				switch {
+				case err != nil || target != dbrouter.TargetReplica:
+					failed.Add(1)
+				case port == slowPort:
+					slow.Add(1)
+				default:
+					fast.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	total := fast.Load() + slow.Load()
+	t.Logf("8 readers for 2 s: replica2 (fast) %d reads, replica1 (200 ms each) %d, not from a replica or failed %d", fast.Load(), slow.Load(), failed.Load())
+	if failed.Load() > 0 {
+		t.Errorf("%d reads failed or left the replicas", failed.Load())
+	}
+	if slow.Load() == 0 || total == 0 || slow.Load()*10 > total {
+		t.Errorf("the slow replica served %d of %d reads: want some, and at most a tenth (round robin would give it half)", slow.Load(), total)
 	}
 }

@@ -2,6 +2,7 @@ package stacktest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"syscall"
@@ -31,37 +32,50 @@ func (s *Stack) Hang(tb testing.TB, name string) (resume func()) {
 	return resume
 }
 
-// DelayReplay makes the replica apply each transaction d after its commit
-// on the primary (recovery_min_apply_delay, set as the superuser and
-// reloaded), so that it is a little behind but healthy — its breaker stays
-// closed —, until Cleanup resets it. The setting is the whole replica's:
-// tests that use it must not run in parallel with others.
+// DelayReplay makes every replica apply each transaction d after its
+// commit on the primary (recovery_min_apply_delay, set as the superuser and
+// reloaded), so that each is a little behind but healthy — its breaker
+// stays closed —, until Cleanup resets it. The setting is each whole
+// replica's: tests that use it must not run in parallel with others.
 func (s *Stack) DelayReplay(tb testing.TB, d time.Duration) {
 	tb.Helper()
-	set := func(value string) error {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, s.ReplicaSuperuserURL("postgres"))
-		if err != nil {
-			return err
-		}
-		defer conn.Close(context.Background())
-		q := `ALTER SYSTEM RESET recovery_min_apply_delay`
-		if value != "" {
-			q = fmt.Sprintf(`ALTER SYSTEM SET recovery_min_apply_delay = '%s'`, value)
-		}
-		if _, err := conn.Exec(ctx, q); err != nil {
-			return err
-		}
-		_, err = conn.Exec(ctx, `SELECT pg_reload_conf()`)
-		return err
-	}
 	tb.Cleanup(func() {
-		if err := set(""); err != nil {
-			tb.Errorf("reset the replica's apply delay: %v", err)
+		if err := s.SetReplayDelay(0); err != nil {
+			tb.Errorf("reset the replicas' apply delay: %v", err)
 		}
 	})
-	if err := set(fmt.Sprintf("%dms", d.Milliseconds())); err != nil {
+	if err := s.SetReplayDelay(d); err != nil {
 		tb.Fatalf("delay replay: %v", err)
 	}
+}
+
+// SetReplayDelay sets recovery_min_apply_delay to d on every replica (0:
+// resets it) and reloads their configuration.
+func (s *Stack) SetReplayDelay(d time.Duration) error {
+	q := `ALTER SYSTEM RESET recovery_min_apply_delay`
+	if d > 0 {
+		q = fmt.Sprintf(`ALTER SYSTEM SET recovery_min_apply_delay = '%dms'`, d.Milliseconds())
+	}
+	var errs []error
+	for i, u := range s.ReplicaSuperuserURLs("postgres") {
+		if err := execReload(u, q); err != nil {
+			errs = append(errs, fmt.Errorf("replica %d: %w", i+1, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func execReload(url, q string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, url)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(context.Background())
+	if _, err := conn.Exec(ctx, q); err != nil {
+		return err
+	}
+	_, err = conn.Exec(ctx, `SELECT pg_reload_conf()`)
+	return err
 }
