@@ -160,8 +160,15 @@ var scenarios = []*scenario{
 			r.mark(fmt.Sprintf("%d long transactions started", n))
 			err := sleep(ctx, r.faultDur)
 			stop()
+			// The heal, as the runbook's: end the long transactions on the
+			// primary. Their clients' own cancel requests cannot: PgBouncer
+			// 1.18 forwards a cancel over a server connection of the pool the
+			// hogs hold, so it waits behind them.
+			ended, terr := endHogs(context.WithoutCancel(ctx), r.e.primaryURL)
 			wg.Wait()
 			pw.Wait()
+			r.mark(fmt.Sprintf("long transactions ended (%d backends terminated)", ended))
+			err = errors.Join(err, terr)
 			r.extra["hogs"] = n
 			r.extra["max_wait"] = maxWait
 			r.note("%d long transactions through PgBouncer (pool size %d); they held a server connection %d times and were dropped by PgBouncer %d times (query_wait_timeout)", n, r.e.stack.State.PoolSize, held, dropped)
@@ -724,7 +731,7 @@ func hog(ctx context.Context, url string) (held, dropped int64) {
 			}
 			if err == nil {
 				held++
-				_, err = tx.Exec(ctx, `SELECT pg_sleep(30)`)
+				_, err = tx.Exec(ctx, hogSQL)
 			}
 			if tx != nil {
 				_ = tx.Rollback(context.Background())
@@ -739,6 +746,28 @@ func hog(ctx context.Context, url string) (held, dropped int64) {
 		conn.Close(context.Background())
 	}
 	return held, dropped
+}
+
+// hogSQL is a hog's long statement; the comment marks its backends.
+const hogSQL = `SELECT pg_sleep(30) /* parley chaos hog */`
+
+// endHogs terminates, on the primary directly, every backend running
+// hogSQL, and returns how many it terminated.
+func endHogs(ctx context.Context, primaryURL string) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, primaryURL)
+	if err != nil {
+		return 0, fmt.Errorf("end the long transactions: %w", err)
+	}
+	defer conn.Close(context.Background())
+	var n int
+	err = conn.QueryRow(ctx, `SELECT count(*) FILTER (WHERE pg_terminate_backend(pid))
+		FROM pg_stat_activity WHERE query = $1 AND pid <> pg_backend_pid()`, hogSQL).Scan(&n)
+	if err != nil {
+		return 0, fmt.Errorf("end the long transactions: %w", err)
+	}
+	return n, nil
 }
 
 // pgbouncerMaxWait polls SHOW POOLS every 100 ms until ctx ends and returns
