@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/parley-chat/parley/internal/app"
@@ -112,6 +114,17 @@ func runChaos(ctx context.Context, args []string) error {
 	}
 	if cfg.Clients < 1 || cfg.Rate <= 0 {
 		return fmt.Errorf("%w: --clients must be at least 1 and --rate positive", errUsage)
+	}
+	if jsonPath != "" {
+		// Found out now, not after the run.
+		if st, err := os.Stat(filepath.Dir(jsonPath)); err != nil || !st.IsDir() {
+			return fmt.Errorf("%w: --json %s: its directory does not exist", errUsage, jsonPath)
+		}
+	}
+	for _, t := range cfg.Targets {
+		if u, err := url.Parse(t); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: --target %q: want a base URL such as http://127.0.0.1:8080", errUsage, t)
+		}
 	}
 	if len(cfg.Targets) > 0 && (cfg.DataDir == "" || cfg.AdminToken == "") {
 		return fmt.Errorf("%w: --target needs --data-dir (the stack the faults act on) and --admin-token", errUsage)
