@@ -9,6 +9,7 @@
 #   scripts/chaos-report.sh
 #   SCENARIOS=partition,primary-restart scripts/chaos-report.sh   # some only
 #   DOC=/tmp/testing.md RUNBOOKS=/tmp/runbooks.md scripts/chaos-report.sh
+#   SERVER_LOG=/tmp/chaos-servers.log scripts/chaos-report.sh   # the servers' warnings and errors
 #
 # Needs: go, and what the stack needs (postgresql-15, pgbouncer, redis-server:
 # scripts/install-deps.sh --test). Progress goes to stderr; the JSON results
@@ -41,7 +42,7 @@ started=$(date -u +"%Y-%m-%d %H:%M UTC")
 t0=$(date +%s)
 echo "chaos-report: parley chaos --scenario $SCENARIOS (full length; load average $load)" >&2
 set +e
-bin/parley chaos --scenario "$SCENARIOS" --json "$JSON" >"$tables"
+bin/parley chaos --scenario "$SCENARIOS" --json "$JSON" ${SERVER_LOG:+--server-log "$SERVER_LOG"} >"$tables"
 rc=$?
 set -e
 took=$(( $(date +%s) - t0 ))
@@ -53,7 +54,7 @@ fi
 cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
 cores=$(nproc)
 mem=$(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
-pgver=$(/usr/lib/postgresql/15/bin/postgres --version 2>/dev/null | awk '{print $NF}')
+pgver=$(/usr/lib/postgresql/15/bin/postgres --version 2>/dev/null | awk '{print $3}')
 bouncer=$(pgbouncer --version 2>/dev/null | awk 'NR==1 {print $NF}')
 gover=$(go env GOVERSION)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
@@ -70,7 +71,7 @@ total=$(grep -c '^| `[^`]*` | \(yes\|\*\*no\*\*\) |' "$tables" || true)
 	echo
 	echo "Written by \`scripts/chaos-report.sh\` (\`parley chaos --scenario $SCENARIOS --json …\`, full length) on $started at commit $commit: $cores cores ($cpu), $mem RAM, PostgreSQL $pgver, PgBouncer $bouncer, $gover. **$passed of $total scenarios met every target**; the suite took ${took} s (stack included). Load average $load before the run, $loadend after: other work shares this machine, and each scenario's load average is in its row."
 	echo
-	echo "The first table is per scenario and phase (requests, errors, p50 / p95 / p99 of every request of the phase); *detect* and *recover* are seconds after the fault began and after it was healed (what each measures: the scenario's row in the table above). The second lists every target with what was measured."
+	echo "The first table is per scenario and phase (requests, errors, p50 / p95 / p99 of every request of the phase); *detect* is the seconds from the fault to the first sign of it (a breaker open, the cache marked down, the first fast 503), *recover* the seconds from the heal (or from PostgreSQL or PgBouncer accepting again) to normal (breaker closed, cache up, the last failed request). The second lists every target with what was measured."
 	echo
 	cat "$tables"
 	echo
