@@ -7,13 +7,14 @@ TEST_FLAGS ?= -race -count=1 -timeout 25m
 # The latest run's results (go test -json, load reports, screenshots): `make report`.
 RESULTS  ?= .test-results
 
-.PHONY: run test test-scale deps test-deps build vet fuzz bench perf clean report
+.PHONY: run test test-scale deps test-deps build vet fuzz bench perf clean report chaos
 
 ## run: install missing Debian packages, build, and run `parley dev` (stack + migrate + serve)
 run: deps build
 	./$(BIN) dev --data-dir $(DATA_DIR)
 
-## test: install missing packages, then vet and all tests with -race, then a short fuzz run.
+## test: install missing packages, then vet and all tests with -race, then a short fuzz run,
+## then the chaos suite, shortened (`make chaos`).
 ## The output is a plain `go test`'s; the JSON events, the load reports and the browser
 ## test's screenshots are kept in $(RESULTS) for `make report`.
 test: test-deps
@@ -22,6 +23,14 @@ test: test-deps
 	PARLEY_TEST_RESULTS=$(abspath $(RESULTS)) PARLEY_TEST_ARTIFACTS=$(abspath $(RESULTS))/artifacts \
 	  bash -o pipefail -c '$(GO) test $(TEST_FLAGS) -json ./... | $(GO) run ./scripts/testreport tee $(RESULTS)'
 	$(MAKE) fuzz
+	$(MAKE) chaos CHAOS_JSON=$(RESULTS)/chaos.json
+
+## chaos: `parley chaos --scenario all --short` on its own throwaway stack (about 3 minutes):
+## every scenario's progress on stderr, the results table on stdout, exit 1 when a target
+## is missed. CHAOS_JSON=FILE keeps the results; the full suite is scripts/chaos-report.sh.
+CHAOS_JSON ?=
+chaos: build
+	./$(BIN) chaos --scenario all --short $(if $(CHAOS_JSON),--json $(CHAOS_JSON))
 
 ## test-scale: the larger shape (2 replicas, a Redis Cluster of 3, 2 instances): test/scale (build
 ## tag scale, so not in `make test`), then the integration suite's cache, invalidation, routing and

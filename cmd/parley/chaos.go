@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
+	"github.com/parley-chat/parley/internal/app"
 	"github.com/parley-chat/parley/internal/chaos"
 )
 
@@ -20,7 +23,10 @@ const chaosHelp = `Runs fault scenarios against Parley and judges them.
 
 By default it brings up its own throwaway stack (PostgreSQL primary + streaming
 replica, PgBouncer, Redis; fsync on) in a new directory under /var/tmp, migrates
-it, and for each scenario builds two API servers as 'parley serve' does, puts
+it, and for each scenario builds two API servers as 'parley serve' does — with
+serve's defaults for the pool wait bound, the request deadline, the replica lag
+bound and admission control (the PARLEY_* variables serve reads apply; pools
+of 10 connections each) —, puts
 every read endpoint on the optimized path (cache and replica), and runs a
 workload of clients through the HTTP API: reads on every read endpoint, sends
 with an Idempotency-Key, each client retrying the same key after an error or a
@@ -71,6 +77,7 @@ func runChaos(ctx context.Context, args []string) error {
 		scenario  string
 		jsonPath  string
 		serverLog string
+		admission bool
 	)
 	f.String(&scenario, "scenario", "PARLEY_CHAOS_SCENARIO", "all", "scenarios to run: a name, a comma-separated list, or all ("+strings.Join(chaos.Names(), ", ")+")")
 	f.Bool(&cfg.Short, "short", "PARLEY_CHAOS_SHORT", false, "shortened phases (the CI suite)")
@@ -82,6 +89,8 @@ func runChaos(ctx context.Context, args []string) error {
 	f.Bool(&cfg.KeepStack, "keep-stack", "PARLEY_CHAOS_KEEP_STACK", false, "leave the throwaway stack running and in place")
 	f.Int(&cfg.Clients, "clients", "PARLEY_CHAOS_CLIENTS", 8, "workload clients (writers) per scenario")
 	f.Float(&cfg.Rate, "rate", "PARLEY_CHAOS_RATE", 25, "requests per second of each client")
+	f.Bool(&admission, "admission", "PARLEY_CHAOS_ADMISSION", true,
+		"admission control in the servers built here, as parley serve has it by default (false: off, to compare)")
 	f.String(&serverLog, "server-log", "PARLEY_CHAOS_SERVER_LOG", "", "write the servers' log (warnings and errors, as JSON) to this file (default: discarded)")
 	if err := f.Parse(args); err != nil {
 		return err
@@ -106,9 +115,26 @@ func runChaos(ctx context.Context, args []string) error {
 	if cfg.Clients < 1 || cfg.Rate <= 0 {
 		return fmt.Errorf("%w: --clients must be at least 1 and --rate positive", errUsage)
 	}
+	if jsonPath != "" {
+		// Found out now, not after the run.
+		if st, err := os.Stat(filepath.Dir(jsonPath)); err != nil || !st.IsDir() {
+			return fmt.Errorf("%w: --json %s: its directory does not exist", errUsage, jsonPath)
+		}
+	}
+	for _, t := range cfg.Targets {
+		if u, err := url.Parse(t); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return fmt.Errorf("%w: --target %q: want a base URL such as http://127.0.0.1:8080", errUsage, t)
+		}
+	}
 	if len(cfg.Targets) > 0 && (cfg.DataDir == "" || cfg.AdminToken == "") {
 		return fmt.Errorf("%w: --target needs --data-dir (the stack the faults act on) and --admin-token", errUsage)
 	}
+	server, err := serveDefaults()
+	if err != nil {
+		return err
+	}
+	server.Admission.Enabled = admission
+	cfg.Server = server
 	cfg.Progress = os.Stderr
 	if serverLog != "" {
 		lf, err := os.Create(serverLog)
@@ -143,4 +169,21 @@ func runChaos(ctx context.Context, args []string) error {
 	}
 	fmt.Fprintf(os.Stderr, "chaos: every target of %d scenarios met\n", len(results))
 	return nil
+}
+
+// serveDefaults is the configuration `parley serve` would run with here —
+// its flags' defaults and the PARLEY_* variables it reads — for the
+// settings the servers built by chaos take from it: the pool wait bound,
+// the request deadline, the replica lag bound and admission control.
+func serveDefaults() (app.Config, error) {
+	f := newFlags("serve", "", "", "json")
+	var c serveConfig
+	bindServeFlags(f, &c)
+	if len(f.envErrs) > 0 {
+		return app.Config{}, fmt.Errorf("%w: %w", errUsage, errors.Join(f.envErrs...))
+	}
+	if err := c.validate(); err != nil {
+		return app.Config{}, err
+	}
+	return c.Config, nil
 }

@@ -156,7 +156,7 @@ func TestServeReadiness(t *testing.T) {
 // TestExitCodes: configuration mistakes exit 2, each case in its own
 // environment (every variable the cases touch is set, to "" when unused).
 func TestExitCodes(t *testing.T) {
-	vars := []string{"PARLEY_PRIMARY_URL", "PARLEY_ADMIN_TOKEN", "PARLEY_MAX_REPLICA_LAG", "PARLEY_LOG_FORMAT", "PARLEY_LOG_LEVEL", "PARLEY_SEED_USERS"}
+	vars := []string{"PARLEY_PRIMARY_URL", "PARLEY_ADMIN_TOKEN", "PARLEY_MAX_REPLICA_LAG", "PARLEY_LOG_FORMAT", "PARLEY_LOG_LEVEL", "PARLEY_SEED_USERS", "PARLEY_CHAOS_CLIENTS"}
 	valid := map[string]string{"PARLEY_PRIMARY_URL": "postgres://127.0.0.1:1/x", "PARLEY_ADMIN_TOKEN": "x"}
 	with := func(over map[string]string) map[string]string {
 		env := map[string]string{}
@@ -185,6 +185,14 @@ func TestExitCodes(t *testing.T) {
 		{"access log sample out of range", runServe, with(nil), []string{"--access-log-sample", "2"}, 2},
 		{"malformed int variable", runSeed, with(map[string]string{"PARLEY_SEED_USERS": "many"}), nil, 2},
 		{"help", runServe, with(nil), []string{"--help"}, 0},
+		{"chaos: unknown scenario", runChaos, with(nil), []string{"--scenario", "replica-lag,nope"}, 2},
+		{"chaos: unknown flag", runChaos, with(nil), []string{"--no-such-flag"}, 2},
+		{"chaos: no clients", runChaos, with(nil), []string{"--clients", "0"}, 2},
+		{"chaos: malformed clients variable", runChaos, with(map[string]string{"PARLEY_CHAOS_CLIENTS": "many"}), nil, 2},
+		{"chaos: target without its stack", runChaos, with(nil), []string{"--target", "http://127.0.0.1:1"}, 2},
+		{"chaos: target not a URL", runChaos, with(nil), []string{"--target", "127.0.0.1:1", "--data-dir", ".", "--admin-token", "x"}, 2},
+		{"chaos: JSON into a missing directory", runChaos, with(nil), []string{"--json", "/nonexistent-dir/chaos.json"}, 2},
+		{"chaos: help", runChaos, with(nil), []string{"--help"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for _, k := range vars {

@@ -42,6 +42,13 @@ type Config struct {
 	// /var/tmp); KeepStack leaves it running and in place.
 	WorkDir   string
 	KeepStack bool
+	// Server holds the settings of the servers built here beyond their
+	// connections, pools and cache prefix: the pool wait bound, the request
+	// deadline, the replica lag bound and admission control. cmd/parley
+	// fills it with `parley serve`'s defaults, so that the suite judges the
+	// servers as they are deployed; its zero value is the app package's
+	// defaults (admission control off).
+	Server app.Config
 	// Progress receives one line per scenario and phase; Logger the
 	// servers' log (nil: discarded).
 	Progress io.Writer
@@ -165,6 +172,15 @@ func newEnv(ctx context.Context, cfg Config) (*env, error) {
 	}
 	e.primaryURL = e.stack.PrimaryURL()
 	e.bouncerURL = e.stack.PgBouncerURL()
+	if len(cfg.Targets) == 0 {
+		sv := cfg.Server
+		adm := "off"
+		if sv.Admission.Enabled {
+			adm = "on"
+		}
+		e.progress("servers: two per scenario, pools of 10, pool wait bound %v, request deadline %v, admission control %s (0: the package default)",
+			sv.AcquireTimeout, sv.RequestTimeout, adm)
+	}
 	return e, nil
 }
 
@@ -235,6 +251,8 @@ func (e *env) startInstances(ctx context.Context, sc *scenario) ([]*instance, er
 			RedisURL: redisURL, CachePrefix: "chaos:",
 			AdminToken:       e.adminToken,
 			PrimaryPoolConns: 10, ReplicaPoolConns: 10,
+			AcquireTimeout: e.cfg.Server.AcquireTimeout, RequestTimeout: e.cfg.Server.RequestTimeout,
+			MaxReplicaLag: e.cfg.Server.MaxReplicaLag, Admission: e.cfg.Server.Admission,
 			NoMonitors: true,
 			Logger:     log, AccessLog: log, AccessLogSample: -1,
 		})

@@ -49,6 +49,15 @@ func openNode(ctx context.Context, name, target, url, execMode, defaultMode stri
 	if maxConns > 0 {
 		pc.MaxConns = maxConns
 	}
+	if target == TargetPrimary && pc.MinConns == 0 {
+		// A quarter of the primary pool stays connected (to PgBouncer:
+		// client connections, no server connection held), made in the
+		// background from the start: a burst on a fresh or idle instance
+		// does not pay a connect and authentication per request, which on
+		// a busy machine outlasts the short acquire bound (serve's 100 ms)
+		// and answers 503 (parley chaos: six 503s on a cold instance).
+		pc.MinConns = max(1, pc.MaxConns/4)
+	}
 	if pc.ConnConfig.ConnectTimeout == 0 {
 		// Connections are made in the background of an Acquire that gave up;
 		// bound them so an unreachable host does not pin pool slots forever.

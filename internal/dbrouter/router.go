@@ -2,6 +2,7 @@ package dbrouter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -233,8 +234,23 @@ func (r *Router) pick(o Route) (*replica, string) {
 // a small fixed set (it is a label).
 func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func(ctx context.Context, q postgres.Querier) error) (string, error) {
 	rep, reason := r.pick(route)
+	if rep == nil && reason == ReasonTokenAhead {
+		// The views are up to a probe interval old, and the write behind
+		// the token has most likely been replayed since: ask the replica
+		// that had replayed most, on the read's own connection, before the
+		// read (one round trip more on the replica, one read less on the
+		// primary — which may be the node in trouble).
+		if c := r.closestReplica(); c != nil {
+			err, retry := r.readReplica(ctx, c, route.Consistency.token, fn)
+			if !retry {
+				c.served.Add(1)
+				r.metrics.read(endpoint, TargetReplica, ReasonOK)
+				return TargetReplica, err
+			}
+		}
+	}
 	if rep != nil {
-		err, retry := r.readReplica(ctx, rep, fn)
+		err, retry := r.readReplica(ctx, rep, 0, fn)
 		if !retry {
 			rep.served.Add(1)
 			r.metrics.read(endpoint, TargetReplica, ReasonOK)
@@ -261,7 +277,24 @@ func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func
 // black-holed link, a hung node) costs the read that much, not the
 // request's whole budget; the read goes to the primary and the timeout
 // counts against the replica's breaker.
-func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.Context, postgres.Querier) error) (err error, retry bool) {
+//
+// With atLeast set, the replica first says whether it has replayed that
+// position; when not, the read goes to the primary (retry) without blaming
+// the replica.
+func (r *Router) readReplica(ctx context.Context, rep *replica, atLeast wal.LSN, fn func(context.Context, postgres.Querier) error) (err error, retry bool) {
+	if atLeast != 0 {
+		read := fn
+		fn = func(ctx context.Context, q postgres.Querier) error {
+			var ok bool
+			if err := q.QueryRow(ctx, replayedSQL, atLeast.String()).Scan(&ok); err != nil {
+				return err
+			}
+			if !ok {
+				return errNotReplayed
+			}
+			return read(ctx, q)
+		}
+	}
 	rep.inFlight.Add(1)
 	defer rep.inFlight.Add(-1)
 	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaReadTimeout)
@@ -282,6 +315,8 @@ func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.
 	conn.Release()
 	if err != nil && ctx.Err() == nil {
 		switch {
+		case errors.Is(err, errNotReplayed):
+			return err, true
 		case postgres.IsConnectionError(err):
 			r.replicaConnError(rep, err)
 			return err, true
@@ -291,6 +326,28 @@ func (r *Router) readReplica(ctx context.Context, rep *replica, fn func(context.
 		}
 	}
 	return err, false
+}
+
+// replayedSQL: has this replica replayed the position $1?
+const replayedSQL = `SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`
+
+var errNotReplayed = errors.New("the replica has not replayed the position yet")
+
+// closestReplica is the replica with a closed breaker that had replayed
+// most at its last probe (nil: none).
+func (r *Router) closestReplica() *replica {
+	var best *replica
+	var bestReplay wal.LSN
+	for _, rep := range r.replicas {
+		v := rep.view.Load()
+		if v == nil || v.breaker != BreakerClosed {
+			continue
+		}
+		if best == nil || v.replay > bestReplay {
+			best, bestReplay = rep, v.replay
+		}
+	}
+	return best
 }
 
 // onPrimary runs fn on a primary connection. A connection error (a pooled

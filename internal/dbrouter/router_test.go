@@ -146,6 +146,46 @@ func TestReadYourWritesTokenAheadGoesToPrimary(t *testing.T) {
 	}
 }
 
+// TestReadYourWritesTokenReplayedSinceTheProbe: the replica views are a probe
+// old; a token they are behind but the replica has replayed meanwhile is
+// served by the replica, which says so on the read's own connection.
+func TestReadYourWritesTokenReplayedSinceTheProbe(t *testing.T) {
+	db := setupDB(t)
+	// No probe after New's: the view stays behind every later write.
+	r, reg := newRouter(t, Config{PrimaryURL: db.PrimaryURL, ReplicaURLs: []string{db.ReplicaURL}, ProbeInterval: time.Hour})
+	ctx := context.Background()
+	if _, err := r.Primary().Exec(ctx, `INSERT INTO items (v) VALUES ('replayed')`); err != nil {
+		t.Fatal(err)
+	}
+	token, err := r.CommitLSN(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.ReplicaCanServe(token) {
+		t.Fatalf("the view (one probe, before the write) already covers %v", token)
+	}
+	rc, err := pgx.Connect(ctx, db.ReplicaURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close(context.Background())
+	stacktest.WaitFor(t, 10*time.Second, "the replica replays the write", func() bool {
+		var ok bool
+		err := rc.QueryRow(ctx, `SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`, token.String()).Scan(&ok)
+		return err == nil && ok
+	})
+	var n int
+	target, err := r.Read(ctx, "test", replicaRoute(ReadYourWrites(token)), func(ctx context.Context, q postgres.Querier) error {
+		return q.QueryRow(ctx, `SELECT count(*) FROM items WHERE v = 'replayed'`).Scan(&n)
+	})
+	if err != nil || target != TargetReplica || n != 1 {
+		t.Fatalf("read with a token replayed since the probe: target %s, rows %d, err %v; want the replica, 1 row", target, n, err)
+	}
+	if v, _ := stacktest.Metric(t, reg, "parley_db_reads_total", map[string]string{"target": "replica", "reason": ReasonOK}); v != 1 {
+		t.Errorf("reads_total{replica,ok} = %v, want 1", v)
+	}
+}
+
 // loadUntil runs reads (replica allowed) and writes until stop is closed and
 // returns counters; every read must succeed.
 type loadResult struct {
