@@ -192,6 +192,7 @@ func TestExitCodes(t *testing.T) {
 		{"chaos: target without its stack", runChaos, with(nil), []string{"--target", "http://127.0.0.1:1"}, 2},
 		{"chaos: target not a URL", runChaos, with(nil), []string{"--target", "127.0.0.1:1", "--data-dir", ".", "--admin-token", "x"}, 2},
 		{"chaos: JSON into a missing directory", runChaos, with(nil), []string{"--json", "/nonexistent-dir/chaos.json"}, 2},
+		{"chaos: unknown gate", runChaos, with(nil), []string{"--gate", "latency"}, 2},
 		{"chaos: help", runChaos, with(nil), []string{"--help"}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -182,3 +182,22 @@ func TestLatencyTarget(t *testing.T) {
 		}
 	}
 }
+
+// The correctness gate (make test's) follows the correctness targets only,
+// and a scenario that could not run fails it.
+func TestPassedCorrectness(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		r    Result
+		want bool
+	}{
+		{"all met", Result{Targets: []Target{{Passed: true, Correctness: true}, {Passed: true}}}, true},
+		{"a latency target missed", Result{Targets: []Target{{Passed: true, Correctness: true}, {Passed: false}}}, true},
+		{"a write lost", Result{Targets: []Target{{Passed: false, Correctness: true}, {Passed: true}}}, false},
+		{"could not run", Result{Error: "stack down"}, false},
+	} {
+		if got := tt.r.PassedCorrectness(); got != tt.want {
+			t.Errorf("%s: PassedCorrectness = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}

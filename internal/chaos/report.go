@@ -81,6 +81,26 @@ type Target struct {
 	Measured string `json:"measured"`
 	Passed   bool   `json:"passed"`
 	Note     string `json:"note,omitempty"`
+	// Correctness marks the targets about what the system promises
+	// whatever the machine's speed: no acknowledged write lost,
+	// duplicated, reordered or invented, read-your-writes, no stale read
+	// from the cache or the primary. The others (success rates, latency,
+	// times to detect and recover) also measure the machine.
+	Correctness bool `json:"correctness"`
+}
+
+// PassedCorrectness reports whether the scenario ran and met every
+// correctness target (make test's gate: `parley chaos --gate correctness`).
+func (r Result) PassedCorrectness() bool {
+	if r.Error != "" {
+		return false
+	}
+	for _, t := range r.Targets {
+		if t.Correctness && !t.Passed {
+			return false
+		}
+	}
+	return true
 }
 
 // phaseOf names the phase of a request that began at t.

@@ -639,7 +639,7 @@ func commonTargets(v verdict) []Target {
 		if extra != "" {
 			m += " " + extra
 		}
-		return Target{Name: name, Want: want, Measured: m, Passed: n == 0}
+		return Target{Name: name, Want: want, Measured: m, Passed: n == 0, Correctness: true}
 	}
 	stale := ""
 	if len(v.StaleBySource) > 0 {
