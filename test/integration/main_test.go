@@ -341,3 +341,11 @@ func (c *client) cacheErrors(t *testing.T) float64 {
 	v, _ := stacktest.Metric(t, c.reg, "parley_cache_errors_total", nil)
 	return v
 }
+
+// cacheOpErrors is the instance's failed Redis operations of one kind
+// (op label: lookup, store, epoch, …).
+func (c *client) cacheOpErrors(t *testing.T, op string) float64 {
+	t.Helper()
+	v, _ := stacktest.Metric(t, c.reg, "parley_cache_errors_total", map[string]string{"op": op})
+	return v
+}

@@ -95,7 +95,12 @@ func TestRedisOutage(t *testing.T) {
 	bypasses := func() float64 {
 		return counterMetric(t, a.reg, "parley_cache_requests_total", map[string]string{"endpoint": chat.EndpointMessageHistory, "result": "bypass"})
 	}
+	// The breaker's own probe — a refresh of the cache epoch every
+	// ProbeInterval (200 ms: a fifth of the 1 s epoch), in the background — is the only Redis
+	// operation an instance makes while the breaker is open; requests make
+	// none.
 	errorsBefore, bypassesBefore := a.cacheErrors(t), bypasses()
+	probesBefore, probeStart := a.cacheOpErrors(t, "epoch"), time.Now()
 	var withOutage, withoutCache []time.Duration
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -129,8 +134,12 @@ func TestRedisOutage(t *testing.T) {
 	if n, want := bypasses()-bypassesBefore, float64(len(withOutage)); n != want {
 		t.Errorf("%v of the cached cohort's %v reads bypassed the cache with the breaker open", n, want)
 	}
-	if n := a.cacheErrors(t) - errorsBefore; n != 0 {
-		t.Errorf("%v Redis operations attempted (and failed) with the breaker open, want none", n)
+	probes := a.cacheOpErrors(t, "epoch") - probesBefore
+	if n := a.cacheErrors(t) - errorsBefore - probes; n != 0 {
+		t.Errorf("%v Redis operations attempted (and failed) by requests with the breaker open, want none", n)
+	}
+	if elapsed := time.Since(probeStart); probes > float64(elapsed/(200*time.Millisecond))+1 {
+		t.Errorf("%v epoch refreshes failed in %v with the breaker open: more than the probe's one per 200 ms", probes, elapsed.Round(time.Millisecond))
 	}
 
 	// Writes go on; the write is visible once Redis is back.

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/parley-chat/parley/internal/chat"
 	"github.com/parley-chat/parley/internal/stack/stacktest"
@@ -157,16 +159,31 @@ func TestUnavailableBehindPgBouncer(t *testing.T) {
 		// pool, and the reserve pool it adds after reserve_pool_timeout.
 		hold := int(pgbouncerSetting(t, svc.stack, "default_pool_size")/time.Second + pgbouncerSetting(t, svc.stack, "reserve_pool_size")/time.Second)
 		holders := make(chan error, hold)
+		// A holder queued behind the instances' background queries (rollout
+		// polls, the cache witness) can itself meet query_wait_timeout on a
+		// busy machine: it queues again until it holds a server connection
+		// (it ends when release cancels its sleep, 57014, or after 60 s).
+		holdCtx, stopHolding := context.WithTimeout(context.Background(), 60*time.Second)
+		defer stopHolding()
 		for range hold {
 			go func() {
-				conn, err := pgx.Connect(context.Background(), svc.db.PgBouncerURL+"&default_query_exec_mode=exec")
-				if err != nil {
-					holders <- err
-					return
+				for {
+					err := func() error {
+						conn, err := pgx.Connect(holdCtx, svc.db.PgBouncerURL+"&default_query_exec_mode=exec")
+						if err != nil {
+							return err
+						}
+						defer conn.Close(context.Background())
+						_, err = conn.Exec(holdCtx, `SELECT pg_sleep(60)`)
+						return err
+					}()
+					var pe *pgconn.PgError
+					if holdCtx.Err() != nil || (errors.As(err, &pe) && pe.Code == "57014") || err == nil {
+						holders <- err
+						return
+					}
+					time.Sleep(50 * time.Millisecond)
 				}
-				defer conn.Close(context.Background())
-				_, err = conn.Exec(context.Background(), `SELECT pg_sleep(60)`)
-				holders <- err
 			}()
 		}
 		// Cancelled, not terminated: the server connections stay in the pool.
