@@ -17,8 +17,12 @@
 #   ROUNDS=1 DURATION=20s DOC=/tmp/perf.md scripts/perf-replica-share.sh
 #
 # Knobs: BINS (label=binary pairs; default: "worktree=" the working tree
-# built), ROUNDS (2), DURATION (30s), RATE (250: the scenario's), CONNS (400),
-# SCALE (0.4: the setup's data), DOC.
+# built), BIN_NOTE_<label> (what a prebuilt binary is, e.g. its commit: the
+# report names it), ROUNDS (2), DURATION (30s), RATE (250: the scenario's),
+# CONNS (400), SCALE (0.4: the setup's data), REPORTS (keep the load
+# reports), DOC. Primary reads of the auth lookups (one per user and
+# instance a minute, on the primary by design) are reported as
+# "disabled(auth)".
 # Needs: go, jq, curl, python3, and what the stack needs.
 set -euo pipefail
 . "$(dirname "$0")/doc-section.sh"
@@ -56,8 +60,11 @@ dirty=$(git status --porcelain -- cmd internal go.mod go.sum 2>/dev/null | awk '
 log "building the working tree"
 go build -o "$P" ./cmd/parley
 declare -a labels=() bins=()
+declare -a BIN_NOTES=()
 for lb in ${BINS:-worktree=}; do
 	labels+=("${lb%%=*}")
+	note_var="BIN_NOTE_${lb%%=*}"
+	BIN_NOTES+=("${!note_var:-}")
 	b=${lb#*=}
 	bins+=("$(if [ -n "$b" ]; then realpath "$b"; else echo "$P"; fi)")
 done
@@ -102,6 +109,7 @@ reads() {
 		/^parley_db_reads_total\{/ {
 			match($0, /target="[a-z]+"/); t = substr($0, RSTART + 8, RLENGTH - 9)
 			match($0, /reason="[a-z_]+"/); r = substr($0, RSTART + 8, RLENGTH - 9)
+			if ($0 ~ /endpoint="auth"/) r = r "(auth)"
 			n[t " " r] += $NF }
 		/^parley_db_replica_position_checks_total\{/ {
 			match($0, /outcome="[a-z_]+"/); o = substr($0, RSTART + 9, RLENGTH - 10)
@@ -146,7 +154,12 @@ section="$work/section.md"
 	echo "$BEGIN"
 	echo "## Replica share under writes"
 	echo
-	echo "Measured by \`scripts/perf-replica-share.sh\` on $started ($total s in all) at commit $commit${dirty:+ (with uncommitted changes in: $dirty)}: $(nproc) cores ($cpu), **shared** with other work (load average $load_start at the start, $load_end at the end). One throwaway stack; \`parley serve\` (PgBouncer for the primary, the replica direct, Redis) with the optimized path on for all three read endpoints (\`PUT /admin/rollouts/{message_history,conversation_list,unread_count}\` \`{\"percent\":100,\"cache\":true,\"replica\":true}\`), loaded by \`parley load --scenario mixed --connections $CONNS --rate $RATE --scale $SCALE --duration $DURATION\` (70 % reads, 30 % sends, open model); the binaries in turn, $ROUNDS rounds. Reads are \`parley_db_reads_total\` over each run (setup included), database reads = primary + replica; cache hits apart."
+	binaries=""
+	for i in "${!labels[@]}"; do
+		if [ "${bins[$i]}" = "$P" ]; then b="the working tree at commit $commit${dirty:+ (with uncommitted changes in: $dirty)}"; else b="\`${bins[$i]}\`${BIN_NOTES[$i]:+ (${BIN_NOTES[$i]})}"; fi
+		binaries="$binaries${binaries:+; }${labels[$i]}: $b"
+	done
+	echo "Measured by \`scripts/perf-replica-share.sh\` on $started ($total s in all); binaries — $binaries: $(nproc) cores ($cpu), **shared** with other work (load average $load_start at the start, $load_end at the end). One throwaway stack; \`parley serve\` (PgBouncer for the primary, the replica direct, Redis) with the optimized path on for all three read endpoints (\`PUT /admin/rollouts/{message_history,conversation_list,unread_count}\` \`{\"percent\":100,\"cache\":true,\"replica\":true}\`), loaded by \`parley load --scenario mixed --connections $CONNS --rate $RATE --scale $SCALE --duration $DURATION\` (70 % reads, 30 % sends, open model); the binaries in turn, $ROUNDS rounds. Reads are \`parley_db_reads_total\` over each run (setup included), database reads = primary + replica; cache hits apart."
 	echo
 	echo "| binary | round | req/s | errors | p95 ms | cache hits | replica | primary | replica share | primary by reason | position checks |"
 	echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"
@@ -162,7 +175,7 @@ section="$work/section.md"
 		done
 	done
 	echo
-	echo "Target: ≥ 90 % of database reads on the replica, read-your-writes never weakened (test/integration: ryw_test.go, routing_test.go, cache_test.go)."
+	echo "Target: ≥ 90 % of database reads on the replica, read-your-writes never weakened (test/integration: ryw_test.go, routing_test.go, cache_test.go). Reasons on the primary: \`token_ahead\` a replica still behind the reader's write after the position check and \`--replica-wait\`; \`token_unknown\` Redis could not say where the reader last wrote (a Redis operation over its 30 ms bound, or its breaker open: on a starved machine, many); \`disabled\` the auth lookups (by design on the primary) and fills whose position is unknown; \`fallback_error\` a replica read that failed or found no connection in time. Position checks: reads whose token the replica's last probe had not reached, served at once (\`caught_up\`), after polling (\`waited\`), or by the primary (\`behind\`)."
 	echo
 	echo "$END"
 } >"$section"
