@@ -156,6 +156,15 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	cfg := c.Config
 	cfg.Logger = log
 	cfg.AccessLogSample = accessLogSample(c.AccessLogShare)
+	if cfg.AccessLog == nil && processLog.format != "" {
+		// The access log's lines are buffered (one write per 64 KiB or
+		// 100 ms, not one per request), in the process's log format.
+		lb := newLineBuffer(os.Stderr)
+		defer lb.Close()
+		if al, err := newLogger(lb, processLog.level, processLog.format); err == nil {
+			cfg.AccessLog = al
+		}
+	}
 	a, err := app.New(ctx, cfg)
 	if errors.Is(err, app.ErrConfig) {
 		return fmt.Errorf("%w: %v", errUsage, err)
