@@ -64,6 +64,7 @@ func runDev(ctx context.Context, args []string) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
+	c.noReplicaWaitIsNegative()
 	if err := checkShape(shape); err != nil {
 		return err
 	}

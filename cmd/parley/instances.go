@@ -78,6 +78,7 @@ func (s *instanceSet) serveArgs(i int) []string {
 		"--primary-pool-size", strconv.Itoa(c.PrimaryPoolConns),
 		"--replica-pool-size", strconv.Itoa(c.ReplicaPoolConns),
 		"--max-replica-lag", c.MaxReplicaLag.String(),
+		"--replica-wait", c.ReplicaWait.String(),
 		"--acquire-timeout", c.AcquireTimeout.String(),
 		"--request-timeout", c.RequestTimeout.String(),
 		"--shutdown-timeout", c.ShutdownTimeout.String(),

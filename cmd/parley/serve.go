@@ -44,6 +44,8 @@ func bindServeFlags(f *flags, c *serveConfig) {
 	f.Int(&c.ReplicaPoolConns, "replica-pool-size", "PARLEY_REPLICA_POOL_SIZE", 20, "max connections in each replica pool")
 	f.Duration(&c.MaxReplicaLag, "max-replica-lag", "PARLEY_MAX_REPLICA_LAG", dbrouter.DefaultMaxLag,
 		"a replica this far behind (for two probes) stops serving reads until it catches up")
+	f.Duration(&c.ReplicaWait, "replica-wait", "PARLEY_REPLICA_WAIT", dbrouter.DefaultReplicaWait,
+		"how long a read held to a write the replica has not replayed yet waits for it (polling its position) before the primary serves it (0: not at all)")
 	f.Duration(&c.AcquireTimeout, "acquire-timeout", "PARLEY_ACQUIRE_TIMEOUT", defaultAcquireTimeout,
 		"the longest a request waits for a pooled database connection before it is answered 503 (short: admission control, not the pool, is the queue)")
 	f.Duration(&c.RequestTimeout, "request-timeout", "PARLEY_REQUEST_TIMEOUT", defaultRequestTimeout,
@@ -110,6 +112,7 @@ func runServe(ctx context.Context, args []string) error {
 	if err := c.validate(); err != nil {
 		return err
 	}
+	c.noReplicaWaitIsNegative()
 	return serve(ctx, c, nil)
 }
 
@@ -122,6 +125,14 @@ const (
 	defaultAcquireTimeout = 100 * time.Millisecond
 	defaultRequestTimeout = 2 * time.Second
 )
+
+// noReplicaWaitIsNegative maps --replica-wait 0 (no wait) to app.Config's
+// "no wait", a negative value (its zero is the default).
+func (c *serveConfig) noReplicaWaitIsNegative() {
+	if c.ReplicaWait == 0 {
+		c.ReplicaWait = -1
+	}
+}
 
 // validate checks the values the flags cannot.
 func (c serveConfig) validate() error {
@@ -148,6 +159,15 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	cfg := c.Config
 	cfg.Logger = log
 	cfg.AccessLogSample = accessLogSample(c.AccessLogShare)
+	if cfg.AccessLog == nil && processLog.format != "" {
+		// The access log's lines are buffered (one write per 64 KiB or
+		// 100 ms, not one per request), in the process's log format.
+		lb := newLineBuffer(os.Stderr)
+		defer lb.Close()
+		if al, err := newLogger(lb, processLog.level, processLog.format); err == nil {
+			cfg.AccessLog = al
+		}
+	}
 	a, err := app.New(ctx, cfg)
 	if errors.Is(err, app.ErrConfig) {
 		return fmt.Errorf("%w: %v", errUsage, err)

@@ -76,6 +76,10 @@ type Config struct {
 	// MaxReplicaLag takes a replica this far behind out of rotation (default
 	// dbrouter.DefaultMaxLag).
 	MaxReplicaLag time.Duration
+	// ReplicaWait bounds how long a read held to a write no replica has
+	// replayed waits for one to replay it before the primary serves it
+	// (0: dbrouter.DefaultReplicaWait; negative: no wait).
+	ReplicaWait time.Duration
 	// AcquireTimeout bounds the wait for a pooled connection (default
 	// dbrouter.DefaultAcquireTimeout).
 	AcquireTimeout time.Duration
@@ -216,6 +220,7 @@ func New(ctx context.Context, cfg Config) (*App, error) {
 		ReplicaPoolMaxConns: int32(cfg.ReplicaPoolConns),
 		AcquireTimeout:      cfg.AcquireTimeout,
 		MaxLag:              cfg.MaxReplicaLag,
+		ReplicaWait:         cfg.ReplicaWait,
 		Registerer:          reg,
 		Logger:              log,
 		Tracer:              func(target string) pgx.QueryTracer { return qp.Tracer(target) },

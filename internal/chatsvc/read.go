@@ -26,6 +26,9 @@ type readSpec struct {
 	// load runs the read on q and returns the response body. It may run
 	// twice (a replica, then the primary): it must not keep state between runs.
 	load func(ctx context.Context, q postgres.Querier) ([]byte, error)
+	// loadShared, with conv: load and the conversation's members (ascending)
+	// in one round trip, for a value that is cached or shared.
+	loadShared func(ctx context.Context, q postgres.Querier) ([]byte, []int64, error)
 }
 
 // decide is the rollout decision for userID on endpoint.
@@ -57,7 +60,7 @@ func (s *Service) read(ctx context.Context, u chat.User, opts chat.ReadOptions, 
 					floor = f.MinLSN
 				}
 			}
-			v, src, err := s.route(ctx, spec, u.ID, opts, replica, floor)
+			v, src, err := s.route(ctx, spec, u.ID, opts, replica, floor, true)
 			out.Source = src
 			return v, err == nil, err
 		})
@@ -66,7 +69,14 @@ func (s *Service) read(ctx context.Context, u chat.User, opts chat.ReadOptions, 
 			s.router.RecordRead(spec.endpoint, dbrouter.TargetCache, "hit")
 		}
 	} else {
-		value, out.Source, err = s.route(ctx, spec, u.ID, opts, d.Replica, 0)
+		// Nothing is cached or shared: the body alone (the statement checks
+		// membership itself).
+		value, out.Source, err = s.route(ctx, spec, u.ID, opts, d.Replica, 0, false)
+		if err != nil {
+			return out, err
+		}
+		out.Body = value
+		return out, nil
 	}
 	if err != nil {
 		return out, err
@@ -77,7 +87,7 @@ func (s *Service) read(ctx context.Context, u chat.User, opts chat.ReadOptions, 
 		if body, member = unpackMembers(value, u.ID); !member {
 			// Another member's value (the cache's, or a fill shared in this
 			// process): the database decides, and answers a non-member 404.
-			if value, out.Source, err = s.route(ctx, spec, u.ID, opts, d.Replica, 0); err != nil {
+			if value, out.Source, err = s.route(ctx, spec, u.ID, opts, d.Replica, 0, true); err != nil {
 				return out, err
 			}
 			if body, member = unpackMembers(value, u.ID); !member {
@@ -92,22 +102,25 @@ func (s *Service) read(ctx context.Context, u chat.User, opts chat.ReadOptions, 
 // route runs spec's read on the database through the router: on a replica
 // when replica is true and one has replayed the larger of floor, the
 // request's token and the user's stored token; else on the primary. It
-// returns the value, where it ran and the error (in the API's terms).
-func (s *Service) route(ctx context.Context, spec readSpec, userID int64, opts chat.ReadOptions, replica bool, floor wal.LSN) ([]byte, chat.Source, error) {
+// returns the value, where it ran and the error (in the API's terms). With
+// shared, a value of one conversation (spec.conv) comes with its member list
+// in front (packMembers), read in the same statement (loadShared).
+func (s *Service) route(ctx context.Context, spec readSpec, userID int64, opts chat.ReadOptions, replica bool, floor wal.LSN, shared bool) ([]byte, chat.Source, error) {
 	ctx = monitor.WithQueryName(ctx, spec.query)
 	var value []byte
 	fn := func(ctx context.Context, q postgres.Querier) error {
 		value = nil
-		body, err := spec.load(ctx, q)
-		if err != nil {
-			return err
-		}
-		if spec.conv != 0 {
-			members, err := s.store.MemberIDs(monitor.WithQueryName(ctx, "conversation_members"), q, spec.conv)
+		if shared && spec.conv != 0 {
+			body, members, err := spec.loadShared(ctx, q)
 			if err != nil {
 				return err
 			}
-			body = packMembers(members, body)
+			value = packMembers(members, body)
+			return nil
+		}
+		body, err := spec.load(ctx, q)
+		if err != nil {
+			return err
 		}
 		value = body
 		return nil

@@ -35,6 +35,14 @@ func (s *Service) History(ctx context.Context, u chat.User, req chat.HistoryRequ
 			}
 			return chat.EncodeJSON(s.enc.MessagePage(p, page.Direction, req.Cursor))
 		},
+		loadShared: func(ctx context.Context, q postgres.Querier) ([]byte, []int64, error) {
+			p, members, err := s.store.MessagesAndMembers(ctx, q, u.ID, id, page)
+			if err != nil {
+				return nil, nil, err
+			}
+			body, err := chat.EncodeJSON(s.enc.MessagePage(p, page.Direction, req.Cursor))
+			return body, members, err
+		},
 	})
 }
 

@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/parley-chat/parley/internal/wal"
 )
 
 // benchRouter is a Router with n closed replicas and no database: enough for
@@ -27,7 +29,7 @@ func BenchmarkRouteDecision(b *testing.B) {
 	route := Route{Consistency: ReadYourWrites(900), ReplicaAllowed: true}
 	b.ReportAllocs()
 	for b.Loop() {
-		rep, reason := r.pick(route)
+		rep, reason, _ := r.pick(route)
 		target := TargetPrimary
 		if rep != nil {
 			target = TargetReplica
@@ -42,7 +44,7 @@ func BenchmarkRouteDecisionParallel(b *testing.B) {
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			rep, reason := r.pick(route)
+			rep, reason, _ := r.pick(route)
 			target := TargetPrimary
 			if rep != nil {
 				target = TargetReplica
@@ -64,7 +66,8 @@ func TestPickDecision(t *testing.T) {
 	}{
 		{"any replica", allowed, nil, false, ReasonOK},
 		{"token replayed", Route{Consistency: ReadYourWrites(1000), ReplicaAllowed: true}, nil, false, ReasonOK},
-		{"token ahead", Route{Consistency: ReadYourWrites(1001), ReplicaAllowed: true}, nil, true, ReasonTokenAhead},
+		{"token ahead: a replica, checked", Route{Consistency: ReadYourWrites(1001), ReplicaAllowed: true}, nil, false, ReasonTokenAhead},
+		{"token unknown", Route{Consistency: ReadYourWrites(wal.Unknown), ReplicaAllowed: true}, nil, true, ReasonTokenAhead},
 		{"strong", Route{Consistency: Strong, ReplicaAllowed: true}, nil, true, ReasonStrong},
 		{"writer's position unknown", Route{Consistency: PositionUnknown, ReplicaAllowed: true}, nil, true, ReasonTokenUnknown},
 		{"position unknown, replica not allowed", Route{Consistency: PositionUnknown}, nil, true, ReasonDisabled},
@@ -80,12 +83,12 @@ func TestPickDecision(t *testing.T) {
 		if tt.setup != nil {
 			tt.setup()
 		}
-		rep, reason := r.pick(tt.route)
+		rep, reason, _ := r.pick(tt.route)
 		if (rep == nil) != tt.wantNil || reason != tt.wantReason {
 			t.Errorf("%s: pick = %v, %s; want nil %v, %s", tt.name, rep, reason, tt.wantNil, tt.wantReason)
 		}
 	}
-	if rep, reason := (&Router{}).pick(allowed); rep != nil || reason != ReasonDisabled {
+	if rep, reason, _ := (&Router{}).pick(allowed); rep != nil || reason != ReasonDisabled {
 		t.Errorf("no replicas configured: %v %s", rep, reason)
 	}
 }
@@ -97,7 +100,7 @@ func TestPickBalancesByInFlight(t *testing.T) {
 	r.replicas[1].inFlight.Store(1)
 	r.replicas[2].inFlight.Store(3)
 	for range 10 {
-		if rep, _ := r.pick(route); rep != r.replicas[1] {
+		if rep, _, _ := r.pick(route); rep != r.replicas[1] {
 			t.Fatalf("picked %s, want the least loaded replica2", rep.name)
 		}
 	}
@@ -107,7 +110,7 @@ func TestPickBalancesByInFlight(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for range 30 {
-		rep, _ := r.pick(route)
+		rep, _, _ := r.pick(route)
 		seen[rep.name]++
 	}
 	if len(seen) != 3 {
@@ -126,26 +129,36 @@ func TestPickPerReplicaToken(t *testing.T) {
 	r.replicas[1].inFlight.Store(7)
 	tok := Route{Consistency: ReadYourWrites(1500), ReplicaAllowed: true}
 	for range 10 {
-		if rep, reason := r.pick(tok); rep != r.replicas[1] || reason != ReasonOK {
+		if rep, reason, _ := r.pick(tok); rep != r.replicas[1] || reason != ReasonOK {
 			t.Fatalf("token 1500: picked %v (%s), want replica2, the only one that has replayed it", rep, reason)
 		}
 	}
-	if rep, _ := r.pick(Route{ReplicaAllowed: true}); rep != r.replicas[0] {
+	if rep, _, _ := r.pick(Route{ReplicaAllowed: true}); rep != r.replicas[0] {
 		t.Fatalf("no token: picked %v, want the idle replica1", rep)
 	}
-	if rep, reason := r.pick(Route{Consistency: ReadYourWrites(2001), ReplicaAllowed: true}); rep != nil || reason != ReasonTokenAhead {
-		t.Fatalf("token ahead of both: %v %s", rep, reason)
+	// Ahead of every probe: the most advanced replica, checked in the
+	// read's round trip (gated), token_ahead if it is still behind.
+	if rep, reason, gated := r.pick(Route{Consistency: ReadYourWrites(2001), ReplicaAllowed: true}); rep != r.replicas[1] || reason != ReasonTokenAhead || !gated {
+		t.Fatalf("token ahead of both: %v %s gated %v; want replica2 (the furthest), checked", rep, reason, gated)
 	}
+	if rep, reason, gated := r.pick(Route{Consistency: ReadYourWrites(wal.Unknown), ReplicaAllowed: true}); rep != nil || reason != ReasonTokenAhead || gated {
+		t.Fatalf("unknown token: %v %s gated %v; want the primary", rep, reason, gated)
+	}
+	r.cfg.NoPositionCheck = true
+	if rep, reason, _ := r.pick(Route{Consistency: ReadYourWrites(2001), ReplicaAllowed: true}); rep != nil || reason != ReasonTokenAhead {
+		t.Fatalf("token ahead of both, no position check: %v %s; want the primary", rep, reason)
+	}
+	r.cfg.NoPositionCheck = false
 	r.replicas[1].view.Store(&replicaView{breaker: BreakerOpen, replay: 2000, state: StatePaused})
-	if rep, reason := r.pick(tok); rep != nil || reason != ReasonTokenAhead {
-		t.Fatalf("replica2 open, replica1 behind: %v %s, want the primary (token_ahead)", rep, reason)
+	if rep, reason, gated := r.pick(tok); rep != r.replicas[0] || reason != ReasonTokenAhead || !gated {
+		t.Fatalf("replica2 open, replica1 behind: %v %s gated %v, want replica1 checked (token_ahead if behind)", rep, reason, gated)
 	}
 	// Ties rotate: equal load spreads evenly.
 	r.replicas[1].view.Store(&replicaView{breaker: BreakerClosed, replay: 2000, state: StateHealthy})
 	r.replicas[1].inFlight.Store(0)
 	seen := map[*replica]int{}
 	for range 100 {
-		rep, _ := r.pick(Route{ReplicaAllowed: true})
+		rep, _, _ := r.pick(Route{ReplicaAllowed: true})
 		seen[rep]++
 	}
 	if seen[r.replicas[0]] != 50 || seen[r.replicas[1]] != 50 {

@@ -58,6 +58,14 @@ type Config struct {
 	// connection and the statements; default ProbeTimeout): past it the read
 	// is run on the primary and the replica's breaker counts a failure.
 	ReplicaReadTimeout time.Duration
+	// ReplicaWait bounds how long a read held to a token that no replica had
+	// replayed at its last probe waits for the replica to replay it (polling
+	// its position on the read's connection) before it goes to the primary
+	// (default 20ms; negative: no wait, only the check in the read's own
+	// round trip). NoPositionCheck turns the check off: such reads go to the
+	// primary at once, as the probe's position says.
+	ReplicaWait     time.Duration
+	NoPositionCheck bool
 	// MaxSpillover bounds how many reads meant for replicas may run on the
 	// primary at once while no replica is healthy or the reader's write
 	// position is unknown (PositionUnknown: a Redis outage) (0: three
@@ -84,6 +92,7 @@ const (
 	DefaultCloseAfter     = 3
 	DefaultProbeInterval  = 500 * time.Millisecond
 	DefaultProbeTimeout   = 400 * time.Millisecond
+	DefaultReplicaWait    = 20 * time.Millisecond
 )
 
 func (c Config) withDefaults() (Config, error) {
@@ -100,6 +109,9 @@ func (c Config) withDefaults() (Config, error) {
 	setDur(&c.ProbeInterval, DefaultProbeInterval)
 	setDur(&c.ProbeTimeout, DefaultProbeTimeout)
 	setDur(&c.ReplicaReadTimeout, c.ProbeTimeout)
+	if c.ReplicaWait == 0 {
+		c.ReplicaWait = DefaultReplicaWait
+	}
 	if c.MaxLagBytes <= 0 {
 		c.MaxLagBytes = DefaultMaxLagBytes
 	}

@@ -14,6 +14,7 @@ type metrics struct {
 	acquire       *prometheus.HistogramVec // parley_db_pool_acquire_duration_seconds{pool}
 	transitions   *prometheus.CounterVec   // parley_replica_breaker_transitions_total{replica,to}
 	spillRejected *prometheus.CounterVec   // parley_db_spillover_rejected_total{endpoint}
+	checks        *prometheus.CounterVec   // parley_db_replica_position_checks_total{endpoint,outcome}
 }
 
 func newMetrics() *metrics {
@@ -35,6 +36,10 @@ func newMetrics() *metrics {
 			Name: "parley_db_spillover_rejected_total",
 			Help: "Reads meant for a replica that found no healthy replica and no free spill-over slot on the primary (failed with postgres.ErrUnavailable).",
 		}, []string{"endpoint"}),
+		checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "parley_db_replica_position_checks_total",
+			Help: "Reads held to a token the replica had not replayed at its last probe, checked on the replica in the read's own round trip, by outcome: caught_up (served at once), waited (served after waiting up to ReplicaWait), behind (served by the primary, reason token_ahead).",
+		}, []string{"endpoint", "outcome"}),
 	}
 }
 
@@ -44,7 +49,7 @@ func (m *metrics) read(endpoint, target, reason string) {
 
 func (m *metrics) register(reg prometheus.Registerer, r *Router) error {
 	var errs []error
-	for _, c := range []prometheus.Collector{m.reads, m.acquire, m.transitions, m.spillRejected, &collector{r: r}} {
+	for _, c := range []prometheus.Collector{m.reads, m.acquire, m.transitions, m.spillRejected, m.checks, &collector{r: r}} {
 		errs = append(errs, reg.Register(c))
 	}
 	return errors.Join(errs...)

@@ -2,7 +2,6 @@ package dbrouter
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -176,33 +175,40 @@ func (r *Router) closePools() {
 func (r *Router) Primary() *pgxpool.Pool { return r.primary.pool }
 
 // pick is the routing decision: the replica to use, or nil and why not. It
-// reads only the replicas' latest views (atomics) and never blocks.
-func (r *Router) pick(o Route) (*replica, string) {
+// reads only the replicas' latest views (atomics) and never blocks. gated
+// says the replica's last probe had not replayed the read's token: the read
+// must check the replica's position in its own round trip (checkedRead) and
+// go to the primary with reason token_ahead if it is behind.
+func (r *Router) pick(o Route) (rep *replica, reason string, gated bool) {
 	if !o.ReplicaAllowed || len(r.replicas) == 0 {
-		return nil, ReasonDisabled
+		return nil, ReasonDisabled, false
 	}
 	switch o.Consistency.mode {
 	case modeStrong:
-		return nil, ReasonStrong
+		return nil, ReasonStrong, false
 	case modeUnknown:
-		return nil, ReasonTokenUnknown
+		return nil, ReasonTokenUnknown, false
 	}
 	n := len(r.replicas)
 	start := 0
 	if n > 1 {
 		start = int(r.rr.Add(1) % uint64(n))
 	}
-	var best *replica
+	var best, ahead *replica
 	var bestLoad int64
-	closed := false
+	var aheadReplay wal.LSN
 	for i := range n {
 		rep := r.replicas[(start+i)%n]
 		v := rep.view.Load()
 		if v == nil || v.breaker != BreakerClosed {
 			continue
 		}
-		closed = true
 		if o.Consistency.mode == modeToken && v.replay < o.Consistency.token {
+			// Behind at its last probe; the most advanced of these is the
+			// one to check.
+			if ahead == nil || v.replay > aheadReplay {
+				ahead, aheadReplay = rep, v.replay
+			}
 			continue
 		}
 		if load := rep.inFlight.Load(); best == nil || load < bestLoad {
@@ -211,11 +217,13 @@ func (r *Router) pick(o Route) (*replica, string) {
 	}
 	switch {
 	case best != nil:
-		return best, ReasonOK
-	case closed:
-		return nil, ReasonTokenAhead
+		return best, ReasonOK, false
+	case ahead != nil && o.Consistency.token != wal.Unknown && !r.cfg.NoPositionCheck:
+		return ahead, ReasonTokenAhead, true
+	case ahead != nil:
+		return nil, ReasonTokenAhead, false
 	}
-	return nil, ReasonNoHealthyReplica
+	return nil, ReasonNoHealthyReplica, false
 }
 
 // Read runs fn on the node that route allows: a replica (the one with the
@@ -233,31 +241,27 @@ func (r *Router) pick(o Route) (*replica, string) {
 // in parley_db_reads_total{endpoint,target,reason}; endpoint must come from
 // a small fixed set (it is a label).
 func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func(ctx context.Context, q postgres.Querier) error) (string, error) {
-	rep, reason := r.pick(route)
-	if rep == nil && reason == ReasonTokenAhead {
-		// The views are up to a probe interval old, and the write behind
-		// the token has most likely been replayed since: ask the replica
-		// that had replayed most, on the read's own connection, before the
-		// read (one round trip more on the replica, one read less on the
-		// primary — which may be the node in trouble).
-		if c := r.closestReplica(); c != nil {
-			err, retry := r.readReplica(ctx, c, route.Consistency.token, fn)
-			if !retry {
-				c.served.Add(1)
-				r.metrics.read(endpoint, TargetReplica, ReasonOK)
-				return TargetReplica, err
-			}
-		}
-	}
+	rep, reason, gated := r.pick(route)
 	if rep != nil {
-		err, retry := r.readReplica(ctx, rep, 0, fn)
+		var token wal.LSN
+		if gated {
+			token = route.Consistency.token
+		}
+		err, retry, outcome := r.readReplica(ctx, rep, token, fn)
+		if outcome != "" {
+			r.metrics.checks.WithLabelValues(endpoint, outcome).Inc()
+		}
 		if !retry {
 			rep.served.Add(1)
 			r.metrics.read(endpoint, TargetReplica, ReasonOK)
 			return TargetReplica, err
 		}
-		r.log.Warn("dbrouter: replica read failed, retrying on the primary", "replica", rep.name, "endpoint", endpoint, "err", err)
-		reason = ReasonFallbackError
+		if outcome == CheckBehind && err == nil {
+			reason = ReasonTokenAhead
+		} else {
+			r.log.Warn("dbrouter: replica read failed, retrying on the primary", "replica", rep.name, "endpoint", endpoint, "err", err)
+			reason = ReasonFallbackError
+		}
 	} else if reason == ReasonNoHealthyReplica || reason == ReasonTokenUnknown {
 		release, err := r.acquireSpill(ctx)
 		if err != nil {
@@ -276,78 +280,55 @@ func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func
 // ReplicaReadTimeout: a replica that does not answer within it (a
 // black-holed link, a hung node) costs the read that much, not the
 // request's whole budget; the read goes to the primary and the timeout
-// counts against the replica's breaker.
-//
-// With atLeast set, the replica first says whether it has replayed that
-// position; when not, the read goes to the primary (retry) without blaming
-// the replica.
-func (r *Router) readReplica(ctx context.Context, rep *replica, atLeast wal.LSN, fn func(context.Context, postgres.Querier) error) (err error, retry bool) {
-	if atLeast != 0 {
-		read := fn
-		fn = func(ctx context.Context, q postgres.Querier) error {
-			var ok bool
-			if err := q.QueryRow(ctx, replayedSQL, atLeast.String()).Scan(&ok); err != nil {
-				return err
-			}
-			if !ok {
-				return errNotReplayed
-			}
-			return read(ctx, q)
-		}
-	}
+// counts against the replica's breaker. A non-zero token makes it a checked
+// read (checkedRead): outcome is then one of the Check* values, and
+// CheckBehind with a nil error means that rep had not replayed token within
+// ReplicaWait.
+func (r *Router) readReplica(ctx context.Context, rep *replica, token wal.LSN, fn func(context.Context, postgres.Querier) error) (err error, retry bool, outcome string) {
 	rep.inFlight.Add(1)
 	defer rep.inFlight.Add(-1)
-	rctx, cancel := context.WithTimeout(ctx, r.cfg.ReplicaReadTimeout)
+	bound := r.cfg.ReplicaReadTimeout
+	if token != 0 {
+		// The wait for replay is not the replica failing to answer.
+		bound += max(r.cfg.ReplicaWait, 0)
+	}
+	rctx, cancel := context.WithTimeout(ctx, bound)
 	defer cancel()
 	conn, err := rep.pool.Acquire(rctx)
 	if err != nil {
 		if ctx.Err() != nil {
-			return err, false
+			return err, false, ""
 		}
 		if postgres.IsConnectionError(err) {
 			r.replicaConnError(rep, err)
 		}
 		// No connection within the bound (a saturated pool, or a connect
 		// that hangs): the primary, without blaming the replica.
-		return fmt.Errorf("acquire %s connection: %w", rep.name, err), true
+		return fmt.Errorf("acquire %s connection: %w", rep.name, err), true, ""
 	}
-	err = fn(rctx, conn)
+	if token == 0 {
+		err = fn(rctx, conn)
+	} else {
+		outcome, err = r.checkedRead(rctx, rep, conn, token, fn)
+	}
 	conn.Release()
 	if err != nil && ctx.Err() == nil {
 		switch {
-		case errors.Is(err, errNotReplayed):
-			return err, true
 		case postgres.IsConnectionError(err):
 			r.replicaConnError(rep, err)
-			return err, true
+			return err, true, outcome
 		case rctx.Err() != nil:
 			r.replicaTimeout(rep, err)
-			return fmt.Errorf("%s did not answer within %v: %w", rep.name, r.cfg.ReplicaReadTimeout, err), true
+			return fmt.Errorf("%s did not answer within %v: %w", rep.name, bound, err), true, outcome
+		case outcome == CheckBehind:
+			// The position could not be read (not the read's own error).
+			return err, true, outcome
 		}
 	}
-	return err, false
-}
-
-// replayedSQL: has this replica replayed the position $1?
-const replayedSQL = `SELECT coalesce(pg_last_wal_replay_lsn() >= $1::pg_lsn, false)`
-
-var errNotReplayed = errors.New("the replica has not replayed the position yet")
-
-// closestReplica is the replica with a closed breaker that had replayed
-// most at its last probe (nil: none).
-func (r *Router) closestReplica() *replica {
-	var best *replica
-	var bestReplay wal.LSN
-	for _, rep := range r.replicas {
-		v := rep.view.Load()
-		if v == nil || v.breaker != BreakerClosed {
-			continue
-		}
-		if best == nil || v.replay > bestReplay {
-			best, bestReplay = rep, v.replay
-		}
+	if outcome == CheckBehind && err == nil {
+		return nil, true, outcome
 	}
-	return best
+	return err, false, outcome
 }
 
 // onPrimary runs fn on a primary connection. A connection error (a pooled
@@ -447,6 +428,9 @@ func (r *Router) DeclareEndpoints(endpoints ...string) {
 		r.metrics.reads.WithLabelValues(e, TargetReplica, ReasonOK)
 		r.metrics.reads.WithLabelValues(e, TargetCache, "hit")
 		r.metrics.spillRejected.WithLabelValues(e)
+		for _, o := range []string{CheckCaughtUp, CheckWaited, CheckBehind} {
+			r.metrics.checks.WithLabelValues(e, o)
+		}
 	}
 }
 

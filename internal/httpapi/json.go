@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/parley-chat/parley/internal/chat"
@@ -90,9 +91,11 @@ func jsonKind(goKind string) string {
 }
 
 // writeBody writes a JSON body made by chat.EncodeJSON (or stored by the
-// cache).
+// cache) with its Content-Length: one Write, no chunked encoding.
 func writeBody(w http.ResponseWriter, code int, body []byte) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	h := w.Header()
+	h.Set("Content-Type", "application/json; charset=utf-8")
+	h.Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(code)
 	_, _ = w.Write(body)
 }

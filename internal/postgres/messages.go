@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -175,38 +176,93 @@ const (
 		WHERE cm.conversation_id = $1 AND cm.user_id = $2`
 )
 
+// History statements that also return the conversation's member list (for
+// a page cached once for all members): the same page, in the same snapshot,
+// with the members (ascending) in a fifth column of the first row only —
+// an InitPlan, evaluated once — so the page and its member list cost one
+// round trip.
+var (
+	historyNewestMembersSQL = withMembers(historyNewestSQL)
+	historyBeforeMembersSQL = withMembers(historyBeforeSQL)
+	historyAfterMembersSQL  = withMembers(historyAfterSQL)
+)
+
+// withMembers turns a history statement into its member-list variant.
+func withMembers(sql string) string {
+	const (
+		sel  = "SELECT m.id, m.sender_id, m.body, m.created_at\n"
+		lat  = "LEFT JOIN LATERAL (\n"
+		tail = ") m ON true"
+	)
+	i, j, k := strings.Index(sql, sel), strings.Index(sql, lat), strings.Index(sql, tail)
+	if i < 0 || j < 0 || k < 0 {
+		panic("postgres: unexpected history statement")
+	}
+	return sql[:i] + "SELECT m.id, m.sender_id, m.body, m.created_at,\n" +
+		"\t\t\tCASE WHEN m.id IS NULL OR m.first THEN ARRAY(SELECT user_id FROM conversation_members WHERE conversation_id = $1 ORDER BY user_id) END\n" +
+		sql[i+len(sel):j+len(lat)] +
+		"\t\t\tSELECT p.*, row_number() OVER () = 1 AS first FROM (" + sql[j+len(lat):k] + ") p" +
+		sql[k:]
+}
+
 // Messages returns one page of conversation convID's history for member
 // userID (api.md: newest first for Newest and Before, oldest first for
 // After). A conversation userID is not a member of is ENOTFOUND.
 func (s *Store) Messages(ctx context.Context, q Querier, userID, convID int64, page chat.PageRequest) (chat.MessagePage, error) {
+	p, _, err := s.messages(ctx, q, userID, convID, page, false)
+	return p, err
+}
+
+// MessagesAndMembers is Messages and MemberIDs in one statement (one round
+// trip, one snapshot): the page for member userID and the ids of the
+// conversation's members, ascending.
+func (s *Store) MessagesAndMembers(ctx context.Context, q Querier, userID, convID int64, page chat.PageRequest) (chat.MessagePage, []int64, error) {
+	return s.messages(ctx, q, userID, convID, page, true)
+}
+
+func (s *Store) messages(ctx context.Context, q Querier, userID, convID int64, page chat.PageRequest, members bool) (chat.MessagePage, []int64, error) {
 	if err := chat.ValidateLimit(page.Limit); err != nil {
-		return chat.MessagePage{}, err
+		return chat.MessagePage{}, nil, err
+	}
+	newest, before, after := historyNewestSQL, historyBeforeSQL, historyAfterSQL
+	if members {
+		newest, before, after = historyNewestMembersSQL, historyBeforeMembersSQL, historyAfterMembersSQL
 	}
 	var rows pgx.Rows
 	var err error
 	switch page.Direction {
 	case chat.Newest:
-		rows, err = q.Query(ctx, historyNewestSQL, convID, userID, page.Limit+1)
+		rows, err = q.Query(ctx, newest, convID, userID, page.Limit+1)
 	case chat.Before:
-		rows, err = q.Query(ctx, historyBeforeSQL, convID, userID, page.Limit+1, page.Cursor.Time, page.Cursor.ID)
+		rows, err = q.Query(ctx, before, convID, userID, page.Limit+1, page.Cursor.Time, page.Cursor.ID)
 	case chat.After:
-		rows, err = q.Query(ctx, historyAfterSQL, convID, userID, page.Limit+1, page.Cursor.Time, page.Cursor.ID)
+		rows, err = q.Query(ctx, after, convID, userID, page.Limit+1, page.Cursor.Time, page.Cursor.ID)
 	default:
-		return chat.MessagePage{}, chat.Errorf(chat.EINVALID, "unknown page direction")
+		return chat.MessagePage{}, nil, chat.Errorf(chat.EINVALID, "unknown page direction")
 	}
 	if err != nil {
-		return chat.MessagePage{}, fmt.Errorf("history: %w", err)
+		return chat.MessagePage{}, nil, fmt.Errorf("history: %w", err)
 	}
 	var out chat.MessagePage
+	var ids []int64
 	member := false
+	var id, sender *int64
+	var body *string
+	var at *time.Time
+	var memberIDs []int64
+	dest := []any{&id, &sender, &body, &at}
+	if members {
+		dest = append(dest, &memberIDs)
+	}
 	for rows.Next() {
 		member = true
-		var id, sender *int64
-		var body *string
-		var at *time.Time
-		if err := rows.Scan(&id, &sender, &body, &at); err != nil {
+		memberIDs = nil
+		if err := rows.Scan(dest...); err != nil {
 			rows.Close()
-			return chat.MessagePage{}, fmt.Errorf("history: %w", err)
+			return chat.MessagePage{}, nil, fmt.Errorf("history: %w", err)
+		}
+		if memberIDs != nil {
+			ids = memberIDs
 		}
 		if id == nil {
 			continue
@@ -214,10 +270,13 @@ func (s *Store) Messages(ctx context.Context, q Querier, userID, convID int64, p
 		out.Messages = append(out.Messages, chat.Message{ID: *id, ConversationID: convID, SenderID: *sender, Body: *body, CreatedAt: at.UTC()})
 	}
 	if err := rows.Err(); err != nil {
-		return chat.MessagePage{}, fmt.Errorf("history: %w", err)
+		return chat.MessagePage{}, nil, fmt.Errorf("history: %w", err)
 	}
 	if !member {
-		return chat.MessagePage{}, errConversationNotFound()
+		return chat.MessagePage{}, nil, errConversationNotFound()
+	}
+	if members && ids == nil {
+		return chat.MessagePage{}, nil, fmt.Errorf("history: no member list in the result")
 	}
 	// The LIMIT chose the rows; present them in the page's order without
 	// relying on the join to keep the index order.
@@ -236,7 +295,7 @@ func (s *Store) Messages(ctx context.Context, q Querier, userID, convID int64, p
 		out.Messages = out.Messages[:page.Limit]
 		out.HasMore = true
 	}
-	return out, nil
+	return out, ids, nil
 }
 
 func cmpInt(a, b int64) int {

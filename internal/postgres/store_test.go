@@ -311,3 +311,43 @@ func TestMigrateConcurrentFirstRuns(t *testing.T) {
 		t.Errorf("schema_migrations has %d rows (%d versions), want %d", rows, distinct, len(ms))
 	}
 }
+
+// TestMessagesAndMembers: the history page with the member list, in one
+// statement, is Messages' page and MemberIDs' list, in every direction, for
+// an empty conversation too; a non-member is ENOTFOUND.
+func TestMessagesAndMembers(t *testing.T) {
+	db := migratedDB(t)
+	eachMode(t, db, func(t *testing.T, s *Store) {
+		ctx := testCtx(t)
+		f := fixture{t, ctx, s}
+		alice, bob, carol, mallory := f.user(), f.user(), f.user(), f.user()
+		conv := f.conversation(alice, bob, carol)
+		check := func(what string, page chat.PageRequest) {
+			t.Helper()
+			want, err := s.Messages(ctx, s.Pool(), bob.ID, conv.ID, page)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, members, err := s.MessagesAndMembers(ctx, s.Pool(), bob.ID, conv.ID, page)
+			wantMembers, _ := s.MemberIDs(ctx, s.Pool(), conv.ID)
+			if err != nil || !slices.Equal(members, wantMembers) || len(members) != 3 || got.HasMore != want.HasMore || !slices.EqualFunc(got.Messages, want.Messages, func(a, b chat.Message) bool {
+				return a.ID == b.ID && a.Body == b.Body && a.CreatedAt.Equal(b.CreatedAt) && a.SenderID == b.SenderID
+			}) {
+				t.Fatalf("%s: MessagesAndMembers = %+v, %v, %v; want %+v, %v", what, got, members, err, want, wantMembers)
+			}
+		}
+		check("empty", chat.PageRequest{Direction: chat.Newest, Limit: 5})
+		var sent []chat.Message
+		for i := range 7 {
+			sent = append(sent, f.send(conv, []chat.User{alice, carol}[i%2], "m"))
+		}
+		check("newest", chat.PageRequest{Direction: chat.Newest, Limit: 5})
+		check("newest, all", chat.PageRequest{Direction: chat.Newest, Limit: 50})
+		mid := chat.Cursor{Time: sent[3].CreatedAt, ID: sent[3].ID}
+		check("before", chat.PageRequest{Direction: chat.Before, Cursor: mid, Limit: 2})
+		check("after", chat.PageRequest{Direction: chat.After, Cursor: mid, Limit: 2})
+		check("after the last", chat.PageRequest{Direction: chat.After, Cursor: chat.Cursor{Time: sent[6].CreatedAt, ID: sent[6].ID}, Limit: 2})
+		_, _, err := s.MessagesAndMembers(ctx, s.Pool(), mallory.ID, conv.ID, chat.PageRequest{Direction: chat.Newest, Limit: 5})
+		wantCode(t, err, chat.ENOTFOUND)
+	})
+}

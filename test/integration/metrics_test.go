@@ -62,6 +62,7 @@ var contractFamilies = map[string]string{
 	"parley_db_table_bloat_unavailable_tables":      "gauge",
 	"parley_db_spillover_in_flight":                 "gauge",
 	"parley_rollout_poll_errors_total":              "counter",
+	"parley_db_replica_position_checks_total":       "counter", // docs/routing.md, "Position check"
 }
 
 // optionalFamilies appear only once something happened (an error, a
