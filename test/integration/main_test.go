@@ -342,10 +342,27 @@ func (c *client) cacheErrors(t *testing.T) float64 {
 	return v
 }
 
-// cacheOpErrors is the instance's failed Redis operations of one kind
-// (op label: lookup, store, epoch, …).
-func (c *client) cacheOpErrors(t *testing.T, op string) float64 {
+// cacheErrorsByOp is the instance's failed Redis operations by kind (op
+// label: lookup, store, token, epoch, …), read in one gather so that the
+// kinds add up to one moment's total.
+func (c *client) cacheErrorsByOp(t *testing.T) map[string]float64 {
 	t.Helper()
-	v, _ := stacktest.Metric(t, c.reg, "parley_cache_errors_total", map[string]string{"op": op})
-	return v
+	mfs, err := c.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "parley_cache_errors_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "op" {
+					out[lp.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return out
 }

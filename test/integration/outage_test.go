@@ -99,8 +99,8 @@ func TestRedisOutage(t *testing.T) {
 	// ProbeInterval (200 ms: a fifth of the 1 s epoch), in the background — is the only Redis
 	// operation an instance makes while the breaker is open; requests make
 	// none.
-	errorsBefore, bypassesBefore := a.cacheErrors(t), bypasses()
-	probesBefore, probeStart := a.cacheOpErrors(t, "epoch"), time.Now()
+	bypassesBefore := bypasses()
+	opsBefore, probeStart := a.cacheErrorsByOp(t), time.Now()
 	var withOutage, withoutCache []time.Duration
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -134,9 +134,12 @@ func TestRedisOutage(t *testing.T) {
 	if n, want := bypasses()-bypassesBefore, float64(len(withOutage)); n != want {
 		t.Errorf("%v of the cached cohort's %v reads bypassed the cache with the breaker open", n, want)
 	}
-	probes := a.cacheOpErrors(t, "epoch") - probesBefore
-	if n := a.cacheErrors(t) - errorsBefore - probes; n != 0 {
-		t.Errorf("%v Redis operations attempted (and failed) by requests with the breaker open, want none", n)
+	opsAfter := a.cacheErrorsByOp(t)
+	probes := opsAfter["epoch"] - opsBefore["epoch"]
+	for op, n := range opsAfter {
+		if d := n - opsBefore[op]; op != "epoch" && d != 0 {
+			t.Errorf("%v Redis %s operations attempted (and failed) by requests with the breaker open, want none", d, op)
+		}
 	}
 	if elapsed := time.Since(probeStart); probes > float64(elapsed/(200*time.Millisecond))+1 {
 		t.Errorf("%v epoch refreshes failed in %v with the breaker open: more than the probe's one per 200 ms", probes, elapsed.Round(time.Millisecond))
