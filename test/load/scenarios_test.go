@@ -52,26 +52,6 @@ type server struct {
 	primaryURL string
 }
 
-// buildParley builds ./cmd/parley of this module into dir.
-func buildParley(t *testing.T, dir string) string {
-	t.Helper()
-	out, err := exec.Command("go", "env", "GOMOD").Output()
-	if err != nil {
-		t.Fatalf("go env GOMOD: %v", err)
-	}
-	gomod := strings.TrimSpace(string(out))
-	if gomod == "" || gomod == os.DevNull {
-		t.Fatalf("go env GOMOD: not inside the module (%q)", gomod)
-	}
-	bin := filepath.Join(dir, "parley")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/parley")
-	cmd.Dir = filepath.Dir(gomod)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./cmd/parley: %v\n%s", err, out)
-	}
-	return bin
-}
-
 // freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
 func freePort(t *testing.T) int {
 	t.Helper()
@@ -90,7 +70,7 @@ func startServe(t *testing.T) *server {
 	t.Helper()
 	s := stacktest.ForTest(t)
 	dir := t.TempDir()
-	bin := buildParley(t, dir)
+	bin := stacktest.BuildParley(t, dir)
 	db := s.NewDatabase(t)
 
 	mig := exec.Command(bin, "migrate", "--database-url", db.PrimaryURL)

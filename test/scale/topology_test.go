@@ -35,7 +35,7 @@ import (
 // both instances and leaves the stack (--keep-stack) running.
 func TestTopologyCommands(t *testing.T) {
 	s := stacktest.ForTest(t)
-	bin := buildParley(t, t.TempDir())
+	bin := stacktest.BuildParley(t, t.TempDir())
 	dir := s.Dir
 	run := func(args ...string) (string, int) {
 		t.Helper()
