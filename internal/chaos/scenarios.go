@@ -70,12 +70,7 @@ var scenarios = []*scenario{
 		targets: func(r *scenarioRun, res *Result) []Target {
 			open, okOpen := r.mon.firstEach(len(r.bases), r.faultAt, func(s sample) bool { return s.breaker != "closed" })
 			closed, okClosed := r.breakerClosedAfterHeal()
-			if okOpen {
-				res.DetectS = secs(open.Sub(r.faultAt))
-			}
-			if okClosed {
-				res.RecoverS = secs(closed.Sub(r.healAt))
-			}
+			r.detectRecover(res, open, okOpen, closed, okClosed)
 			return []Target{
 				failedRequests(res, 0),
 				within("breaker open after the pause (every instance)", 2*time.Second, open, r.faultAt, okOpen),
@@ -113,12 +108,7 @@ var scenarios = []*scenario{
 		targets: func(r *scenarioRun, res *Result) []Target {
 			down, okDown := r.mon.firstEach(len(r.bases), r.faultAt, func(s sample) bool { return s.cache != "up" })
 			up, okUp := r.cacheUpAfterHeal()
-			if okDown {
-				res.DetectS = secs(down.Sub(r.faultAt))
-			}
-			if okUp {
-				res.RecoverS = secs(up.Sub(r.healAt))
-			}
+			r.detectRecover(res, down, okDown, up, okUp)
 			b, f := res.Phases["before"], res.Phases["fault"]
 			added := f.P95ms - b.P95ms
 			cacheAfter := res.Phases["after"].Sources["cache"]
@@ -235,12 +225,7 @@ var scenarios = []*scenario{
 		targets: func(r *scenarioRun, res *Result) []Target {
 			open, okOpen := r.mon.firstEach(len(r.bases), r.faultAt, func(s sample) bool { return s.breaker != "closed" })
 			closed, okClosed := r.breakerClosedAfterHeal()
-			if okOpen {
-				res.DetectS = secs(open.Sub(r.faultAt))
-			}
-			if okClosed {
-				res.RecoverS = secs(closed.Sub(r.healAt))
-			}
+			r.detectRecover(res, open, okOpen, closed, okClosed)
 			slowed, _ := r.markAt("replica link slowed by 200 ms")
 			var hole []float64
 			for _, o := range r.wl.rec.ops {
@@ -454,12 +439,7 @@ var scenarios = []*scenario{
 		targets: func(r *scenarioRun, res *Result) []Target {
 			down, okDown := r.firstOn(0, r.faultAt, func(s sample) bool { return s.cache != "up" })
 			up, okUp := r.firstOn(0, r.healAt, func(s sample) bool { return s.cache == "up" })
-			if okDown {
-				res.DetectS = secs(down.Sub(r.faultAt))
-			}
-			if okUp {
-				res.RecoverS = secs(up.Sub(r.healAt))
-			}
+			r.detectRecover(res, down, okDown, up, okUp)
 			f := res.Phases["fault"]
 			r.note("fault phase: %d requests, %d errors %v (an instance that cannot deliver a send's invalidation answers 503: the client retries the key)", f.Requests, f.Errors, f.ByClass)
 			return []Target{
@@ -910,4 +890,16 @@ func statementTimeout(url string) time.Duration {
 		return 0
 	}
 	return time.Duration(ms) * time.Millisecond
+}
+
+// detectRecover records the scenario's time to detect (from the fault to
+// detected) and to recover (from the heal to recovered), each when it was
+// seen.
+func (r *scenarioRun) detectRecover(res *Result, detected time.Time, okDetected bool, recovered time.Time, okRecovered bool) {
+	if okDetected {
+		res.DetectS = secs(detected.Sub(r.faultAt))
+	}
+	if okRecovered {
+		res.RecoverS = secs(recovered.Sub(r.healAt))
+	}
 }
