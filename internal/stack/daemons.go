@@ -88,7 +88,13 @@ func (s *Stack) upPgBouncer(ctx context.Context) error {
 // ---- Redis ----
 
 func (s *Stack) redisConf() string {
-	d := s.redisDir()
+	return redisCacheConf(s.State.RedisPort, s.redisPIDFile(), filepath.Join(s.logDir(), "redis.log"), s.redisDir(), "512mb")
+}
+
+// redisCacheConf is the configuration of a Redis that serves as a cache (the
+// single Redis, or a cluster node with its cluster settings added): loopback
+// only, no persistence, LRU eviction at maxmemory.
+func redisCacheConf(port int, pidFile, logFile, dir, maxmemory string) string {
 	return fmt.Sprintf(`# Written by parley stack; rewritten on every 'up'. A cache: no persistence.
 bind 127.0.0.1
 port %d
@@ -100,9 +106,9 @@ dir %s
 save ""
 appendonly no
 maxclients 10000
-maxmemory 512mb
+maxmemory %s
 maxmemory-policy allkeys-lru
-`, s.State.RedisPort, s.redisPIDFile(), filepath.Join(s.logDir(), "redis.log"), d)
+`, port, pidFile, logFile, dir, maxmemory)
 }
 
 func (s *Stack) redisRunning() bool {

@@ -48,27 +48,14 @@ func (s *Stack) redisNodePIDFile(i int) string { return filepath.Join(s.redisNod
 func redisNodeName(i int) string { return "redis" + strconv.Itoa(i+1) }
 
 func (s *Stack) redisNodeConf(i int) string {
-	return fmt.Sprintf(`# Written by parley stack; rewritten on every 'up'. A cache node: no persistence.
-bind 127.0.0.1
-port %d
-protected-mode yes
-daemonize yes
-pidfile %s
-logfile %s
-dir %s
-save ""
-appendonly no
-maxclients 10000
-maxmemory 256mb
-maxmemory-policy allkeys-lru
-cluster-enabled yes
+	return redisCacheConf(s.State.RedisClusterPorts[i], s.redisNodePIDFile(i), filepath.Join(s.logDir(), redisNodeName(i)+".log"),
+		s.redisNodeDir(i), "256mb") + fmt.Sprintf(`cluster-enabled yes
 cluster-config-file nodes.conf
 cluster-port %d
 cluster-announce-ip 127.0.0.1
 cluster-node-timeout 2000
 cluster-require-full-coverage no
-`, s.State.RedisClusterPorts[i], s.redisNodePIDFile(i), filepath.Join(s.logDir(), redisNodeName(i)+".log"),
-		s.redisNodeDir(i), s.State.RedisClusterBusPorts[i])
+`, s.State.RedisClusterBusPorts[i])
 }
 
 func (s *Stack) redisNodeRunning(i int) bool {
