@@ -20,8 +20,12 @@ import (
 // write through on a lapse (see acknowledge).
 
 // witnessEvery is how often RunWitness records this instance's last
-// refresh of the epoch.
-const witnessEvery = 250 * time.Millisecond
+// refresh of the epoch; forgetEvery how often it drops the rows of
+// instances silent for an hour.
+const (
+	witnessEvery = 250 * time.Millisecond
+	forgetEvery  = time.Minute
+)
 
 // RunWitness records, every witnessEvery until ctx ends, when this instance
 // last reached Redis (when it did so within the last two intervals). It
@@ -29,11 +33,20 @@ const witnessEvery = 250 * time.Millisecond
 func (s *Service) RunWitness(ctx context.Context) {
 	t := time.NewTicker(witnessEvery)
 	defer t.Stop()
+	var forgotAt time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+		}
+		if time.Since(forgotAt) >= forgetEvery {
+			forgotAt = time.Now()
+			fctx, cancel := context.WithTimeout(ctx, witnessEvery)
+			if err := s.store.ForgetSilentWitnesses(monitor.WithQueryName(fctx, "cache_witness"), s.cfg.InstanceID); err != nil && ctx.Err() == nil {
+				s.log.Debug("cache witness: forget silent instances", "err", err)
+			}
+			cancel()
 		}
 		ago, ok := s.cache.RedisReachedAgo()
 		if !ok || ago > 2*witnessEvery {
