@@ -51,9 +51,7 @@ if ! grep -q '^| `' "$tables"; then
 	exit "$rc"
 fi
 
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-cores=$(nproc)
-mem=$(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+machine_facts
 pgver=$(/usr/lib/postgresql/15/bin/postgres --version 2>/dev/null | awk '{print $3}')
 bouncer=$(pgbouncer --version 2>/dev/null | awk 'NR==1 {print $NF}')
 gover=$(go env GOVERSION)

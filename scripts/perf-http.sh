@@ -157,9 +157,7 @@ route_ns=$(awk '$1 ~ /^BenchmarkRouteDecision-/ {print $3}' "$work/bench.txt")
 route_par_ns=$(awk '$1 ~ /^BenchmarkRouteDecisionParallel-/ {print $3}' "$work/bench.txt")
 acquire_ns=$(awk '$1 ~ /^BenchmarkAcquireTracer-/ {print $3}' "$work/bench.txt")
 
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-cores=$(nproc)
-mem=$(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+machine_facts
 gover=$(go env GOVERSION)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
 pgver=$(psql "$PARLEY_PRIMARY_URL" -Atc 'SHOW server_version' 2>/dev/null | awk '{print $1}' || echo "?")

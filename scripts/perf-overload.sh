@@ -87,24 +87,11 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # --- build -------------------------------------------------------------------
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
-if [ -n "${PARLEY_BIN:-}" ]; then
-	bin=$(realpath "$PARLEY_BIN")
-	built="the prebuilt binary \`$PARLEY_BIN\`"
-else
-	log "building bin/parley from the working tree"
-	mkdir -p bin
-	go build -o bin/parley ./cmd/parley
-	bin=$(realpath bin/parley)
-	dirty=$(git status --porcelain -- cmd internal go.mod go.sum 2>/dev/null | awk '{print $NF}' | grep -v '_test\.go$' | tr '\n' ' ' | sed 's/ $//' || true)
-	built="\`bin/parley\` built from the working tree at commit $commit${dirty:+, with uncommitted changes in: $dirty}"
-fi
+build_parley
 
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u +"%Y-%m-%d %H:%M UTC")
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-cores=$(nproc)
-mem=$(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+machine_facts
 gover=$(go env GOVERSION)
 t0=$(date +%s)
 

@@ -217,9 +217,7 @@ for round in $(seq "$ROUNDS"); do
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-cores=$(nproc)
-mem=$(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+machine_facts
 redisver=$(redis-server --version | awk '{print $3}' | sed 's/^v=//')
 pgver=$(psql "$PARLEY_PRIMARY_URL" -Atc 'SHOW server_version' 2>/dev/null | awk '{print $1}' || echo "?")
 

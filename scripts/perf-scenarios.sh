@@ -114,9 +114,7 @@ fi
 # --- machine -----------------------------------------------------------------
 load_start=$(cut -d' ' -f1-3 /proc/loadavg)
 started=$(date -u +"%Y-%m-%d %H:%M UTC")
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-cores=$(nproc)
-mem=$(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+machine_facts
 gover=$(go env GOVERSION)
 pg=$(ls /usr/lib/postgresql/*/bin/postgres 2>/dev/null | sort -V | tail -1)
 versions="PostgreSQL $({ [ -n "$pg" ] && "$pg" --version; } | awk '{print $3}'), PgBouncer $(pgbouncer --version 2>/dev/null | awk 'NR == 1 {print $2}'), Redis $(redis-server --version 2>/dev/null | sed -n 's/.* v=\([^ ]*\).*/\1/p')"

@@ -31,9 +31,7 @@ started=$(date -u +"%Y-%m-%d %H:%M UTC")
 echo "perf-store: go test -bench BenchmarkStore -benchtime $BENCHTIME (load average $load)" >&2
 go test -run '^$' -bench '^BenchmarkStore$' -benchtime "$BENCHTIME" -count 1 -timeout 30m ./internal/postgres/ | tee "$raw" >&2
 
-cpu=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo)
-cores=$(nproc)
-mem=$(awk '/^MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)
+machine_facts
 pgver=$(sed -n 's/.*server_version: \([^ ]*\).*/\1/p' "$raw" | head -1)
 gover=$(go env GOVERSION)
 commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
