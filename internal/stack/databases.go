@@ -34,12 +34,47 @@ func (s *Stack) CreateDatabase(ctx context.Context, name, template string) error
 	if _, err := conn.Exec(ctx, q); err != nil {
 		return fmt.Errorf("create database %s: %w", name, err)
 	}
+	if template != "" {
+		if err := copyRoleSettings(ctx, conn, template, name); err != nil {
+			return fmt.Errorf("create database %s: %w", name, err)
+		}
+	}
 	if err := s.grantDatabase(ctx, name); err != nil {
 		return err
 	}
 	for i, u := range s.ReplicaURLsFor(name) {
 		if err := WaitReplicaCaughtUp(ctx, s.PrimaryURLFor(name), u); err != nil {
 			return fmt.Errorf("database %s on %s: %w", name, replicaName(i), err)
+		}
+	}
+	return nil
+}
+
+// copyRoleSettings gives database to the per-database role settings of
+// template (ALTER ROLE … IN DATABASE … SET, pg_db_role_setting), which
+// CREATE DATABASE … TEMPLATE does not copy: without them a test database
+// would lack the server-side timeouts that migration 0070 sets on the app
+// role in the app's database, and the tests would not run as the server does.
+func copyRoleSettings(ctx context.Context, conn *pgx.Conn, template, database string) error {
+	rows, err := conn.Query(ctx, `
+		SELECT format('ALTER ROLE %s IN DATABASE %I SET %s = %L',
+		              coalesce(quote_ident(r.rolname), 'ALL'), $2::text,
+		              split_part(c, '=', 1), substr(c, strpos(c, '=') + 1))
+		FROM pg_db_role_setting s
+		LEFT JOIN pg_roles r ON r.oid = s.setrole
+		CROSS JOIN LATERAL unnest(s.setconfig) AS c
+		WHERE s.setdatabase = (SELECT oid FROM pg_database WHERE datname = $1)
+		ORDER BY 1`, template, database)
+	if err != nil {
+		return fmt.Errorf("role settings of %s: %w", template, err)
+	}
+	stmts, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("role settings of %s: %w", template, err)
+	}
+	for _, q := range stmts {
+		if _, err := conn.Exec(ctx, q); err != nil {
+			return fmt.Errorf("copy role setting of %s: %w", template, err)
 		}
 	}
 	return nil
