@@ -56,7 +56,9 @@ type Config struct {
 	ProbeTimeout  time.Duration
 	// ReplicaReadTimeout bounds one read's attempt on a replica (acquiring a
 	// connection and the statements; default ProbeTimeout): past it the read
-	// is run on the primary and the replica's breaker counts a failure.
+	// is run on the primary and the replica's breaker counts a failure. A
+	// ReplicaWait of more than a quarter of it is added for reads that wait
+	// for replay; a shorter one waits within it.
 	ReplicaReadTimeout time.Duration
 	// ReplicaWait bounds how long a read held to a token that no replica had
 	// replayed at its last probe waits for the replica to replay it (polling

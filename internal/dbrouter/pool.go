@@ -49,13 +49,16 @@ func openNode(ctx context.Context, name, target, url, execMode, defaultMode stri
 	if maxConns > 0 {
 		pc.MaxConns = maxConns
 	}
-	if target == TargetPrimary && pc.MinConns == 0 {
-		// A quarter of the primary pool stays connected (to PgBouncer:
-		// client connections, no server connection held), made in the
-		// background from the start: a burst on a fresh or idle instance
-		// does not pay a connect and authentication per request, which on
-		// a busy machine outlasts the short acquire bound (serve's 100 ms)
-		// and answers 503 (parley chaos: six 503s on a cold instance).
+	if pc.MinConns == 0 {
+		// A quarter of every pool stays connected, made in the background
+		// from the start: a burst on a fresh or idle instance does not pay
+		// a connect and authentication per request, which on a busy machine
+		// outlasts the short acquire bound (serve's 100 ms). On the primary
+		// (through PgBouncer: client connections, no server connection
+		// held) a cold pool answered 503 (parley chaos: six 503s on a cold
+		// instance); on a replica (a backend each) it sent the first reads
+		// of a fresh instance to the primary ("acquire replica1 connection:
+		// context deadline exceeded", then the primary's pool wait).
 		pc.MinConns = max(1, pc.MaxConns/4)
 	}
 	if pc.ConnConfig.ConnectTimeout == 0 {
