@@ -150,8 +150,14 @@ func TestStallOpenSeesItClosedMissesIt(t *testing.T) {
 		if sr.Errors != 0 {
 			t.Fatalf("errors: %v", sr.ErrorsByClass)
 		}
-		if sr.LatencyMs.P99 > 100 {
-			t.Errorf("closed p99 = %.1fms; the closed model should miss the stall (that is the point)", sr.LatencyMs.P99)
+		// Missing the stall: each of the 10 connections waits it out once,
+		// so fewer than 1 % of the requests saw it and the p99 is a request
+		// that did not, far from the stall's S (a stalled one takes ≥ S).
+		// The bound separates the two kinds, not fast from slow: the
+		// requests that did not stall took 2 ms plus whatever the shared
+		// machine adds (p99 118 ms at load average 11).
+		if sr.LatencyMs.P99 > (S / 2).Seconds()*1000 {
+			t.Errorf("closed p99 = %.1fms, not under half the %v stall; the closed model should miss the stall (that is the point)", sr.LatencyMs.P99, S)
 		}
 		if sr.LatencyMs.Max < 500 {
 			t.Errorf("closed max = %.1fms; the stalled requests in flight should still show in max", sr.LatencyMs.Max)
