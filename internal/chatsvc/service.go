@@ -141,9 +141,16 @@ func (s *Service) budget(ctx context.Context) (context.Context, context.CancelFu
 
 // writeContext is the context of a write's database work: detached from the
 // client (a client that hangs up must not cut a write between its COMMIT
-// and its acknowledgement), bounded by the database budget.
+// and its acknowledgement), bounded by the database budget and by the
+// request's own deadline, whichever comes first: the request's earlier
+// database work (its authentication) does not extend it (a send could take
+// two budgets, 3 s against a 2 s request deadline).
 func (s *Service) writeContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(ctx), s.cfg.DBBudget)
+	d := time.Now().Add(s.cfg.DBBudget)
+	if rd, ok := ctx.Deadline(); ok && rd.Before(d) {
+		d = rd
+	}
+	return context.WithDeadline(context.WithoutCancel(ctx), d)
 }
 
 // Status is GET /admin/status: this instance's latest probe of each replica
