@@ -156,7 +156,7 @@ func TestStallOpenSeesItClosedMissesIt(t *testing.T) {
 		// The bound separates the two kinds, not fast from slow: the
 		// requests that did not stall took 2 ms plus whatever the shared
 		// machine adds (p99 118 ms at load average 11).
-		if sr.LatencyMs.P99 > (S / 2).Seconds()*1000 {
+		if sr.LatencyMs.P99 > (S/2).Seconds()*1000 {
 			t.Errorf("closed p99 = %.1fms, not under half the %v stall; the closed model should miss the stall (that is the point)", sr.LatencyMs.P99, S)
 		}
 		if sr.LatencyMs.Max < 500 {
