@@ -174,7 +174,19 @@ func TestUnavailableBehindPgBouncer(t *testing.T) {
 							return err
 						}
 						defer conn.Close(context.Background())
-						_, err = conn.Exec(holdCtx, `SELECT pg_sleep(60)`)
+						// The role's statement_timeout (1 s, migration 0070)
+						// would end the sleep: a long job sets its own, in its
+						// transaction (a session SET would leak to PgBouncer's
+						// later clients).
+						tx, err := conn.Begin(holdCtx)
+						if err != nil {
+							return err
+						}
+						defer tx.Rollback(context.Background())
+						if _, err := tx.Exec(holdCtx, `SET LOCAL statement_timeout = 0`); err != nil {
+							return err
+						}
+						_, err = tx.Exec(holdCtx, `SELECT pg_sleep(60)`)
 						return err
 					}()
 					var pe *pgconn.PgError
