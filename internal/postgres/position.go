@@ -2,7 +2,11 @@ package postgres
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/parley-chat/parley/internal/wal"
 )
@@ -36,4 +40,45 @@ func commitPosition(ctx context.Context, q Querier) wal.LSN {
 		return 0
 	}
 	return l
+}
+
+// commitAtSQL commits the open transaction and reads the WAL insert position
+// after it, in one simple-protocol message: one round trip, and behind
+// PgBouncer's transaction pooling one server connection (the message ends
+// with a single ReadyForQuery, so the SELECT runs on the server connection
+// that committed). Read after the COMMIT a second time instead, the position
+// needs a server connection again, and a pool held by other work (parley
+// chaos pool-exhaustion) left committed sends without a position: their
+// users' reads were then held to the primary, which that pool could not
+// serve either.
+const commitAtSQL = `COMMIT; SELECT pg_current_wal_insert_lsn()::text`
+
+// errCommitRolledBack: COMMIT of a transaction that had failed (PostgreSQL
+// rolls it back and answers ROLLBACK).
+var errCommitRolledBack = errors.New("the transaction was rolled back (it had failed)")
+
+// commitAt commits the transaction open on c and returns the primary's WAL
+// insert position read right after the COMMIT (see commitPosition; raw, not
+// normalized). An error means the outcome of the COMMIT is unknown or that
+// it failed; a position that could not be read after a successful COMMIT is
+// 0 with a nil error (the write is committed all the same).
+func commitAt(ctx context.Context, c *pgconn.PgConn) (wal.LSN, error) {
+	res, err := c.Exec(ctx, commitAtSQL).ReadAll()
+	if len(res) == 0 || res[0].Err != nil {
+		if len(res) > 0 && res[0].Err != nil {
+			err = res[0].Err
+		}
+		return 0, err
+	}
+	if tag := res[0].CommandTag.String(); tag != "COMMIT" {
+		return 0, fmt.Errorf("%w: %s", errCommitRolledBack, tag)
+	}
+	if err != nil || len(res) < 2 || res[1].Err != nil || len(res[1].Rows) != 1 || len(res[1].Rows[0]) != 1 {
+		return 0, nil // committed; the position is unknown
+	}
+	l, perr := wal.Parse(string(res[1].Rows[0][0]))
+	if perr != nil {
+		return 0, nil
+	}
+	return l, nil
 }

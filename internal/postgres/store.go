@@ -65,21 +65,24 @@ func (s *Store) acquire(ctx context.Context) (*pgxpool.Conn, error) {
 }
 
 // inTx runs fn in a transaction on a primary connection, commits, and
-// returns the commit position (commitPosition).
+// returns the commit position (commitAt).
 func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) (wal.LSN, error) {
 	c, tx, err := s.begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Release()
-	defer tx.Rollback(context.WithoutCancel(ctx))
 	if err := fn(tx); err != nil {
+		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return 0, Classify(ctx, err)
 	}
-	if err := tx.Commit(ctx); err != nil {
+	// The transaction is ended by commitAt, not by tx: tx must not be
+	// used (nor rolled back) after it.
+	pos, err := commitAt(ctx, c.Conn().PgConn())
+	if err != nil {
 		return 0, Classify(ctx, commitUnknown(fmt.Errorf("commit: %w", err)))
 	}
-	return commitPosition(ctx, c), nil
+	return pos, nil
 }
 
 // begin acquires a primary connection and opens a transaction on it. A
