@@ -21,10 +21,24 @@ import (
 
 // witnessEvery is how often RunWitness records this instance's last
 // refresh of the epoch; forgetEvery how often it drops the rows of
-// instances silent for an hour.
+// instances silent for an hour. witnessTimeout bounds one write, and after
+// a failed one the next waits witnessBackoff, doubling up to
+// witnessMaxBackoff while they keep failing.
+//
+// Why not try again at the next tick: behind PgBouncer a write that gives up
+// while queued for a server connection, or just as it gets one, makes
+// PgBouncer close that server connection ("client disconnect while server
+// was not ready"). Four writes a second per instance, each giving up at
+// 250 ms, were the most frequent such clients after PgBouncer was restarted
+// or resumed (parley chaos pgbouncer-restart: 140 of the 256 queries that
+// timed out in the 27 s until sends succeeded again), feeding a stall in
+// which every new server connection went to a client that then left.
 const (
-	witnessEvery = 250 * time.Millisecond
-	forgetEvery  = time.Minute
+	witnessEvery      = 250 * time.Millisecond
+	witnessTimeout    = time.Second
+	witnessBackoff    = time.Second
+	witnessMaxBackoff = 8 * time.Second
+	forgetEvery       = time.Minute
 )
 
 // RunWitness records, every witnessEvery until ctx ends, when this instance
@@ -33,30 +47,45 @@ const (
 func (s *Service) RunWitness(ctx context.Context) {
 	t := time.NewTicker(witnessEvery)
 	defer t.Stop()
-	var forgotAt time.Time
+	var forgotAt, quietUntil time.Time
+	backoff := time.Duration(0)
+	failed := func(err error) {
+		backoff = min(max(2*backoff, witnessBackoff), witnessMaxBackoff)
+		quietUntil = time.Now().Add(backoff)
+		s.log.Debug("cache witness: write failed; waiting before the next", "err", err, "wait", backoff)
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
+		if time.Now().Before(quietUntil) {
+			continue
+		}
 		if time.Since(forgotAt) >= forgetEvery {
 			forgotAt = time.Now()
-			fctx, cancel := context.WithTimeout(ctx, witnessEvery)
-			if err := s.store.ForgetSilentWitnesses(monitor.WithQueryName(fctx, "cache_witness"), s.cfg.InstanceID); err != nil && ctx.Err() == nil {
-				s.log.Debug("cache witness: forget silent instances", "err", err)
-			}
+			fctx, cancel := context.WithTimeout(ctx, witnessTimeout)
+			err := s.store.ForgetSilentWitnesses(monitor.WithQueryName(fctx, "cache_witness"), s.cfg.InstanceID)
 			cancel()
+			if err != nil && ctx.Err() == nil {
+				failed(err)
+				continue
+			}
 		}
 		ago, ok := s.cache.RedisReachedAgo()
 		if !ok || ago > 2*witnessEvery {
 			continue
 		}
-		wctx, cancel := context.WithTimeout(ctx, witnessEvery)
-		if err := s.store.RecordRedisReached(monitor.WithQueryName(wctx, "cache_witness"), s.cfg.InstanceID, ago); err != nil && ctx.Err() == nil {
-			s.log.Debug("cache witness: record", "err", err)
-		}
+		wctx, cancel := context.WithTimeout(ctx, witnessTimeout)
+		err := s.store.RecordRedisReached(monitor.WithQueryName(wctx, "cache_witness"), s.cfg.InstanceID, ago)
 		cancel()
+		switch {
+		case err != nil && ctx.Err() == nil:
+			failed(err)
+		case err == nil:
+			backoff = 0
+		}
 	}
 }
 

@@ -235,8 +235,14 @@ func (s *Store) merge(es ...entry) {
 
 // Run polls the table until ctx ends. It reads once at once; failures are
 // logged when they start and when they stop, and the last good state stays.
+// While polls fail, the interval doubles after each, up to 8 times the
+// normal one: a database that cannot answer (PgBouncer restarting, its pool
+// held) is not asked again every second by every instance, and behind
+// PgBouncer a poll that gives up while queued or just as it gets a server
+// connection makes PgBouncer close that connection.
 func (s *Store) Run(ctx context.Context) {
 	failing := false
+	wait := s.interval
 	for {
 		qctx, cancel := context.WithTimeout(ctx, max(s.interval, time.Second))
 		err := s.Refresh(qctx)
@@ -252,8 +258,14 @@ func (s *Store) Run(ctx context.Context) {
 			s.log.Info("rollout poll recovered")
 			failing = false
 		}
+		switch {
+		case err != nil && ctx.Err() == nil:
+			wait = min(2*wait, 8*s.interval)
+		default:
+			wait = s.interval
+		}
 		// ±10% jitter so that instances do not poll in lockstep.
-		d := s.interval + time.Duration((rand.Float64()-0.5)*0.2*float64(s.interval))
+		d := wait + time.Duration((rand.Float64()-0.5)*0.2*float64(wait))
 		t := time.NewTimer(d)
 		select {
 		case <-ctx.Done():
