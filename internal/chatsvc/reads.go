@@ -33,15 +33,14 @@ func (s *Service) History(ctx context.Context, u chat.User, req chat.HistoryRequ
 			if err != nil {
 				return nil, err
 			}
-			return chat.EncodeJSON(s.enc.MessagePage(p, page.Direction, req.Cursor))
+			return s.enc.EncodeMessagePage(p, page.Direction, req.Cursor), nil
 		},
 		loadShared: func(ctx context.Context, q postgres.Querier) ([]byte, []int64, error) {
 			p, members, err := s.store.MessagesAndMembers(ctx, q, u.ID, id, page)
 			if err != nil {
 				return nil, nil, err
 			}
-			body, err := chat.EncodeJSON(s.enc.MessagePage(p, page.Direction, req.Cursor))
-			return body, members, err
+			return s.enc.EncodeMessagePage(p, page.Direction, req.Cursor), members, nil
 		},
 	})
 }
