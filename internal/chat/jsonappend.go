@@ -2,6 +2,7 @@ package chat
 
 import (
 	"strconv"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -16,14 +17,60 @@ import (
 // EncodeMessagePage is the history page's response body: the same bytes as
 // EncodeJSON(e.MessagePage(p, dir, given)).
 func (e Encoder) EncodeMessagePage(p MessagePage, dir Direction, given string) []byte {
-	// Per message: the field names and punctuation (~90 bytes), three ids
-	// (≤ 19 digits each), the time (27), the cursor (40), the body (escaping
-	// aside). One allocation for an ordinary page.
+	return e.AppendMessagePage(make([]byte, 0, pageSizeHint(p, given)), p, dir, given)
+}
+
+// pageSizeHint is enough room for an ordinary page: per message the field
+// names and punctuation (~90 bytes), three ids (≤ 19 digits each), the time
+// (27), the cursor (40) and the body (escaping aside).
+func pageSizeHint(p MessagePage, given string) int {
 	n := 64 + len(given)
 	for i := range p.Messages {
 		n += 220 + len(p.Messages[i].Body)
 	}
-	return e.AppendMessagePage(make([]byte, 0, n), p, dir, given)
+	return n
+}
+
+// BodyBuffer is a reusable buffer for a response body that nothing keeps
+// after it is written (an uncached read's): NewBodyBuffer takes one from a
+// pool, Release puts it back.
+type BodyBuffer struct{ b []byte }
+
+// maxPooledBody is the largest buffer that goes back to the pool: a page of
+// 100 long messages full of escapes should not stay in memory for ever.
+const maxPooledBody = 64 << 10
+
+var bodyBuffers = sync.Pool{New: func() any { return new(BodyBuffer) }}
+
+// NewBodyBuffer returns an empty buffer from the pool.
+func NewBodyBuffer() *BodyBuffer { return bodyBuffers.Get().(*BodyBuffer) }
+
+// Release puts b back into the pool (nothing for nil). Whatever b held must
+// no longer be used.
+func (b *BodyBuffer) Release() {
+	if b == nil {
+		return
+	}
+	if cap(b.b) > maxPooledBody {
+		b.b = nil
+	}
+	b.b = b.b[:0]
+	bodyBuffers.Put(b)
+}
+
+// Owns says whether body is the content of b.
+func (b *BodyBuffer) Owns(body []byte) bool {
+	return b != nil && len(body) > 0 && len(b.b) == len(body) && &b.b[0] == &body[0]
+}
+
+// EncodeMessagePageTo is EncodeMessagePage into buf, replacing what buf
+// held: the result is valid until buf is released or used again.
+func (e Encoder) EncodeMessagePageTo(buf *BodyBuffer, p MessagePage, dir Direction, given string) []byte {
+	if buf.b == nil {
+		buf.b = make([]byte, 0, pageSizeHint(p, given))
+	}
+	buf.b = e.AppendMessagePage(buf.b[:0], p, dir, given)
+	return buf.b
 }
 
 // AppendMessagePage appends the history page's response body to dst (see

@@ -243,7 +243,7 @@ func benchPage() MessagePage {
 
 // BenchmarkHistoryEncode is the body of an uncached history page: the
 // reflection-based way (MessagePage + encoding/json) against the append
-// encoder; both sign 50 cursors.
+// encoder, with a new buffer and with a pooled one; all sign 50 cursors.
 func BenchmarkHistoryEncode(b *testing.B) {
 	e := testEncoder(b)
 	p := benchPage()
@@ -263,4 +263,49 @@ func BenchmarkHistoryEncode(b *testing.B) {
 			b.SetBytes(int64(len(e.EncodeMessagePage(p, Newest, ""))))
 		}
 	})
+	b.Run("append_pooled", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			buf := NewBodyBuffer()
+			b.SetBytes(int64(len(e.EncodeMessagePageTo(buf, p, Newest, ""))))
+			buf.Release()
+		}
+	})
+}
+
+func TestBodyBuffer(t *testing.T) {
+	e := testEncoder(t)
+	r := rand.New(rand.NewPCG(3, 4))
+	buf := NewBodyBuffer()
+	for range 200 {
+		p, dir, given := randomPage(r)
+		want := referencePage(t, e, p, dir, given)
+		got := e.EncodeMessagePageTo(buf, p, dir, given)
+		if !bytes.Equal(got, want) {
+			t.Fatalf("EncodeMessagePageTo:\n got %q\nwant %q", got, want)
+		}
+		if !buf.Owns(got) {
+			t.Fatal("the buffer does not own what it encoded")
+		}
+		if buf.Owns(want) || buf.Owns(nil) || buf.Owns(got[:len(got)-1]) {
+			t.Fatal("the buffer owns what it did not encode")
+		}
+		if r.IntN(4) == 0 {
+			buf.Release()
+			buf = NewBodyBuffer()
+		}
+	}
+	buf.Release()
+	var none *BodyBuffer
+	none.Release() // a Read without a pooled body
+	if none.Owns([]byte("x")) {
+		t.Fatal("nil owns")
+	}
+	Read{Body: []byte("x")}.Release()
+
+	big := &BodyBuffer{b: make([]byte, 10, maxPooledBody+1)}
+	big.Release()
+	if big.b != nil {
+		t.Fatal("an oversized buffer was kept")
+	}
 }
