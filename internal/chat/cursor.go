@@ -57,7 +57,16 @@ const MinCursorKeyLen = 16
 // CursorCodec encodes and decodes opaque, tamper-evident cursors. It is safe
 // for concurrent use. Every instance of the service must use the same key.
 type CursorCodec struct {
-	macs sync.Pool // of hash.Hash (HMAC-SHA256 under the key)
+	macs sync.Pool // of *macState
+}
+
+// macState is an HMAC-SHA256 under the codec's key with room for its input
+// and output: slices of a pooled value do not escape to the heap per call
+// (a history page signs 50 cursors).
+type macState struct {
+	h   hash.Hash
+	in  [cursorPayloadLen + 8]byte
+	sum [sha256.Size]byte
 }
 
 // NewCursorCodec returns a codec keyed with key (at least 16 bytes).
@@ -67,32 +76,38 @@ func NewCursorCodec(key []byte) (*CursorCodec, error) {
 	}
 	k := append([]byte(nil), key...)
 	c := &CursorCodec{}
-	c.macs.New = func() any { return hmac.New(sha256.New, k) }
+	c.macs.New = func() any { return &macState{h: hmac.New(sha256.New, k)} }
 	return c, nil
 }
 
+// mac appends the first cursorMACLen bytes of HMAC-SHA256(key, payload ||
+// scope as 8 bytes big endian) to dst.
 func (c *CursorCodec) mac(dst, payload []byte, scope int64) []byte {
-	h := c.macs.Get().(hash.Hash)
-	h.Reset()
-	h.Write(payload)
-	var s [8]byte
-	binary.BigEndian.PutUint64(s[:], uint64(scope))
-	h.Write(s[:])
-	var sum [sha256.Size]byte
-	dst = append(dst, h.Sum(sum[:0])[:cursorMACLen]...)
-	c.macs.Put(h)
+	m := c.macs.Get().(*macState)
+	n := copy(m.in[:], payload)
+	binary.BigEndian.PutUint64(m.in[n:], uint64(scope))
+	m.h.Reset()
+	m.h.Write(m.in[:n+8])
+	dst = append(dst, m.h.Sum(m.sum[:0])[:cursorMACLen]...)
+	c.macs.Put(m)
 	return dst
 }
 
 // Encode returns the opaque form of cur, bound to kind and scope.
 func (c *CursorCodec) Encode(kind CursorKind, scope int64, cur Cursor) string {
+	var b [CursorLen]byte
+	return string(c.AppendEncode(b[:0], kind, scope, cur))
+}
+
+// AppendEncode appends Encode's result (CursorLen bytes) to dst.
+func (c *CursorCodec) AppendEncode(dst []byte, kind CursorKind, scope int64, cur Cursor) []byte {
 	var raw [cursorRawLen]byte
 	raw[0] = cursorVersion
 	raw[1] = byte(kind)
 	binary.BigEndian.PutUint64(raw[2:10], uint64(cur.Time.UnixMicro()))
 	binary.BigEndian.PutUint64(raw[10:18], uint64(cur.ID))
 	c.mac(raw[:cursorPayloadLen], raw[:cursorPayloadLen], scope)
-	return cursorEncoding.EncodeToString(raw[:])
+	return cursorEncoding.AppendEncode(dst, raw[:])
 }
 
 // errBadCursor is the one answer to every malformed, tampered or foreign

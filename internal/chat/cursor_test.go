@@ -1,6 +1,11 @@
 package chat
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/binary"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
@@ -132,6 +137,47 @@ func BenchmarkCursorDecode(b *testing.B) {
 	for b.Loop() {
 		if _, err := c.Decode(MessageCursor, 42, s); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestCursorWireFormat recomputes cursors from the wire format's definition
+// with crypto/hmac directly, so that a faster Encode cannot drift from it.
+func TestCursorWireFormat(t *testing.T) {
+	key := []byte("0123456789abcdef0123456789abcdef")
+	c := testCodec(t, string(key))
+	// Made by the codec before it pooled its buffers.
+	for _, g := range []struct {
+		kind  CursorKind
+		scope int64
+		cur   Cursor
+		want  string
+	}{
+		{MessageCursor, 1234, Cursor{Time: time.UnixMicro(1764490218123456), ID: 900000}, "AW0ABkTLZKkwwAAAAAAADbugIe9KN-L37jO2vOg-"},
+		{ConversationListCursor, -5, Cursor{Time: time.UnixMicro(0), ID: 1}, "AWMAAAAAAAAAAAAAAAAAAAABCNVwVyPqcIHE452m"},
+	} {
+		if got := c.Encode(g.kind, g.scope, g.cur); got != g.want {
+			t.Errorf("Encode(%c, %d, %+v) = %q, want %q", g.kind, g.scope, g.cur, got, g.want)
+		}
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for range 1000 {
+		kind := []CursorKind{MessageCursor, ConversationListCursor}[r.IntN(2)]
+		scope, us, id := r.Int64(), r.Int64N(maxCursorMicros), r.Int64()
+		var raw []byte
+		raw = append(raw, cursorVersion, byte(kind))
+		raw = binary.BigEndian.AppendUint64(raw, uint64(us))
+		raw = binary.BigEndian.AppendUint64(raw, uint64(id))
+		h := hmac.New(sha256.New, key)
+		h.Write(raw)
+		h.Write(binary.BigEndian.AppendUint64(nil, uint64(scope)))
+		want := base64.RawURLEncoding.EncodeToString(append(raw, h.Sum(nil)[:12]...))
+		cur := Cursor{Time: time.UnixMicro(us), ID: id}
+		if got := c.Encode(kind, scope, cur); got != want {
+			t.Fatalf("Encode(%c, %d, %+v) = %q, want %q", kind, scope, cur, got, want)
+		}
+		if got := string(c.AppendEncode([]byte("x"), kind, scope, cur)); got != "x"+want {
+			t.Fatalf("AppendEncode = %q, want x%q", got, want)
 		}
 	}
 }

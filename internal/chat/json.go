@@ -100,6 +100,9 @@ func (e Encoder) Message(m Message) MessageJSON {
 // cursor to pass as after next time: the newest message returned, or the
 // cursor given when nothing newer exists yet — never null, so a client can
 // keep polling with it.
+//
+// The service writes the page with EncodeMessagePage (the same bytes,
+// without reflection); this form is the reference its tests compare with.
 func (e Encoder) MessagePage(p MessagePage, dir Direction, given string) MessagePageJSON {
 	out := MessagePageJSON{Messages: make([]MessageJSON, len(p.Messages)), HasMore: p.HasMore}
 	for i, m := range p.Messages {

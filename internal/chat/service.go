@@ -79,7 +79,14 @@ type Read struct {
 	Body   []byte
 	Source Source
 	Cohort string // CohortBaseline or CohortOptimized
+	// Buf, when not nil, is the pooled buffer that Body is in (a body made
+	// for this request alone). Release hands it back once Body is written.
+	Buf *BodyBuffer
 }
+
+// Release returns r's pooled body buffer, if it has one, for reuse: call it
+// once Body has been written (or will not be), and use Body no more.
+func (r Read) Release() { r.Buf.Release() }
 
 // Ack is an acknowledged write: its value and its consistency token (the
 // X-Consistency-Token of the answer; 0 when the write's position is unknown).

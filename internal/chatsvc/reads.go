@@ -22,7 +22,12 @@ func (s *Service) History(ctx context.Context, u chat.User, req chat.HistoryRequ
 		}
 		page.Cursor = cur
 	}
-	return s.read(ctx, u, opts, readSpec{
+	// The body of an uncached read (load) is this request's alone: it is
+	// encoded into a pooled buffer that the HTTP edge releases once written.
+	// load may run twice (a replica, then the primary): the second run
+	// reuses the buffer, whose first content nothing holds any more.
+	var buf *chat.BodyBuffer
+	rd, err := s.read(ctx, u, opts, readSpec{
 		rollout:  chat.EndpointMessageHistory,
 		endpoint: chat.EndpointMessageHistory,
 		query:    "history_page",
@@ -33,17 +38,25 @@ func (s *Service) History(ctx context.Context, u chat.User, req chat.HistoryRequ
 			if err != nil {
 				return nil, err
 			}
-			return chat.EncodeJSON(s.enc.MessagePage(p, page.Direction, req.Cursor))
+			if buf == nil {
+				buf = chat.NewBodyBuffer()
+			}
+			return s.enc.EncodeMessagePageTo(buf, p, page.Direction, req.Cursor), nil
 		},
 		loadShared: func(ctx context.Context, q postgres.Querier) ([]byte, []int64, error) {
 			p, members, err := s.store.MessagesAndMembers(ctx, q, u.ID, id, page)
 			if err != nil {
 				return nil, nil, err
 			}
-			body, err := chat.EncodeJSON(s.enc.MessagePage(p, page.Direction, req.Cursor))
-			return body, members, err
+			return s.enc.EncodeMessagePage(p, page.Direction, req.Cursor), members, nil
 		},
 	})
+	if buf.Owns(rd.Body) && err == nil {
+		rd.Buf = buf
+	} else {
+		buf.Release()
+	}
+	return rd, err
 }
 
 // historyKey is the cache key part that selects a history page.

@@ -100,6 +100,7 @@ func (s *Server) handleListMessages(w http.ResponseWriter, r *http.Request, u ch
 		return
 	}
 	writeBody(w, http.StatusOK, rd.Body)
+	rd.Release()
 }
 
 // POST /v1/conversations/{id}/read {"message_id"} → 200 {"unread_count"}.
