@@ -227,23 +227,36 @@ var scenarios = []*scenario{
 			closed, okClosed := r.breakerClosedAfterHeal()
 			r.detectRecover(res, open, okOpen, closed, okClosed)
 			slowed, _ := r.markAt("replica link slowed by 200 ms")
-			var hole []float64
+			var hole, onPrimary []float64
 			for _, o := range r.wl.rec.ops {
 				if o.Kind != "send" && o.Kind != "ping" && !o.Start.Before(r.faultAt) && o.Start.Before(slowed) {
-					hole = append(hole, float64(o.End.Sub(o.Start).Microseconds())/1000)
+					ms := float64(o.End.Sub(o.Start).Microseconds()) / 1000
+					hole = append(hole, ms)
+					if o.Source == "primary" {
+						onPrimary = append(onPrimary, ms)
+					}
 				}
 			}
 			worst := pct(hole, 100)
+			// The slowest read waited on the dead link, then ran on the
+			// primary: the rest of its work is what a read on the primary
+			// took in the same window (their p95; most of them never tried
+			// the replica, its breaker being open), not what a replica read
+			// took before the fault (the primary then serves every read).
 			base := res.Phases["before"].ReadP95
+			baseName := "before-phase read p95"
+			if len(onPrimary) >= 20 {
+				base, baseName = pct(onPrimary, 95), "p95 of the reads the primary served during the black hole"
+			}
 			const probeTimeoutMs = 400
 			return []Target{
 				failedRequests(res, 0),
 				within("breaker open after the black hole (every instance)", time.Second, open, r.faultAt, okOpen),
 				{Name: "no request waits on the dead link longer than the prober timeout",
-					Want:     fmt.Sprintf("slowest read during the black hole − before-phase read p95 ≤ %d ms", probeTimeoutMs),
-					Measured: fmt.Sprintf("%.0f ms − %.1f ms = %.0f ms (%d reads)", worst, base, worst-base, len(hole)),
+					Want:     fmt.Sprintf("slowest read during the black hole − the rest of its work ≤ %d ms", probeTimeoutMs),
+					Measured: fmt.Sprintf("%.0f ms − %.1f ms (%s) = %.0f ms (%d reads, %d on the primary)", worst, base, baseName, worst-base, len(hole), len(onPrimary)),
 					Passed:   len(hole) > 0 && worst-base <= probeTimeoutMs,
-					Note:     "the client sees the whole request: the rest of its work is bounded by the before phase's p95"},
+					Note:     "the client sees the whole request: the rest of its work, on the primary, is bounded by the p95 of the reads the primary served in the same window (the before phase's read p95 when it served fewer than 20)"},
 			}
 		},
 	},
