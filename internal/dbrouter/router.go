@@ -233,7 +233,8 @@ func (r *Router) pick(o Route) (rep *replica, reason string, gated bool) {
 // want of a healthy replica or because the caller's position is unknown
 // (PositionUnknown) take a spill-over slot (MaxSpillover). If the replica
 // fails with a connection error, or no replica connection is free within AcquireTimeout,
-// fn is run again on the primary in the same call, so fn must not keep state
+// fn is run again on the primary in the same call (with a spill-over slot
+// too), so fn must not keep state
 // from a failed attempt (reset what it fills at its start).
 //
 // It returns the target that served ("primary" or "replica") and fn's error;
@@ -261,6 +262,16 @@ func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func
 		} else {
 			r.log.Warn("dbrouter: replica read failed, retrying on the primary", "replica", rep.name, "endpoint", endpoint, "err", err)
 			reason = ReasonFallbackError
+			// Spill-over too: in the moments before a failing replica's
+			// breaker opens, its reads must not take the connections the
+			// primary keeps for writes (parley chaos partition: a send
+			// answered 503 at the pool wait while they did).
+			release, err := r.acquireSpill(ctx)
+			if err != nil {
+				r.metrics.spillRejected.WithLabelValues(endpoint).Inc()
+				return TargetPrimary, err
+			}
+			defer release()
 		}
 	} else if reason == ReasonNoHealthyReplica || reason == ReasonTokenUnknown {
 		release, err := r.acquireSpill(ctx)
