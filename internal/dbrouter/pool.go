@@ -66,6 +66,7 @@ func openNode(ctx context.Context, name, target, url, execMode, defaultMode stri
 		// bound them so an unreachable host does not pin pool slots forever.
 		pc.ConnConfig.ConnectTimeout = 5 * time.Second
 	}
+	pc.ConnConfig.DialFunc = cleanupDial(pc.ConnConfig.DialFunc, cleanupBound)
 	probeCfg := pc.ConnConfig.Copy()
 	probeCfg.Tracer = nil
 	probeCfg.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
