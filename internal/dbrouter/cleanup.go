@@ -68,7 +68,10 @@ type cleanupConn struct {
 
 func (c *cleanupConn) Write(b []byte) (int, error) {
 	n, err := c.Conn.Write(b)
-	if err == nil && (isCancelRequest(b) || bytes.HasSuffix(b, terminateMsg)) {
+	// pgx writes each of them alone (a cancel request on a connection of
+	// its own, Terminate in a flush of its own): the whole write is
+	// compared, so that the data of a COPY or a Bind cannot match.
+	if err == nil && (isCancelRequest(b) || bytes.Equal(b, terminateMsg)) {
 		_ = c.Conn.SetDeadline(time.Now().Add(c.bound))
 	}
 	return n, err

@@ -51,6 +51,7 @@ func TestCleanupDial(t *testing.T) {
 		{"terminate", terminateMsg, true},
 		{"a query ending with something else", query, false},
 		{"a cancel request's code in a message of another length", append(cancelReq, 0), false},
+		{"a write ending with Terminate's bytes", append([]byte{'d', 0, 0, 0, 9, 1, 2, 3, 4}, terminateMsg...), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := cleanupDial(nil, bound)(context.Background(), "tcp", ln.Addr().String())
