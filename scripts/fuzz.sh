@@ -8,7 +8,8 @@
 #   FUZZTIME=5m scripts/fuzz.sh
 #   FUZZ='^FuzzReadResponse$' scripts/fuzz.sh   # only the targets matching
 #
-# It fails when a target fails, when a package with fuzz targets starts a
+# It fails when a target fails (not for Go's own end-of-run deadline race,
+# golang/go#75804: see deadline_race), when a package with fuzz targets starts a
 # test stack (stacktest.Main: every fuzz worker would start one, and the
 # target would sit at 0 execs/s), or when a target runs slower than
 # FUZZMINRATE execs/s overall. A new interesting input is minimized for at
@@ -21,6 +22,21 @@ FUZZTIME=${FUZZTIME:-10s}
 FUZZMINRATE=${FUZZMINRATE:-100}
 FUZZMINIMIZETIME=${FUZZMINIMIZETIME:-1s}
 FUZZ=${FUZZ:-.}
+
+# deadline_race reports whether the log's only failure is Go 1.26's fuzz
+# coordinator race (golang/go#75804, fixed in Go 1.27): when a duration
+# -fuzztime ends, a worker's shutdown can be reported as the target failing
+# with a bare "context deadline exceeded", on a busy machine (seen in CI:
+# FuzzParseStage after 71 902 execs). A real finding writes its input
+# ("Failing input written to …"), a panic or a t.Error prints more than that
+# line: those, and anything else, still fail. The rate floor still catches a
+# target that stalls.
+deadline_race() {
+	grep -q "^--- FAIL: $1 " "$log" || return 1
+	grep -q 'Failing input written' "$log" && return 1
+	[ "$(sed -n "/^--- FAIL: $1 /,/^FAIL\$/p" "$log" |
+		grep -v -e "^--- FAIL: $1 " -e '^FAIL$' -e '^[[:space:]]*context deadline exceeded$' | wc -l)" -eq 0 ]
+}
 
 summary=$(mktemp)
 log=$(mktemp)
@@ -37,8 +53,12 @@ for dir in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r dirname | 
 		echo "fuzz $dir $f ($FUZZTIME)" >&2
 		status=ok
 		if ! "$GO" test -run='^$' -fuzz="^$f\$" -fuzztime="$FUZZTIME" -fuzzminimizetime="$FUZZMINIMIZETIME" "$dir" >"$log" 2>&1; then
-			status=FAILED
-			failed=1
+			if deadline_race "$f"; then
+				status="ok (go#75804 deadline race at the end, no failing input)"
+			else
+				status=FAILED
+				failed=1
+			fi
 			cat "$log" >&2
 		fi
 		# "fuzz: elapsed: 6s, execs: 29189 (6130/sec), new interesting: ..."
@@ -58,7 +78,7 @@ for dir in $(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r dirname | 
 					lo = rates[1]; med = rates[int((n + 1) / 2)]; hi = rates[n]
 				}
 				overall = last_el > 0 ? execs / last_el : 0
-				if (status == "ok" && overall < minrate) status = sprintf("TOO SLOW (< %d/s)", minrate)
+				if (status ~ /^ok/ && overall < minrate) status = sprintf("TOO SLOW (< %d/s)", minrate)
 				printf "%-22s %-22s %10d execs %8.0f/s   3 s intervals: min %6d  median %6d  max %6d /s   %s\n", dir, f, execs, overall, lo, med, hi, status
 			}' "$log" | tee -a "$summary" >&2
 		if grep -q 'TOO SLOW' "$summary"; then failed=1; fi
