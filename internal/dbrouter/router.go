@@ -262,18 +262,15 @@ func (r *Router) Read(ctx context.Context, endpoint string, route Route, fn func
 		} else {
 			r.log.Warn("dbrouter: replica read failed, retrying on the primary", "replica", rep.name, "endpoint", endpoint, "err", err)
 			reason = ReasonFallbackError
-			// Spill-over too: in the moments before a failing replica's
-			// breaker opens, its reads must not take the connections the
-			// primary keeps for writes (parley chaos partition: a send
-			// answered 503 at the pool wait while they did).
-			release, err := r.acquireSpill(ctx)
-			if err != nil {
-				r.metrics.spillRejected.WithLabelValues(endpoint).Inc()
-				return TargetPrimary, err
-			}
-			defer release()
 		}
-	} else if reason == ReasonNoHealthyReplica || reason == ReasonTokenUnknown {
+	}
+	// Reads meant for a replica that the primary takes for want of one
+	// spill over, within MaxSpillover. A replica read that failed does too:
+	// in the moments before a failing replica's breaker opens, its reads
+	// must not take the connections the primary keeps for writes (parley
+	// chaos partition: a send answered 503 at the pool wait while they did).
+	switch reason {
+	case ReasonNoHealthyReplica, ReasonTokenUnknown, ReasonFallbackError:
 		release, err := r.acquireSpill(ctx)
 		if err != nil {
 			r.metrics.spillRejected.WithLabelValues(endpoint).Inc()
