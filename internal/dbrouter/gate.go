@@ -51,8 +51,7 @@ type gate struct {
 	conn   *pgxpool.Conn
 	token  wal.LSN
 	passed bool
-	behind bool    // a check found the replica behind the token
-	seen   wal.LSN // the replay position read (0: none)
+	behind bool // a check found the replica behind the token
 	br     pgx.BatchResults
 	brErr  error
 }
@@ -68,15 +67,9 @@ func (g *gate) position(ctx context.Context) error {
 	return g.judge(pos)
 }
 
-// judge records the position read and passes the gate if it is at or past
-// the token.
+// judge passes the gate if the position read is at or past the token.
 func (g *gate) judge(pos *int64) error {
-	if pos == nil || *pos < 0 {
-		g.behind = true
-		return errReplicaBehind
-	}
-	g.seen = wal.LSN(*pos)
-	if g.seen < g.token {
+	if pos == nil || *pos < 0 || wal.LSN(*pos) < g.token {
 		g.behind = true
 		return errReplicaBehind
 	}
