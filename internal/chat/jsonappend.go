@@ -105,15 +105,9 @@ func (e Encoder) AppendMessagePage(dst []byte, p MessagePage, dir Direction, giv
 	return append(dst, '}', '\n')
 }
 
-// AppendMessage appends m's JSON form (Message) to dst, as encoding/json
-// writes a MessageJSON.
-func (e Encoder) AppendMessage(dst []byte, m Message) []byte {
-	dst, _ = e.appendMessage(dst, &m)
-	return dst
-}
-
-// appendMessage is AppendMessage; cur is where the cursor's first byte is
-// in the result.
+// appendMessage appends m's JSON form (Message) to dst, as encoding/json
+// writes a MessageJSON; cur is where the cursor's first byte is in the
+// result.
 func (e Encoder) appendMessage(dst []byte, m *Message) (_ []byte, cur int) {
 	dst = append(dst, `{"id":"`...)
 	dst = strconv.AppendInt(dst, m.ID, 10)
