@@ -64,11 +64,13 @@ var errCommitRolledBack = errors.New("the transaction was rolled back (it had fa
 // 0 with a nil error (the write is committed all the same).
 func commitAt(ctx context.Context, c *pgconn.PgConn) (wal.LSN, error) {
 	res, err := c.Exec(ctx, commitAtSQL).ReadAll()
-	if len(res) == 0 || res[0].Err != nil {
-		if len(res) > 0 && res[0].Err != nil {
-			err = res[0].Err
-		}
-		return 0, err
+	switch {
+	case len(res) > 0 && res[0].Err != nil:
+		return 0, res[0].Err // the COMMIT failed
+	case len(res) == 0 && err == nil:
+		return 0, errors.New("no answer to COMMIT")
+	case len(res) == 0:
+		return 0, err // its outcome is unknown
 	}
 	if tag := res[0].CommandTag.String(); tag != "COMMIT" {
 		return 0, fmt.Errorf("%w: %s", errCommitRolledBack, tag)
