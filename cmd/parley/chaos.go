@@ -24,10 +24,10 @@ const chaosHelp = `Runs fault scenarios against Parley and judges them.
 By default it brings up its own throwaway stack (PostgreSQL primary + streaming
 replica, PgBouncer, Redis; fsync on) in a new directory under /var/tmp, migrates
 it, and for each scenario builds two API servers as 'parley serve' does — with
-serve's defaults for the pool wait bound, the request deadline, the replica lag
-bound and admission control (the PARLEY_* variables serve reads apply; pools
-of 10 connections each) —, puts
-every read endpoint on the optimized path (cache and replica), and runs a
+serve's defaults for the pool wait bound, the request deadline, the database
+budget, the replica lag bound and wait, and admission control (the PARLEY_*
+variables serve reads apply; pools of 10 connections each) —, puts every read
+endpoint on the optimized path (cache and replica), and runs a
 workload of clients through the HTTP API: reads on every read endpoint, sends
 with an Idempotency-Key, each client retrying the same key after an error or a
 timeout (honouring Retry-After). After each acknowledged send the writer's next
@@ -193,7 +193,8 @@ func runChaos(ctx context.Context, args []string) error {
 // serveDefaults is the configuration `parley serve` would run with here —
 // its flags' defaults and the PARLEY_* variables it reads — for the
 // settings the servers built by chaos take from it: the pool wait bound,
-// the request deadline, the replica lag bound and admission control.
+// the request deadline, the database budget, the replica lag bound and
+// wait, and admission control.
 func serveDefaults() (app.Config, error) {
 	f := newFlags("serve", "", "", "json")
 	var c serveConfig
@@ -201,7 +202,7 @@ func serveDefaults() (app.Config, error) {
 	if len(f.envErrs) > 0 {
 		return app.Config{}, fmt.Errorf("%w: %w", errUsage, errors.Join(f.envErrs...))
 	}
-	if err := c.validate(); err != nil {
+	if err := c.finish(); err != nil {
 		return app.Config{}, err
 	}
 	return c.Config, nil

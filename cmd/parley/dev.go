@@ -61,10 +61,9 @@ func runDev(ctx context.Context, args []string) error {
 	if f.NArg() > 0 {
 		return fmt.Errorf("%w: unexpected arguments %q", errUsage, f.Args())
 	}
-	if err := c.validate(); err != nil {
+	if err := c.finish(); err != nil {
 		return err
 	}
-	c.noReplicaWaitIsNegative()
 	if err := checkShape(shape); err != nil {
 		return err
 	}

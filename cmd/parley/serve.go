@@ -109,10 +109,9 @@ func runServe(ctx context.Context, args []string) error {
 	if c.AdminToken == "" {
 		return fmt.Errorf("%w: --admin-token (or PARLEY_ADMIN_TOKEN) is required", errUsage)
 	}
-	if err := c.validate(); err != nil {
+	if err := c.finish(); err != nil {
 		return err
 	}
-	c.noReplicaWaitIsNegative()
 	return serve(ctx, c, nil)
 }
 
@@ -126,12 +125,17 @@ const (
 	defaultRequestTimeout = 2 * time.Second
 )
 
-// noReplicaWaitIsNegative maps --replica-wait 0 (no wait) to app.Config's
-// "no wait", a negative value (its zero is the default).
-func (c *serveConfig) noReplicaWaitIsNegative() {
+// finish checks the configuration the flags made (validate) and turns it
+// into app.Config's terms: --replica-wait 0 (no wait) becomes a negative
+// value (app.Config's zero is the default).
+func (c *serveConfig) finish() error {
+	if err := c.validate(); err != nil {
+		return err
+	}
 	if c.ReplicaWait == 0 {
 		c.ReplicaWait = -1
 	}
+	return nil
 }
 
 // validate checks the values the flags cannot.

@@ -44,7 +44,8 @@ type Config struct {
 	KeepStack bool
 	// Server holds the settings of the servers built here beyond their
 	// connections, pools and cache prefix: the pool wait bound, the request
-	// deadline, the replica lag bound and admission control. cmd/parley
+	// deadline, the database budget, the replica lag bound and wait, and
+	// admission control. cmd/parley
 	// fills it with `parley serve`'s defaults, so that the suite judges the
 	// servers as they are deployed; its zero value is the app package's
 	// defaults (admission control off).
@@ -252,7 +253,8 @@ func (e *env) startInstances(ctx context.Context, sc *scenario) ([]*instance, er
 			AdminToken:       e.adminToken,
 			PrimaryPoolConns: 10, ReplicaPoolConns: 10,
 			AcquireTimeout: e.cfg.Server.AcquireTimeout, RequestTimeout: e.cfg.Server.RequestTimeout,
-			MaxReplicaLag: e.cfg.Server.MaxReplicaLag, Admission: e.cfg.Server.Admission,
+			MaxReplicaLag: e.cfg.Server.MaxReplicaLag, ReplicaWait: e.cfg.Server.ReplicaWait,
+			DBBudget: e.cfg.Server.DBBudget, Admission: e.cfg.Server.Admission,
 			NoMonitors: true,
 			Logger:     log, AccessLog: log, AccessLogSample: -1,
 		})
