@@ -6,10 +6,6 @@ import (
 	"time"
 )
 
-// processLog is the process's log settings (--log-level, --log-format), for
-// loggers made after the flags were parsed (the access log).
-var processLog struct{ level, format string }
-
 // lineBuffer is the access log's writer: it gathers whole lines (each Write
 // is one log line) and writes them to w in one write when the buffer would
 // overflow, every interval, and on Close — not one write per request.

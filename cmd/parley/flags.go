@@ -215,7 +215,6 @@ func (f *flags) Parse(args []string) error {
 		return fmt.Errorf("%w: %v", errUsage, err)
 	}
 	slog.SetDefault(log)
-	processLog.level, processLog.format = f.logLevel, f.logFormat
 	return nil
 }
 

@@ -32,10 +32,15 @@ type serveConfig struct {
 	// that registers this server with Prometheus while it serves (written
 	// once listening, removed on shutdown).
 	PrometheusSDFile string
+	// logs are the command's flags, whose --log-level and --log-format the
+	// access log follows once they are parsed (nil: the default logger's
+	// access log, unbuffered).
+	logs *flags
 }
 
 // bindServeFlags registers the flags shared by serve and dev.
 func bindServeFlags(f *flags, c *serveConfig) {
+	c.logs = f
 	f.String(&c.HTTPAddr, "http-addr", "PARLEY_HTTP_ADDR", "127.0.0.1:8080", "listen address")
 	f.String(&c.PrimaryExecMode, "primary-exec-mode", "PARLEY_PRIMARY_EXEC_MODE", "exec",
 		"pgx query exec mode on the primary pool: exec (safe behind PgBouncer transaction pooling) or cache_statement (direct connections)")
@@ -163,12 +168,12 @@ func serve(ctx context.Context, c serveConfig, ready func(addr string)) error {
 	cfg := c.Config
 	cfg.Logger = log
 	cfg.AccessLogSample = accessLogSample(c.AccessLogShare)
-	if cfg.AccessLog == nil && processLog.format != "" {
+	if cfg.AccessLog == nil && c.logs != nil {
 		// The access log's lines are buffered (one write per 64 KiB or
 		// 100 ms, not one per request), in the process's log format.
 		lb := newLineBuffer(os.Stderr)
 		defer lb.Close()
-		if al, err := newLogger(lb, processLog.level, processLog.format); err == nil {
+		if al, err := newLogger(lb, c.logs.logLevel, c.logs.logFormat); err == nil {
 			cfg.AccessLog = al
 		}
 	}
