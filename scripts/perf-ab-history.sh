@@ -21,6 +21,7 @@
 # REPORTS (a folder to keep the wrk outputs, logs and profiles in).
 # Needs: wrk, jq, curl; perf for PROFILE=1.
 set -euo pipefail
+. "$(dirname "$0")/doc-section.sh"
 cd "$(dirname "$0")/.."
 
 : "${BIN_A:?set BIN_A to the before binary}" "${BIN_B:?set BIN_B to the after binary}"
@@ -94,30 +95,17 @@ for side in A B; do
 	done
 done
 
-api() { # method path token [body] → body
-	curl -fsS -X "$1" -H "Authorization: Bearer $3" -H 'Content-Type: application/json' ${4:+-d "$4"} "${url[A]}$2"
-}
-alice=$(api POST /v1/users "$admin" '{"handle":"ab_alice"}')
-bob=$(api POST /v1/users "$admin" '{"handle":"ab_bob"}')
-alice_token=$(jq -r .token <<<"$alice")
-bob_token=$(jq -r .token <<<"$bob")
-bob_id=$(jq -r .id <<<"$bob")
-conv=$(api POST /v1/conversations "$alice_token" "{\"title\":\"ab\",\"member_ids\":[\"$bob_id\"]}" | jq -r .id)
-hpath="/v1/conversations/$conv/messages"
-log "seeding conversation $conv (sends for $SEED)"
-"$bin_a" load --url "${url[A]}$hpath" --method POST --body '{"body":"a message of an ordinary length, about sixty characters long"}' \
-	--header "Authorization: Bearer $alice_token" --header 'Content-Type: application/json' \
-	--closed --connections 8 --duration "$SEED" --quiet >/dev/null 2>&1 || true
+history_fixture "$bin_a" "${url[A]}" "$admin" ab "$SEED"
 # A few bodies that need escaping, so that the byte comparison means something.
 for body in '"<b>&amp;</b> \u2028 \u2029 \u0001 tab\t nl\n quote\" backslash\\ é 日本語 😀"' '"x"'; do
-	api POST "$hpath" "$alice_token" "{\"body\":$body}" >/dev/null
+	http_json POST "${url[A]}$hpath" "$alice_token" "{\"body\":$body}" >/dev/null
 done
 case $CONFIG in
-replica) rollout='{"percent":100,"cache":false,"replica":true}' want=replica ;;
-baseline) rollout='{"percent":0,"cache":false,"replica":false}' want=primary ;;
+replica) want=replica ;;
+baseline) want=primary ;;
 *) log "CONFIG must be replica or baseline"; exit 2 ;;
 esac
-api PUT /admin/rollouts/message_history "$admin" "$rollout" >/dev/null
+http_json PUT "${url[A]}/admin/rollouts/message_history" "$admin" "$(history_rollout "$CONFIG")" >/dev/null
 sleep 3 # both instances poll the rollout table; the replica replays the sends
 for side in A B; do
 	for _ in $(seq 30); do

@@ -77,33 +77,17 @@ for _ in $(seq 100); do
 done
 curl -fsS "$base/readyz" >/dev/null
 
-api() { # method path token [body] → body on stdout; fails on HTTP >= 400
-	curl -fsS -X "$1" -H "Authorization: Bearer $3" -H 'Content-Type: application/json' ${4:+-d "$4"} "$base$2"
-}
-alice=$(api POST /v1/users "$admin" '{"handle":"alice"}')
-bob=$(api POST /v1/users "$admin" '{"handle":"bob"}')
-alice_token=$(jq -r .token <<<"$alice")
-bob_token=$(jq -r .token <<<"$bob")
-conv=$(api POST /v1/conversations "$alice_token" "{\"title\":\"perf\",\"member_ids\":[\"$(jq -r .id <<<"$bob")\"]}" | jq -r .id)
-path="/v1/conversations/$conv/messages"
-
-log "seeding the history: sends for $HISTORY_SECONDS"
-"$P" load --url "$base$path" --method POST --body '{"body":"a message of an ordinary length, about sixty characters long"}' \
-	--header "Authorization: Bearer $alice_token" --header 'Content-Type: application/json' \
-	--closed --connections 8 --duration "$HISTORY_SECONDS" --quiet --json "$work/seed.json" >&2
+history_fixture "$P" "$base" "$admin" perf "$HISTORY_SECONDS" "$work/seed.json"
+path=$hpath
 messages=$(jq '[.scenarios[]?.requests // .requests // 0] | add // 0' "$work/seed.json" 2>/dev/null || echo 0)
 page_bytes=$(curl -fsS -H "Authorization: Bearer $bob_token" "$base$path" | wc -c)
 sleep 1 # the replica replays the last sends
 
 set_config() { # name → rollout of message_history
-	case $1 in
-	baseline) api PUT /admin/rollouts/message_history "$admin" '{"percent":0,"cache":false,"replica":false}' >/dev/null ;;
-	replica) api PUT /admin/rollouts/message_history "$admin" '{"percent":100,"cache":false,"replica":true}' >/dev/null ;;
-	cache) api PUT /admin/rollouts/message_history "$admin" '{"percent":100,"cache":true,"replica":false}' >/dev/null ;;
-	esac
+	http_json PUT "$base/admin/rollouts/message_history" "$admin" "$(history_rollout "$1")" >/dev/null
 	# The X-Read-Source the configuration must give (after one warming read).
 	curl -fsS -o /dev/null -H "Authorization: Bearer $bob_token" "$base$path"
-	src=$(curl -fsS -D - -o /dev/null -H "Authorization: Bearer $bob_token" "$base$path" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-read-source" {print $2}')
+	src=$(read_source "$base$path" "$bob_token")
 	want=$1
 	[ "$1" = baseline ] && want=primary
 	if [ "$src" != "$want" ]; then

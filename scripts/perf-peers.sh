@@ -137,9 +137,6 @@ srv_pid=$dev_pid
 # ============================================================================
 history_ok=""
 [ "$HISTORY" = 1 ] && history_ok=1
-api() { # method path token [body] → body on stdout
-	curl -fsS -X "$1" -H "Authorization: Bearer $3" -H 'Content-Type: application/json' ${4:+-d "$4"} "$target$2"
-}
 if [ -n "$history_ok" ] && { ! command -v wrk >/dev/null || ! command -v node >/dev/null; }; then
 	log "history: wrk and node are needed (apt-get install wrk nodejs npm); skipped"
 	history_ok=""
@@ -156,17 +153,7 @@ if [ -n "$history_ok" ]; then
 	fi
 fi
 if [ -n "$history_ok" ]; then
-	alice=$(api POST /v1/users "$token" '{"handle":"peers_alice"}')
-	bob=$(api POST /v1/users "$token" '{"handle":"peers_bob"}')
-	alice_token=$(jq -r .token <<<"$alice")
-	bob_token=$(jq -r .token <<<"$bob")
-	bob_id=$(jq -r .id <<<"$bob")
-	conv=$(api POST /v1/conversations "$alice_token" "{\"title\":\"peers\",\"member_ids\":[\"$bob_id\"]}" | jq -r .id)
-	hpath="/v1/conversations/$conv/messages"
-	log "history: seeding conversation $conv (sends for $HISTORY_SEED)"
-	"$bin" load --url "$target$hpath" --method POST --body '{"body":"a message of an ordinary length, about sixty characters long"}' \
-		--header "Authorization: Bearer $alice_token" --header 'Content-Type: application/json' \
-		--closed --connections 8 --duration "$HISTORY_SEED" --quiet --json "$work/history-seed.json" >/dev/null 2>&1 || true
+	history_fixture "$bin" "$target" "$token" peers "$HISTORY_SEED" "$work/history-seed.json"
 	messages=$(psql -X -qtA "$PARLEY_PRIMARY_URL" -c "SELECT count(*) FROM messages WHERE conversation_id = $conv")
 	sleep 1 # the replica replays the last sends
 	page_bytes=$(curl -fsS -H "Authorization: Bearer $bob_token" "$target$hpath" | wc -c)
@@ -187,14 +174,10 @@ if [ -n "$history_ok" ]; then
 	done
 	peer_bytes=$(curl -fsS "http://127.0.0.1:$peer_port/v1/conversations/$conv/messages" | wc -c)
 	set_config() {
-		case $1 in
-		baseline) api PUT /admin/rollouts/message_history "$token" '{"percent":0,"cache":false,"replica":false}' >/dev/null ;;
-		replica) api PUT /admin/rollouts/message_history "$token" '{"percent":100,"cache":false,"replica":true}' >/dev/null ;;
-		cache) api PUT /admin/rollouts/message_history "$token" '{"percent":100,"cache":true,"replica":false}' >/dev/null ;;
-		esac
+		http_json PUT "$target/admin/rollouts/message_history" "$token" "$(history_rollout "$1")" >/dev/null
 		curl -fsS -o /dev/null -H "Authorization: Bearer $bob_token" "$target$hpath"
 		local src want=$1
-		src=$(curl -fsS -D - -o /dev/null -H "Authorization: Bearer $bob_token" "$target$hpath" | tr -d '\r' | awk -F': ' 'tolower($1) == "x-read-source" {print $2}')
+		src=$(read_source "$target$hpath" "$bob_token")
 		[ "$1" = baseline ] && want=primary
 		[ "$src" = "$want" ] || log "history: configuration $1 reads from '$src', not $want"
 	}
